@@ -1,0 +1,1 @@
+"""Algorithms: SFT, RFT, RFT×N and EEF."""

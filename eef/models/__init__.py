@@ -1,0 +1,1 @@
+"""Model layer: chat format with per-step loss masks, policy backends, training, serving."""

@@ -1,0 +1,1 @@
+"""Reports: metrics, tables, plots, HTML."""

@@ -1,0 +1,1 @@
+"""Rollouts: sequential episodes (``episode``) and the batched engine."""

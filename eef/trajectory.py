@@ -1,0 +1,186 @@
+"""Trajectories: what an expert, an agent or a simulation did in one episode.
+
+A ``Trajectory`` holds the task, the first observation and one ``Step`` per action.  Each step
+carries a ``train`` flag: the loss mask of Eq. 1 of the paper (EEF sets it to False on harmful
+expert actions) and an optional ``label`` (``beneficial`` / ``harmful`` / ``neutral``).
+
+``source`` records provenance as a plain dict.  Documented keys (all optional):
+``kind`` (``expert`` | ``policy`` | ``simulation`` | ``eef``), ``policy`` (spec string, e.g.
+``expert:heuristic``), ``policy_version``, ``start_state`` (number of expert steps replayed
+before the policy took over), ``parent`` (id of the expert trajectory a simulation started
+from), ``sample`` (sample index at that state), ``seed``, ``sampling`` (dict).
+
+JSONL: one ``Trajectory.to_dict()`` per line; ``read_jsonl(write_jsonl(t)) == t`` exactly.
+ShareGPT: the ``{"id", "conversations": [{"from": "human"|"gpt", "value", "loss"?}]}`` format used
+by ETO and AgentGym (``gpt`` turns are ``Thought: ...\\nAction: ...``; ``human`` turns after the
+first are ``Observation: ...``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from eef.react import parse_turn, render_turn
+
+
+class TrajectoryFormatError(ValueError):
+    """A trajectory file or record is malformed; the message names the file and line."""
+
+
+@dataclass
+class Step:
+    action: str
+    observation: str
+    thought: str = ""
+    reward: float = 0.0
+    train: bool = True
+    label: str | None = None
+    valid: bool = True
+
+    @property
+    def turn(self) -> str:
+        """The agent's turn text: ``Thought: ...\\nAction: ...``."""
+        return render_turn(self.thought, self.action)
+
+
+@dataclass
+class Trajectory:
+    task_id: str
+    env: str
+    instruction: str
+    initial_observation: str
+    steps: list[Step] = field(default_factory=list)
+    reward: float = 0.0
+    success: bool = False
+    done: bool = False
+    source: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # -- views ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    @property
+    def actions(self) -> list[str]:
+        return [s.action for s in self.steps]
+
+    @property
+    def observations(self) -> list[str]:
+        return [s.observation for s in self.steps]
+
+    @property
+    def observation(self) -> str:
+        """The current (last) observation."""
+        return self.steps[-1].observation if self.steps else self.initial_observation
+
+    def prefix(self, k: int) -> "Trajectory":
+        """The first ``k`` steps (state s_k), not done, no final reward."""
+        return Trajectory(self.task_id, self.env, self.instruction, self.initial_observation,
+                          [Step(**asdict(s)) for s in self.steps[:k]], 0.0, False, False,
+                          dict(self.source), dict(self.meta))
+
+    # -- (de)serialisation ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Trajectory":
+        try:
+            steps = [s if isinstance(s, Step) else Step(**s) for s in d.get("steps", [])]
+            return cls(task_id=str(d["task_id"]), env=str(d["env"]),
+                       instruction=str(d.get("instruction", "")),
+                       initial_observation=str(d.get("initial_observation", "")),
+                       steps=steps, reward=float(d.get("reward", 0.0)),
+                       success=bool(d.get("success", False)), done=bool(d.get("done", False)),
+                       source=dict(d.get("source") or {}), meta=dict(d.get("meta") or {}))
+        except (KeyError, TypeError, ValueError) as e:
+            raise TrajectoryFormatError(f"not a trajectory record ({type(e).__name__}: {e})") from e
+
+
+def write_jsonl(path: str | os.PathLike, trajs: Iterable[Trajectory], append: bool = False) -> int:
+    """Write trajectories, one JSON object per line (flushed per line). Returns the count."""
+    n = 0
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a" if append else "w", encoding="utf-8") as f:
+        for t in trajs:
+            f.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
+            f.flush()
+            n += 1
+    return n
+
+
+def iter_jsonl(path: str | os.PathLike, skip_partial_last_line: bool = True) -> Iterator[Trajectory]:
+    """Read trajectories.  A truncated last line (a writer killed mid-line) is skipped when
+    ``skip_partial_last_line``; any other malformed line raises ``TrajectoryFormatError``."""
+    p = Path(path)
+    if not p.exists():
+        raise TrajectoryFormatError(f"{p}: no such trajectory file")
+    with open(p, encoding="utf-8") as f:
+        lines = f.readlines()
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            if skip_partial_last_line and i == len(lines) and not line.endswith("\n"):
+                return
+            raise TrajectoryFormatError(f"{p}:{i}: invalid JSON ({e.msg})") from e
+        try:
+            yield Trajectory.from_dict(d)
+        except TrajectoryFormatError as e:
+            raise TrajectoryFormatError(f"{p}:{i}: {e}") from e
+
+
+def read_jsonl(path: str | os.PathLike) -> list[Trajectory]:
+    return list(iter_jsonl(path))
+
+
+# -- ShareGPT (ETO / AgentGym) -------------------------------------------------------------
+def to_sharegpt(t: Trajectory, system: str | None = None) -> dict[str, Any]:
+    """One conversation: the task (and optional system text) as the first human turn, then
+    ``gpt`` turns ``Thought/Action`` and ``human`` turns ``Observation: ...``.  ``loss`` marks
+    the trained agent turns (AgentGym's convention)."""
+    first = t.initial_observation if not system else f"{system}\n{t.initial_observation}"
+    conv: list[dict[str, Any]] = [{"from": "human", "value": first, "loss": False}]
+    for s in t.steps:
+        conv.append({"from": "gpt", "value": s.turn, "loss": bool(s.train)})
+        conv.append({"from": "human", "value": f"Observation: {s.observation}", "loss": False})
+    return {"id": t.task_id, "conversations": conv, "reward": t.reward, "success": t.success}
+
+
+def from_sharegpt(d: dict[str, Any], env: str, instruction: str = "") -> Trajectory:
+    """Inverse of ``to_sharegpt`` (also reads ETO files, where ``loss`` is absent and leading
+    human/gpt exchanges before the first observation form the prompt)."""
+    conv = d.get("conversations")
+    if not isinstance(conv, list) or not conv:
+        raise TrajectoryFormatError("ShareGPT record without 'conversations'")
+    tid = str(d.get("id", d.get("item_id", "")))
+    first_obs = ""
+    steps: list[Step] = []
+    pending: tuple[str, str, bool] | None = None
+    for turn in conv:
+        who, val = turn.get("from"), str(turn.get("value", ""))
+        if who in ("gpt", "assistant"):
+            if pending is not None:  # two agent turns in a row: the first had no observation
+                steps.append(Step(pending[1], "", pending[0], train=pending[2]))
+            th, act = parse_turn(val)
+            pending = (th, act, bool(turn.get("loss", True)))
+        elif who in ("human", "user"):
+            obs = val[len("Observation:"):].strip() if val.startswith("Observation:") else val
+            if pending is None:
+                first_obs = obs if not steps else first_obs
+                continue
+            steps.append(Step(pending[1], obs, pending[0], train=pending[2]))
+            pending = None
+        else:
+            raise TrajectoryFormatError(f"ShareGPT turn with unknown role {who!r}")
+    if pending is not None:
+        steps.append(Step(pending[1], "", pending[0], train=pending[2]))
+    reward = float(d.get("reward", 0.0))
+    return Trajectory(tid, env, instruction, first_obs, steps, reward,
+                      bool(d.get("success", reward >= 1.0)), True, {"kind": "import"})
