@@ -14,6 +14,7 @@ from eef.envs.base import (EnvDiedError, EnvError, ReplayResult, StepResult, Tas
 _REGISTRY: dict[str, str | Callable[..., TextEnv]] = {
     "webshop": "eef.envs.webshop:WebShopEnv",
     "sciworld": "eef.envs.sciworld:SciWorldEnv",
+    "http": "eef.envs.http:HttpEnv",
 }
 
 
