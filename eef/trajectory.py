@@ -89,6 +89,8 @@ class Trajectory:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Trajectory":
+        if not isinstance(d, dict):
+            raise TrajectoryFormatError(f"not a trajectory record (a JSON {type(d).__name__})")
         try:
             steps = [s if isinstance(s, Step) else Step(**s) for s in d.get("steps", [])]
             return cls(task_id=str(d["task_id"]), env=str(d["env"]),
@@ -97,8 +99,19 @@ class Trajectory:
                        steps=steps, reward=float(d.get("reward", 0.0)),
                        success=bool(d.get("success", False)), done=bool(d.get("done", False)),
                        source=dict(d.get("source") or {}), meta=dict(d.get("meta") or {}))
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise TrajectoryFormatError(f"not a trajectory record ({type(e).__name__}: {e})") from e
+
+
+def dumps_line(d: dict[str, Any]) -> str:
+    """One JSON line; readable UTF-8 when possible, ASCII escapes when the text holds lone
+    surrogates (still an exact round trip)."""
+    line = json.dumps(d, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(d, ensure_ascii=True)
+    return line + "\n"
 
 
 def write_jsonl(path: str | os.PathLike, trajs: Iterable[Trajectory], append: bool = False) -> int:
@@ -107,7 +120,7 @@ def write_jsonl(path: str | os.PathLike, trajs: Iterable[Trajectory], append: bo
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a" if append else "w", encoding="utf-8") as f:
         for t in trajs:
-            f.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
+            f.write(dumps_line(t.to_dict()))
             f.flush()
             n += 1
     return n

@@ -6,7 +6,6 @@ checked against, and what expert collection and small evaluations use.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any, Iterable, Sequence
 from eef.envs.base import TextEnv
 from eef.policy import Policy, Sampling
 from eef.react import parse_turn
-from eef.trajectory import Step, Trajectory, iter_jsonl, TrajectoryFormatError
+from eef.trajectory import Step, Trajectory, TrajectoryFormatError, dumps_line, iter_jsonl
 
 
 def start_context(env: TextEnv, task_id: str, observation: str) -> Trajectory:
@@ -97,7 +96,7 @@ def collect(env: TextEnv, policy: Policy, task_ids: Iterable[str], out: str | os
                 done[tid] = traj
                 wins += traj.success
                 if f is not None:
-                    f.write(json.dumps(traj.to_dict(), ensure_ascii=False) + "\n")
+                    f.write(dumps_line(traj.to_dict()))
                     f.flush()
                 n_done = len(task_ids) - len(todo) + i + 1
                 bar.update(job, advance=1, win=wins / n_done)

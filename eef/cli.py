@@ -1,0 +1,211 @@
+"""The ``eef`` command line: thin wrappers that parse, load config and call the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from eef.config import set_data_dir
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="EEF: agent tuning that learns from an expert's failed trajectories.")
+data_app = typer.Typer(no_args_is_help=True, help="Data sets: download the public originals.")
+expert_app = typer.Typer(no_args_is_help=True, help="Expert trajectories.")
+app.add_typer(data_app, name="data")
+app.add_typer(expert_app, name="expert")
+
+DataDir = typer.Option(None, "--data-dir", help="Data dir (default: $EEF_DATA_DIR or "
+                       "~/.cache/eef/data).", envvar="EEF_DATA_DIR")
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _env_kwargs(pairs: list[str] | None, max_steps: int | None) -> dict:
+    kw: dict = {}
+    for p in pairs or []:
+        k, sep, v = p.partition("=")
+        if not sep:
+            _fail(f"--env-opt takes KEY=VALUE, got {p!r}")
+        try:
+            kw[k] = json.loads(v)
+        except json.JSONDecodeError:
+            kw[k] = v
+    if max_steps is not None:
+        kw["max_steps"] = max_steps
+    return kw
+
+
+def _make_env(name: str, kw: dict):
+    import eef.envs as envs
+    try:
+        return envs.make(name, **kw)
+    except KeyError as e:
+        _fail(str(e.args[0]) if e.args else str(e))
+    except (FileNotFoundError, ValueError, TypeError, RuntimeError) as e:
+        _fail(str(e))
+
+
+def _task_ids(env, split: str | None, tasks_file: Path | None, limit: int | None) -> list[str]:
+    from eef.envs.base import UnknownTaskError
+    if tasks_file is not None:
+        if not tasks_file.exists():
+            _fail(f"{tasks_file}: no such file")
+        ids = [ln.strip() for ln in tasks_file.read_text().splitlines()
+               if ln.strip() and not ln.startswith("#")]
+        try:
+            for t in ids:
+                env.task(t)
+        except UnknownTaskError as e:
+            _fail(f"{tasks_file}: {e}")
+    else:
+        try:
+            ids = [t.id for t in env.tasks(split or "test")]
+        except ValueError as e:
+            _fail(str(e))
+    return ids[:limit] if limit else ids
+
+
+@app.command()
+def tasks(env: str = typer.Argument(..., help="Env name (webshop, sciworld)."),
+          split: str = typer.Option("all", help="train | dev | test | all."),
+          as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+          data_dir: Optional[Path] = DataDir):
+    """List an env's tasks."""
+    set_data_dir(data_dir)
+    e = _make_env(env, {})
+    try:
+        ts = e.tasks(split)
+    except ValueError as err:
+        _fail(str(err))
+    out = sys.stdout
+    for t in ts:
+        out.write((json.dumps(t.to_json(), ensure_ascii=False) if as_json
+                   else f"{t.id}\t{t.split}\t{t.instruction}") + "\n")
+    e.close()
+
+
+def _run_policy(env_name: str, policy: str, split: str | None, tasks_file: Path | None,
+                limit: int | None, out: Path | None, env_opt: list[str] | None,
+                max_steps: int | None, seed: int, temperature: float):
+    from eef.policy import PolicySpecError, Sampling, load_policy
+    from eef.rollout.episode import collect
+    from eef.trajectory import TrajectoryFormatError
+    env = _make_env(env_name, _env_kwargs(env_opt, max_steps))
+    ids = _task_ids(env, split, tasks_file, limit)
+    try:
+        pol = load_policy(policy, env)
+    except PolicySpecError as e:
+        _fail(str(e))
+    try:
+        trajs = collect(env, pol, ids, out, sampling=Sampling(temperature=temperature), seed=seed,
+                        progress=sys.stderr.isatty())
+    except TrajectoryFormatError as e:
+        _fail(str(e))
+    finally:
+        env.close()
+    return trajs
+
+
+@app.command("eval")
+def eval_cmd(env: str = typer.Argument(..., help="Env name."),
+             policy: str = typer.Option(..., help="Policy spec: expert:NAME, hf:PATH, "
+                                        "openai:MODEL@URL."),
+             split: str = typer.Option("test", help="Split to evaluate on."),
+             tasks_file: Optional[Path] = typer.Option(None, "--tasks", help="File with one task "
+                                                       "id per line (overrides --split)."),
+             limit: Optional[int] = typer.Option(None, help="Evaluate the first N tasks only."),
+             out: Optional[Path] = typer.Option(None, help="Append trajectories to this JSONL "
+                                                "(a rerun resumes)."),
+             as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+             env_opt: Optional[List[str]] = typer.Option(None, help="Env option KEY=VALUE."),
+             max_steps: Optional[int] = typer.Option(None, help="Step limit per episode."),
+             seed: int = typer.Option(0, help="Base seed."),
+             temperature: float = typer.Option(0.0, help="Sampling temperature (models)."),
+             data_dir: Optional[Path] = DataDir):
+    """Evaluate a policy: win rate (success share) and mean score (0-100)."""
+    from eef.rollout.episode import summarize
+    set_data_dir(data_dir)
+    trajs = _run_policy(env, policy, split if tasks_file is None else None, tasks_file, limit,
+                        out, env_opt, max_steps, seed, temperature)
+    summary = {"env": env, "policy": policy, "split": split if tasks_file is None else None,
+               **summarize(trajs),
+               "tasks": [{"id": t.task_id, "reward": t.reward, "success": t.success,
+                          "steps": len(t)} for t in trajs]}
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        print(f"{policy} on {env} ({summary['n']} tasks): win rate {summary['win_rate']:.1%}, "
+              f"mean score {summary['mean_score']:.1f}, mean steps {summary['mean_steps']:.1f}")
+
+
+@expert_app.command("collect")
+def expert_collect(env: str = typer.Argument(..., help="Env name."),
+                   expert: str = typer.Option(..., help="Expert name (oracle, heuristic, gold, "
+                                              "noisy, llm, random)."),
+                   out: Path = typer.Option(..., help="Output JSONL (a rerun resumes)."),
+                   split: str = typer.Option("train", help="Split."),
+                   tasks_file: Optional[Path] = typer.Option(None, "--tasks", help="Task ids file."),
+                   limit: Optional[int] = typer.Option(None, help="First N tasks only."),
+                   policy: Optional[str] = typer.Option(None, help="For --expert llm: the model "
+                                                        "spec (openai:MODEL@URL or hf:PATH)."),
+                   env_opt: Optional[List[str]] = typer.Option(None, help="Env option KEY=VALUE."),
+                   max_steps: Optional[int] = typer.Option(None, help="Step limit per episode."),
+                   seed: int = typer.Option(0, help="Base seed."),
+                   temperature: float = typer.Option(0.0, help="Sampling temperature (llm)."),
+                   data_dir: Optional[Path] = DataDir):
+    """Collect one expert trajectory per task."""
+    from eef.rollout.episode import summarize
+    set_data_dir(data_dir)
+    if expert == "llm":
+        if not policy:
+            _fail("--expert llm needs --policy openai:MODEL@URL (or hf:PATH)")
+        spec = policy
+    else:
+        spec = f"expert:{expert}"
+    trajs = _run_policy(env, spec, split if tasks_file is None else None, tasks_file, limit, out,
+                        env_opt, max_steps, seed, temperature)
+    s = summarize(trajs)
+    typer.echo(f"{len(trajs)} trajectories in {out}: success {s['win_rate']:.1%}, "
+               f"mean score {s['mean_score']:.1f}", err=True)
+
+
+@data_app.command("download")
+def data_download(dataset: str = typer.Argument(..., help="Data set: webshop."),
+                  base_url: Optional[str] = typer.Option(None, help="Mirror base URL (files "
+                                                         "are fetched as BASE_URL/NAME)."),
+                  data_dir: Optional[Path] = DataDir):
+    """Download a data set's public originals into the data dir (checksummed, resumable)."""
+    from eef.config import data_dir as resolve
+    from eef.download import DownloadError, download_webshop
+    set_data_dir(data_dir)
+    if dataset != "webshop":
+        _fail(f"unknown data set {dataset!r}; known: webshop (ScienceWorld ships its data in "
+              "its package)")
+    root = resolve()
+
+    def progress(name: str, done: int, total: int | None) -> None:
+        if sys.stderr.isatty():
+            pct = f" {100 * done / total:.0f}%" if total else ""
+            print(f"\r{name}: {done / 1e6:.1f} MB{pct}", end="", file=sys.stderr)
+
+    try:
+        paths = download_webshop(root, base_url, progress)
+    except DownloadError as e:
+        _fail(str(e), 1)
+    for p in paths:
+        typer.echo(str(p))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

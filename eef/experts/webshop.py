@@ -1,0 +1,289 @@
+"""Scripted WebShop experts.
+
+Each expert is a policy: from the task and the steps so far (a partial trajectory) it decides the
+next ``Thought: ... Action: ...`` turn.  It keeps no hidden state, so it can act from any state,
+and its trajectories are reproducible.
+
+* ``oracle`` knows the target product and options.  It searches with the instruction, pages
+  through the results (``Next >``) until it sees the target, and falls back to a search for the
+  target's title; then it picks the goal's options and buys.
+* ``heuristic`` does not know the target (a stand-in for an LLM expert such as GPT-4).  It
+  searches with the instruction's product phrase, scores the listed products by word overlap with
+  the instruction and by price, opens the best candidate (going to ``Next >`` when the page holds
+  no good one), selects the options the instruction names (closest listed value), checks the
+  price, goes back for another candidate when over budget, and buys.  Its failures are natural:
+  a similar but wrong product, an option it could not find, over budget, out of steps.
+* ``random`` clicks / searches uniformly at random among the page's actions (a floor).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Sequence
+
+from rapidfuzz import fuzz
+
+from eef.envs.webshop.env import SEP, WebShopEnv
+from eef.policy import Sampling
+from eef.react import render_turn
+from eef.trajectory import Trajectory
+
+_ASIN = re.compile(r"^[A-Z0-9]{10}$")
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_STOP = set("""a an and are as at be but by for if in into is it no not of on or such that the
+their then there these they this to was will with i me my need want find looking am im i'm
+would like please buy get some one also lower than price dollars""".split())
+MAX_PAGES = 3
+
+
+def parse_page(obs: str) -> dict:
+    """Recognise a WebShop text page: kind, product hits / options / price."""
+    parts = [p.strip() for p in obs.split(SEP.strip())]
+    parts = [p for p in parts if p]
+    if parts and parts[0].startswith("Invalid action:"):
+        parts = parts[1:]
+    if parts and parts[0] == "Instruction:":
+        parts = parts[2:]
+    if not parts:
+        return {"kind": "unknown"}
+    if parts[0] == "WebShop":
+        return {"kind": "search"}
+    if parts[0].startswith("Thank you"):
+        return {"kind": "done"}
+    page = next((p for p in parts if p.startswith("Page ") and "Total results" in p), None)
+    if page is not None:
+        i = parts.index(page)
+        rest = parts[i + 1:]
+        if rest and rest[0] == "Next >":
+            rest = rest[1:]
+        hits = [(rest[j], rest[j + 1], rest[j + 2]) for j in range(0, len(rest) - 2, 3)
+                if _ASIN.match(rest[j])]
+        m = re.search(r"Page (\d+)", page)
+        return {"kind": "results", "hits": hits, "page": int(m.group(1)) if m else 1,
+                "has_next": "Next >" in parts}
+    if "Buy Now" in parts:
+        body = parts[2:]  # after Back to Search, < Prev
+        try:
+            price_i = next(i for i, p in enumerate(body) if p.startswith("Price: "))
+        except StopIteration:
+            return {"kind": "unknown"}
+        title = body[price_i - 1]
+        return {"kind": "item", "title": title, "price": body[price_i][len("Price: "):],
+                "option_text": body[: price_i - 1]}
+    return {"kind": "sub"}
+
+
+def parse_price(text: str) -> float | None:
+    vals = [float(v) for v in re.findall(r"\$\s*([0-9]+(?:\.[0-9]+)?)", text.replace(",", ""))]
+    return min(vals) if vals else None
+
+
+def instruction_parts(instruction: str) -> tuple[str, dict[str, str], float | None]:
+    """(product phrase, {option: value}, price cap) from a WebShop goal instruction."""
+    text = instruction
+    cap = None
+    m = re.search(r",? and price lower than ([0-9.]+) dollars", text)
+    if m:
+        cap = float(m.group(1))
+        text = text[: m.start()]
+    options: dict[str, str] = {}
+    opt_start = None
+    for mm in re.finditer(r"(?:with |, and )([a-z][a-z0-9 &'-]*?): ", text):
+        opt_start = mm.start() if opt_start is None else opt_start
+    if opt_start is not None:
+        pairs = re.split(r", and ", text[opt_start + len(" with"):].strip())
+        for pair in pairs:
+            k, _, v = pair.partition(": ")
+            if k and v:
+                options[k.strip()] = v.strip()
+        text = text[:opt_start]
+    return text.strip(), options, cap
+
+
+def content_words(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text.lower()) if w not in _STOP]
+
+
+class _ScriptedWebShop:
+    spec = "expert:?"
+
+    def __init__(self, env: WebShopEnv, **kw):
+        if not isinstance(env, WebShopEnv):
+            raise TypeError(f"{type(self).__name__} needs a WebShopEnv, got {type(env).__name__}")
+        self.env = env
+
+    def act(self, contexts: Sequence[Trajectory], sampling: Sampling | None = None,
+            seeds: Sequence[int] | None = None) -> list[str]:
+        seeds = list(seeds) if seeds is not None else [0] * len(contexts)
+        return [render_turn(*self.decide(c, s)) for c, s in zip(contexts, seeds)]
+
+    def decide(self, ctx: Trajectory, seed: int) -> tuple[str, str]:
+        raise NotImplementedError
+
+
+class OracleExpert(_ScriptedWebShop):
+    spec = "expert:oracle"
+
+    def decide(self, ctx: Trajectory, seed: int) -> tuple[str, str]:
+        goal = self.env.goal(ctx.task_id)
+        target = goal.asin
+        page = parse_page(ctx.observation)
+        searches = [s.action for s in ctx.steps if s.action.startswith("search[")]
+        if page["kind"] == "search":
+            if searches:  # second search: the target's title
+                title = self.env.cat.products[target]["Title"].lower()
+                return "The target was not in the results; I search for its title.", f"search[{title}]"
+            query, _, _ = instruction_parts(goal.instruction_text)
+            return "I search for the product the instruction describes.", f"search[{query.lower()}]"
+        if page["kind"] == "results":
+            asins = [h[0] for h in page["hits"]]
+            if target in asins:
+                return f"{target} is the product I want.", f"click[{target}]"
+            if page["has_next"] and page["page"] < 5:
+                return "The target is not on this page; I look at the next one.", "click[next >]"
+            return "The target is not in these results; I search again.", "click[back to search]"
+        if page["kind"] == "item":
+            clicked = _clicks_on_this_item(ctx)
+            for name, value in goal.goal_options.items():
+                if value not in clicked:
+                    return f"I select {name}: {value}.", f"click[{value}]"
+            return "All options are set; I buy it.", "click[buy now]"
+        if page["kind"] == "sub":
+            return "Back to the product.", "click[< prev]"
+        return "I go back to the search page.", "click[back to search]"
+
+
+class HeuristicExpert(_ScriptedWebShop):
+    spec = "expert:heuristic"
+
+    def __init__(self, env: WebShopEnv, min_overlap: float = 0.4, rank_weight: float = 0.1, **kw):
+        super().__init__(env)
+        self.min_overlap = min_overlap
+        self.rank_weight = rank_weight
+
+    def _score(self, kind: list[str], attrs: list[str], title: str, price: str,
+               cap: float | None, rank: int) -> float:
+        """Word overlap with the product kind (weight 2) and the attributes (weight 1), a small
+        bonus for the search rank, a penalty when over budget."""
+        tw = set(content_words(title))
+        tw |= {w.rstrip("s") for w in tw}
+        hit = lambda w: w in tw or w.rstrip("s") in tw  # noqa: E731
+        total = 2 * len(kind) + len(attrs)
+        if not total:
+            return 0.0
+        s = (2 * sum(map(hit, kind)) + sum(map(hit, attrs))) / total + self.rank_weight * (1 - rank / 10)
+        p = parse_price(price)
+        if cap is not None and p is not None and p > cap:
+            s -= 0.5
+        return s
+
+    def decide(self, ctx: Trajectory, seed: int) -> tuple[str, str]:
+        task = self.env.task(ctx.task_id)
+        phrase, options, cap = instruction_parts(task.instruction)
+        kind_text, _, attr_text = re.sub(r"^(find me|i need|i want|i am looking for)\s+", "",
+                                         phrase.lower()).partition(" with ")
+        kind, attrs = content_words(kind_text), content_words(attr_text)
+        page = parse_page(ctx.observation)
+        tried = {s.action[6:-1].upper() for s in ctx.steps if s.action.startswith("click[")
+                 and s.action[6:-1].upper() in self.env.cat.products}
+        if page["kind"] == "search":
+            q = " ".join(content_words(phrase) + list(options.values()))
+            return f"I search for {q}.", f"search[{q}]"
+        if page["kind"] == "results":
+            ranked = sorted(((self._score(kind, attrs, t, p, cap, i), i, a) for i, (a, t, p)
+                             in enumerate(page["hits"]) if a not in tried),
+                            key=lambda x: (-x[0], x[1]))
+            if ranked and (ranked[0][0] >= self.min_overlap or not page["has_next"]
+                           or page["page"] >= MAX_PAGES):
+                sc, _, asin = ranked[0]
+                return f"{asin} looks closest to what I need.", f"click[{asin}]"
+            if page["has_next"] and page["page"] < MAX_PAGES:
+                return "No product here matches well; I check the next page.", "click[next >]"
+            return "Nothing fits; I search again.", "click[back to search]"
+        if page["kind"] == "item":
+            p = parse_price(page["price"])
+            if cap is not None and p is not None and p > cap and len(tried) < 3:
+                return (f"It costs {page['price']}, above the budget of {cap:.2f}; I go back.",
+                        "click[< prev]")
+            clicked = _clicks_on_this_item(ctx)
+            listed = page["option_text"]
+            for name, value in options.items():
+                best = _closest(value, listed)
+                if best is None and len(tried) < 3:
+                    return f"This product has no {name} {value}; I look for another one.", "click[< prev]"
+                if best is not None and best not in clicked:
+                    return f"The instruction asks for {name}: {value}; I select {best}.", f"click[{best}]"
+            return "The product and options fit the instruction; I buy it.", "click[buy now]"
+        if page["kind"] == "sub":
+            return "Back to the product page.", "click[< prev]"
+        return "I start over from the search page.", "click[back to search]"
+
+
+def _clicks_on_this_item(ctx: Trajectory) -> set[str]:
+    """Labels clicked (validly) since the current item page was opened from the results."""
+    out: set[str] = set()
+    for i in range(len(ctx.steps) - 1, -1, -1):
+        s = ctx.steps[i]
+        before = ctx.steps[i - 1].observation if i else ctx.initial_observation
+        if parse_page(before)["kind"] != "item" and parse_page(before)["kind"] != "sub":
+            break  # this click opened the item page
+        a = s.action.lower()
+        if s.valid and a.startswith("click["):
+            out.add(a[6:-1])
+    return out
+
+
+def _closest(value: str, listed: list[str]) -> str | None:
+    if not listed:
+        return None
+    if value in listed:
+        return value
+    best = max(listed, key=lambda v: fuzz.token_set_ratio(v, value))
+    return best if fuzz.token_set_ratio(best, value) >= 80 else None
+
+
+class RandomExpert(_ScriptedWebShop):
+    """Uniform over the page's actions (search uses random instruction words)."""
+
+    spec = "expert:random"
+
+    def decide(self, ctx: Trajectory, seed: int) -> tuple[str, str]:
+        rng = random.Random(f"{ctx.task_id}/{len(ctx.steps)}/{seed}")
+        page = parse_page(ctx.observation)
+        if page["kind"] == "search":
+            words = content_words(self.env.task(ctx.task_id).instruction)
+            q = " ".join(rng.sample(words, min(3, len(words)))) or "product"
+            return "", f"search[{q}]"
+        if page["kind"] == "results":
+            acts = ["back to search"] + (["next >"] if page["has_next"] else []) + \
+                   [a for a, _, _ in page["hits"]]
+        elif page["kind"] == "item":
+            acts = ["back to search", "< prev", *page["option_text"], "description", "features",
+                    "reviews", "buy now"]
+        else:
+            acts = ["back to search", "< prev"]
+        return "", f"click[{rng.choice(acts)}]"
+
+
+def failure_kind(traj: Trajectory, env: WebShopEnv) -> str:
+    """Why a WebShop episode failed: ``success``, ``out of steps`` (no purchase), ``wrong
+    product``, ``wrong option``, ``over budget`` or ``attribute mismatch``."""
+    if traj.success:
+        return "success"
+    bought = None
+    for s in traj.steps:
+        label = s.action[6:-1].upper() if s.action.lower().startswith("click[") else ""
+        if s.valid and label in env.cat.products:
+            bought = label
+    if not traj.steps or traj.steps[-1].action.lower() != "click[buy now]" or bought is None:
+        return "out of steps"
+    goal = env.goal(traj.task_id)
+    if bought != goal.asin:
+        return "wrong product"
+    if env.cat.prices[bought] > goal.price_upper:
+        return "over budget"
+    clicked = _clicks_on_this_item(traj.prefix(len(traj.steps) - 1))
+    if any(v not in clicked for v in goal.goal_options.values()):
+        return "wrong option"
+    return "attribute mismatch"
