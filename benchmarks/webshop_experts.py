@@ -21,11 +21,11 @@ def main() -> None:
     from eef.rollout.episode import run_episode, summarize
     env = envs.make("webshop")
     rows, figs, fails = [], {}, {}
-    for split in ("train", "test"):
+    for split in ("train", "test", "all"):
         ids = [t.id for t in env.tasks(split)]
         if args.quick:
             ids = random.Random(0).sample(ids, min(len(ids), 300))
-        for name in ("oracle", "heuristic", "random"):
+        for name in ("oracle", "heuristic", "random") if split != "all" else ("oracle",):
             pol = load_policy(f"expert:{name}", env)
             trajs = [run_episode(env, pol, i) for i in ids]
             s = summarize(trajs)

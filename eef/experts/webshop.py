@@ -157,10 +157,16 @@ class OracleExpert(_ScriptedWebShop):
 class HeuristicExpert(_ScriptedWebShop):
     spec = "expert:heuristic"
 
-    def __init__(self, env: WebShopEnv, min_overlap: float = 0.4, rank_weight: float = 0.1, **kw):
+    def __init__(self, env: WebShopEnv, min_overlap: float = 0.4, rank_weight: float = 0.1,
+                 option_lapse: float = 0.1, **kw):
+        """``min_overlap``: word-overlap score a result needs before it is opened rather than
+        paging on; ``rank_weight``: weight of the search rank in that score;
+        ``option_lapse``: probability (fixed per task) of forgetting the last of >= 2 requested
+        options, as LLM experts do.  Defaults were chosen on train goals only."""
         super().__init__(env)
         self.min_overlap = min_overlap
         self.rank_weight = rank_weight
+        self.option_lapse = option_lapse
 
     def _score(self, kind: list[str], attrs: list[str], title: str, price: str,
                cap: float | None, rank: int) -> float:
@@ -208,7 +214,10 @@ class HeuristicExpert(_ScriptedWebShop):
                         "click[< prev]")
             clicked = _clicks_on_this_item(ctx)
             listed = page["option_text"]
-            for name, value in options.items():
+            wanted = list(options.items())
+            if len(wanted) >= 2 and random.Random(f"lapse/{ctx.task_id}").random() < self.option_lapse:
+                wanted = wanted[:-1]
+            for name, value in wanted:
                 best = _closest(value, listed)
                 if best is None and len(tried) < 3:
                     return f"This product has no {name} {value}; I look for another one.", "click[< prev]"
