@@ -10,8 +10,8 @@ a small rule-based one:
   short list of frequent title adjectives / participles.
 
 Product titles are Title Case, which spaCy mostly tags PROPN; so "every content word is a noun"
-is close to its behaviour.  ``tagger="spacy"`` uses spaCy when it is installed (any
-``en_core_web_*`` model); ``benchmarks/webshop_reward.py`` counts the goals on which the two
+is close to its behaviour.  ``tagger="spacy"`` uses spaCy when it is installed (the model
+named by ``EEF_SPACY_MODEL``, else en_core_web_lg / md / sm); ``benchmarks/webshop_experts.py`` counts the goals on which the two
 taggers give a different type factor when a wrong product is bought.
 """
 
@@ -68,12 +68,16 @@ def _spacy_nlp():
         import spacy
     except ImportError as e:
         raise RuntimeError("tagger='spacy' needs spaCy and an en_core_web_* model installed") from e
-    for name in ("en_core_web_lg", "en_core_web_md", "en_core_web_sm"):
+    import os
+    names = [os.environ["EEF_SPACY_MODEL"]] if os.environ.get("EEF_SPACY_MODEL") else \
+        ["en_core_web_lg", "en_core_web_md", "en_core_web_sm"]
+    for name in names:
         try:
             return spacy.load(name)
         except OSError:
             continue
-    raise RuntimeError("tagger='spacy': no en_core_web_{lg,md,sm} model is installed")
+    raise RuntimeError(f"tagger='spacy': none of the spaCy models {names} is installed "
+                       "(EEF_SPACY_MODEL names another)")
 
 
 @lru_cache(maxsize=8192)
