@@ -203,6 +203,96 @@ def data_download(dataset: str = typer.Argument(..., help="Data set: webshop."),
         typer.echo(str(p))
 
 
+@app.command()
+def show(path: Path = typer.Argument(..., help="Trajectory JSONL."),
+         task: Optional[str] = typer.Option(None, help="Only this task id."),
+         limit: int = typer.Option(5, help="Show at most N trajectories (0: all).")):
+    """Pretty-print trajectories in the terminal."""
+    from eef.report.show import show as do_show
+    from eef.trajectory import TrajectoryFormatError, iter_jsonl
+    try:
+        n = do_show(iter_jsonl(path), task, limit or None)
+    except TrajectoryFormatError as e:
+        _fail(str(e))
+    if n == 0:
+        _fail(f"no trajectory{' of task ' + task if task else ''} in {path}", 1)
+
+
+def _load_cfg(config: Path | None, sets: list[str] | None):
+    from eef.algorithms.config import ConfigError, load_config
+    try:
+        return load_config(config, sets or [])
+    except ConfigError as e:
+        _fail(str(e))
+
+
+def _print_rows(title: str, rows: list[dict], cols: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    t = Table(title=title)
+    for c in cols:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*[(f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")))
+                    for c in cols])
+    Console(width=120).print(t)
+
+
+@app.command()
+def run(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (default: the "
+                                                "embedded WebShop / heuristic / tiny / EEF)."),
+        sets: Optional[List[str]] = typer.Option(None, "--set", help="Override KEY=VALUE, e.g. "
+                                                  "method.M=5 (repeatable)."),
+        out: Optional[Path] = typer.Option(None, help="Run directory (default runs/<config "
+                                           "name>); rerunning the same command resumes."),
+        help_config: bool = typer.Option(False, "--help-config", help="List every config key."),
+        data_dir: Optional[Path] = DataDir):
+    """Run a whole experiment: expert, base model, the method, evaluation after each stage."""
+    if help_config:
+        from eef.algorithms.config import describe
+        for key, default, text in describe():
+            print(f"{key:34s} {default:>14s}  {text}")
+        return
+    set_data_dir(data_dir)
+    cfg = _load_cfg(config, sets)
+    from eef.algorithms.pipeline import run_experiment
+    out = out or Path("runs") / (config.stem if config else "default")
+    try:
+        rows = run_experiment(cfg, out)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        _fail(str(e), 1)
+    _print_rows(f"{cfg.method.name} on {cfg.env.name} — {out}", rows,
+                ["what", "split", "n", "win_rate", "mean_score"])
+
+
+@app.command()
+def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (default: "
+                                                    "embedded)."),
+            methods: str = typer.Option("sft,rft,rft_xn,eef", help="Comma-separated methods."),
+            seeds: int = typer.Option(3, help="Number of seeds (0..N-1)."),
+            sets: Optional[List[str]] = typer.Option(None, "--set", help="Override KEY=VALUE."),
+            out: Optional[Path] = typer.Option(None, help="Output directory (one run dir per "
+                                               "seed); rerunning resumes."),
+            data_dir: Optional[Path] = DataDir):
+    """Run several methods at equal counted budget over seeds; a mean ± std table."""
+    set_data_dir(data_dir)
+    cfg = _load_cfg(config, sets)
+    ms = [m.strip() for m in methods.split(",") if m.strip()]
+    from eef.algorithms.pipeline import METHODS, compare as do_compare
+    bad = [m for m in ms if m not in METHODS]
+    if bad or not ms:
+        _fail(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
+    if seeds < 1:
+        _fail("--seeds must be >= 1")
+    out = out or Path("runs") / f"compare-{config.stem if config else 'default'}"
+    try:
+        table = do_compare(cfg, ms, list(range(seeds)), out)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        _fail(str(e), 1)
+    _print_rows(f"{cfg.env.name}: final iteration on {cfg.env.eval_split} — {out}", table,
+                ["method", "seeds", "win_rate_mean", "win_rate_std", "score_mean", "score_std"])
+
+
 def main() -> None:
     app()
 

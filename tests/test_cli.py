@@ -83,3 +83,17 @@ def test_resume_refuses_a_corrupt_file(tmp_path):
                             "--out", str(out)])
     assert r.exit_code == 2 and "cannot resume" in r.output
     assert out.read_text() == "not json at all\n{}\n"  # nothing lost
+
+
+def test_show_pretty_prints(tmp_path):
+    out = tmp_path / "o.jsonl"
+    run("expert", "collect", "webshop", "--expert", "oracle", "--limit", "2", "--out", str(out))
+    first = read_jsonl(out)[0]
+    r = run("show", str(out), "--task", first.task_id)
+    assert r.exit_code == 0 and first.task_id in r.stdout and "click[buy now]" in r.stdout
+    r = runner.invoke(app, ["show", str(out), "--task", "nope"])
+    assert r.exit_code == 1 and "no trajectory" in r.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{oops\n{}\n")
+    r = runner.invoke(app, ["show", str(bad)])
+    assert r.exit_code == 2 and "bad.jsonl:1" in r.output
