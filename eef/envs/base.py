@@ -89,6 +89,8 @@ class ReplayResult:
     match: ReplayMatch = "unchecked"
     first_divergence: int | None = None
     done: bool = False
+    #: how many replays it took (envs that retry a diverged replay on a fresh load)
+    attempts: int = 1
 
 
 def compare_observations(got: str, want: str) -> ReplayMatch:
