@@ -15,8 +15,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="EEF: agent tuning that learns from an expert's failed trajectories.")
 data_app = typer.Typer(no_args_is_help=True, help="Data sets: download the public originals.")
 expert_app = typer.Typer(no_args_is_help=True, help="Expert trajectories.")
+model_app = typer.Typer(no_args_is_help=True, help="Models: presets and fine-tuning.")
 app.add_typer(data_app, name="data")
 app.add_typer(expert_app, name="expert")
+app.add_typer(model_app, name="model")
 
 DataDir = typer.Option(None, "--data-dir", help="Data dir (default: $EEF_DATA_DIR or "
                        "~/.cache/eef/data).", envvar="EEF_DATA_DIR")
@@ -93,14 +95,14 @@ def tasks(env: str = typer.Argument(..., help="Env name (webshop, sciworld)."),
 
 def _run_policy(env_name: str, policy: str, split: str | None, tasks_file: Path | None,
                 limit: int | None, out: Path | None, env_opt: list[str] | None,
-                max_steps: int | None, seed: int, temperature: float):
+                max_steps: int | None, seed: int, temperature: float, **policy_kw):
     from eef.policy import PolicySpecError, Sampling, load_policy
     from eef.rollout.episode import collect
     from eef.trajectory import TrajectoryFormatError
     env = _make_env(env_name, _env_kwargs(env_opt, max_steps))
     ids = _task_ids(env, split, tasks_file, limit)
     try:
-        pol = load_policy(policy, env)
+        pol = load_policy(policy, env, **policy_kw)
     except PolicySpecError as e:
         _fail(str(e))
     try:
@@ -163,14 +165,15 @@ def expert_collect(env: str = typer.Argument(..., help="Env name."),
     """Collect one expert trajectory per task."""
     from eef.rollout.episode import summarize
     set_data_dir(data_dir)
+    kw = {}
     if expert == "llm":
         if not policy:
             _fail("--expert llm needs --policy openai:MODEL@URL (or hf:PATH)")
-        spec = policy
-    else:
-        spec = f"expert:{expert}"
-    trajs = _run_policy(env, spec, split if tasks_file is None else None, tasks_file, limit, out,
-                        env_opt, max_steps, seed, temperature)
+        kw["policy"] = policy  # the llm expert adds the env's system prompt to the model
+    elif policy:
+        _fail("--policy is only for --expert llm")
+    trajs = _run_policy(env, f"expert:{expert}", split if tasks_file is None else None,
+                        tasks_file, limit, out, env_opt, max_steps, seed, temperature, **kw)
     s = summarize(trajs)
     typer.echo(f"{len(trajs)} trajectories in {out}: success {s['win_rate']:.1%}, "
                f"mean score {s['mean_score']:.1f}", err=True)
@@ -216,6 +219,84 @@ def show(path: Path = typer.Argument(..., help="Trajectory JSONL."),
         _fail(str(e))
     if n == 0:
         _fail(f"no trajectory{' of task ' + task if task else ''} in {path}", 1)
+
+
+@model_app.command("init")
+def model_init(preset: str = typer.Option("tiny", help="Preset: tiny | small | test."),
+               env: str = typer.Option("webshop", help="Env whose text trains the tokenizer "
+                                       "(and pre-training)."),
+               out: Optional[Path] = typer.Option(None, help="Copy the model here (default: "
+                                                  "only the per-machine cache)."),
+               pretrain: bool = typer.Option(True, help="Self-supervised pre-training on env "
+                                             "text (built once per machine, cached)."),
+               seed: int = typer.Option(0, help="Initialisation seed."),
+               data_dir: Optional[Path] = DataDir):
+    """Build a preset model + tokenizer in HF format (loads as hf:DIR)."""
+    set_data_dir(data_dir)
+    from eef.models.preset import PresetError, init_preset
+    try:
+        if pretrain:
+            from eef.models.pretrain import build_preset
+            path = build_preset(preset, env, out=str(out) if out else None, seed=seed)
+        else:
+            if out is None:
+                _fail("--no-pretrain needs --out")
+            path = init_preset(preset, env, out, seed=seed)
+    except (PresetError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    typer.echo(str(path))
+
+
+@model_app.command("train")
+def model_train(model: str = typer.Argument(..., help="Model directory (HF format)."),
+                data: Path = typer.Argument(..., help="Trajectories JSONL (Step.train = loss "
+                                            "mask)."),
+                out: Path = typer.Option(..., help="Output directory (a rerun resumes)."),
+                sets: Optional[List[str]] = typer.Option(None, "--set", help="TrainConfig "
+                                                          "field=value (e.g. lr=3e-4)."),
+                data_dir: Optional[Path] = DataDir):
+    """Supervised fine-tuning with the action-masked loss (Eq. 1)."""
+    import dataclasses as dc
+    from eef.algorithms.config import ConfigError, from_dict
+    from eef.models.train import TrainConfig, TrainError, train_sft
+    import yaml
+    raw = {}
+    for s in sets or []:
+        k, sep, v = s.partition("=")
+        if not sep:
+            _fail(f"--set takes FIELD=VALUE, got {s!r}")
+        raw[k] = yaml.safe_load(v)
+    try:
+        cfg = from_dict(TrainConfig, raw)
+    except ConfigError as e:
+        _fail(str(e))
+    try:
+        res = train_sft(model, data, out, cfg)
+    except (TrainError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    typer.echo(json.dumps({k: v for k, v in res.items() if k != "losses"}, default=str))
+
+
+@app.command()
+def serve(model: str = typer.Argument(..., help="Model spec, e.g. hf:DIR."),
+          host: str = typer.Option("127.0.0.1", help="Interface (0.0.0.0: all; default "
+                                   "loopback only)."),
+          port: int = typer.Option(8000, help="TCP port."),
+          max_batch: int = typer.Option(64, help="Requests decoded together at most."),
+          max_wait_ms: float = typer.Option(10.0, help="Batching window."),
+          max_body_bytes: int = typer.Option(2_000_000, help="Largest request body."),
+          system: Optional[str] = typer.Option(None, help="System message."),
+          data_dir: Optional[Path] = DataDir):
+    """Serve a model over an OpenAI-compatible /v1/chat/completions API."""
+    set_data_dir(data_dir)
+    from eef.models.serve import ServeConfig, serve as do_serve
+    from eef.policy import PolicySpecError
+    cfg = ServeConfig(host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                      max_body_bytes=max_body_bytes)
+    try:
+        do_serve(model, cfg, **({"system": system} if system else {}))
+    except (PolicySpecError, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
 
 
 def _load_cfg(config: Path | None, sets: list[str] | None):

@@ -9,7 +9,8 @@ Parsing rule (applied to any model output):
    with ``Thought:``; if every line is a thought, the action is empty.
 3. The thought is the text after ``Thought:`` up to the action line (or the whole text before
    the action line when no ``Thought:`` marker is present), whitespace-collapsed.
-4. Surrounding quotes / backticks and trailing punctuation ``.`` are stripped from the action.
+4. A trailing ``.``, then surrounding quotes / backticks, then a trailing ``.`` again are
+   stripped from the action.
    An empty action is returned as ``""``; envs treat it as an invalid action (never an error).
 """
 
@@ -29,6 +30,8 @@ def render_turn(thought: str, action: str) -> str:
 
 def _clean_action(a: str) -> str:
     a = a.strip()
+    if a.endswith(".") and not a.endswith("..."):
+        a = a[:-1].rstrip()
     while len(a) >= 2 and a[0] == a[-1] and a[0] in "'\"`":
         a = a[1:-1].strip()
     a = a.strip("`").strip()

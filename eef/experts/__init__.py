@@ -22,6 +22,8 @@ _EXPERTS: dict[tuple[str, str], str] = {
     ("sciworld", "gold"): "eef.experts.sciworld:GoldExpert",
     ("sciworld", "noisy"): "eef.experts.sciworld:NoisyExpert",
     ("sciworld", "random"): "eef.experts.sciworld:RandomExpert",
+    ("webshop", "llm"): "eef.experts.llm:LLMExpert",
+    ("sciworld", "llm"): "eef.experts.llm:LLMExpert",
 }
 
 

@@ -1,0 +1,315 @@
+"""Batched decoding with a preallocated KV cache (the fast path of ``hf:`` policies on CPU).
+
+``decode(model, prompts, ...)`` prefills the whole (left-padded) batch once, then decodes all
+sequences together, one token per step, each row stopping on its own (a stop token, or a
+caller's ``stop_check`` such as "the action line is complete").  Finished rows are dropped from
+the batch (the cache is compacted) so late steps cost only the rows still running.
+
+For Llama-family models (``llama``, ``mistral``, ``qwen2``: RMSNorm, RoPE, SwiGLU, grouped
+attention) the forward pass is a direct transcription on the model's own weights with a static
+cache: ``transformers``' ``generate`` spends most of its time outside the matmuls on a tiny model
+(``benchmarks/decode.py`` measures both).  Other architectures run the HF forward with its own
+cache inside the same loop.  Greedy outputs equal ``generate``'s (tested).
+
+Sampling: temperature and top-p; with ``seeds``, row ``i`` draws from its own
+``torch.Generator(seed_i)``, so a row's sample does not depend on the other rows of the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+FAST_MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+
+@dataclass
+class DecodeStats:
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    steps: int = 0
+    fast: bool = False
+
+
+def _base(model: Any) -> Any:
+    """The ``*ForCausalLM`` under a peft wrapper, if any."""
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model
+
+
+def supports_fast(model: Any) -> bool:
+    m = _base(model)
+    cfg = m.config
+    if getattr(cfg, "model_type", "") not in FAST_MODEL_TYPES:
+        return False
+    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True) \
+            and cfg.model_type == "mistral":
+        return False
+    inner = getattr(m, "model", None)
+    return inner is not None and hasattr(inner, "rotary_emb") and hasattr(inner, "layers")
+
+
+class _LlamaRunner:
+    """Forward pass of a Llama-family model over a static KV cache.
+
+    The q/k/v projections and the gate/up projections are concatenated once into one matrix each
+    (fewer, larger matmuls per step); RoPE tables are computed once for all positions.
+    """
+
+    def __init__(self, model: Any, max_pos: int):
+        m = _base(model)
+        cfg = m.config
+        self.m = m
+        self.inner = m.model
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        p = next(m.parameters())
+        self.dtype, self.device = p.dtype, p.device
+        rot = self.inner.rotary_emb
+        scale = float(getattr(rot, "attention_scaling", 1.0))
+        freqs = torch.arange(max_pos, device=self.device).float()[:, None] * rot.inv_freq.float()
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.cos = (emb.cos() * scale).to(self.dtype)
+        self.sin = (emb.sin() * scale).to(self.dtype)
+        self.layers = []
+        for layer in self.inner.layers:
+            at, mlp = layer.self_attn, layer.mlp
+            qkv = torch.cat([at.q_proj.weight, at.k_proj.weight, at.v_proj.weight]).detach()
+            bias = None
+            if at.q_proj.bias is not None:
+                bias = torch.cat([at.q_proj.bias, at.k_proj.bias, at.v_proj.bias]).detach()
+            gu = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach()
+            self.layers.append((layer.input_layernorm, qkv, bias, at.o_proj,
+                                layer.post_attention_layernorm, gu, mlp.down_proj,
+                                getattr(at, "scaling", None)))
+        self.q_dim = self.n_heads * self.head_dim
+        self.kv_dim = self.n_kv * self.head_dim
+
+    @staticmethod
+    def _norm(x: torch.Tensor, ln: Any) -> torch.Tensor:
+        dt = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + ln.variance_epsilon)
+        return ln.weight * x.to(dt)
+
+    @staticmethod
+    def _rot(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        h = x.shape[-1] // 2
+        return x * cos + torch.cat((-x[..., h:], x[..., :h]), dim=-1) * sin
+
+    def _attend_one(self, q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor,
+                    mask: torch.Tensor, scaling: float | None) -> torch.Tensor:
+        """Attention of a single query position: q [B, H, 1, D], kt [B, Hkv, D, S] (keys
+        stored transposed, so this is a plain strided matmul), v [B, Hkv, S, D]."""
+        B, H, _, D = q.shape
+        g = H // self.n_kv  # query heads per kv head
+        q = q.reshape(B, self.n_kv, g, D)
+        s = torch.matmul(q, kt) * (scaling or D ** -0.5)  # [B, Hkv, g, S]
+        s = s.masked_fill(~mask.view(B, 1, 1, -1), float("-inf"))
+        o = torch.matmul(torch.softmax(s.float(), dim=-1).to(v.dtype), v)  # [B, Hkv, g, D]
+        return o.view(B, H, 1, D)
+
+    def alloc(self, batch: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer: keys [B, Hkv, D, L] (transposed) and values [B, Hkv, L, D]."""
+        kshape = (batch, self.n_kv, self.head_dim, length)
+        vshape = (batch, self.n_kv, length, self.head_dim)
+        return [(torch.zeros(kshape, dtype=self.dtype, device=self.device),
+                 torch.zeros(vshape, dtype=self.dtype, device=self.device)) for _ in self.layers]
+
+    def forward(self, ids: torch.Tensor, pos: torch.Tensor, cache: list, start: int,
+                mask: torch.Tensor) -> torch.Tensor:
+        """Logits of the last position.  ``ids``/``pos``: [B, T]; the new keys go to cache
+        columns ``start .. start+T``; ``mask``: [B, 1, T, start+T] bool (True = attend)."""
+        B, T = ids.shape
+        x = self.inner.embed_tokens(ids)
+        cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]
+        end = start + T
+        gqa = self.n_kv != self.n_heads
+        qd, kvd, hd = self.q_dim, self.kv_dim, self.head_dim
+        for (ln1, qkv_w, qkv_b, o_proj, ln2, gu_w, down, scaling), (kc, vc) in \
+                zip(self.layers, cache):
+            qkv = F.linear(self._norm(x, ln1), qkv_w, qkv_b)
+            q = qkv[..., :qd].view(B, T, -1, hd).transpose(1, 2)
+            k = qkv[..., qd:qd + kvd].view(B, T, -1, hd).transpose(1, 2)
+            v = qkv[..., qd + kvd:].view(B, T, -1, hd).transpose(1, 2)
+            k = self._rot(k, cos, sin)
+            kc[:, :, :, start:end] = k.transpose(-1, -2)
+            vc[:, :, start:end] = v
+            q = self._rot(q, cos, sin)
+            if T == 1:  # one query per row: plain matmuls beat the CPU flash kernel here
+                o = self._attend_one(q, kc[:, :, :, :end], vc[:, :, :end], mask, scaling)
+            else:  # the prefill: attends to its own keys only
+                if start:
+                    raise ValueError("multi-token forward after the prefill is not supported")
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling,
+                                                   enable_gqa=gqa)
+            x = x + o_proj(o.transpose(1, 2).reshape(B, T, qd))
+            gu = F.linear(self._norm(x, ln2), gu_w)
+            g, u = gu.chunk(2, dim=-1)
+            x = x + down(F.silu(g) * u)
+        x = self._norm(x[:, -1], self.inner.norm)
+        return self.m.lm_head(x).float()
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_p: float,
+            gens: list[torch.Generator | None]) -> torch.Tensor:
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sp, si = probs.sort(dim=-1, descending=True)
+        drop = sp.cumsum(-1) - sp > top_p  # keep the smallest prefix whose mass reaches top_p
+        sp = sp.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, si, sp)
+    out = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
+    for i, g in enumerate(gens):
+        out[i] = torch.multinomial(probs[i], 1, generator=g)[0]
+    return out
+
+
+@torch.inference_mode()
+def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = 96,
+           temperature: float = 0.0, top_p: float = 1.0, seeds: Sequence[int] | None = None,
+           stop_ids: Sequence[int] = (), pad_id: int = 0,
+           stop_check: Callable[[int, list[int]], bool] | None = None,
+           check_ids: set[int] | None = None, fast: bool | None = None,
+           prefill_rows: int = 16, stats: DecodeStats | None = None) -> list[list[int]]:
+    """New tokens for each prompt (stop token included when one ended the row).
+
+    ``stop_check(row, new_ids) -> bool`` is called after a token in ``check_ids`` (every token
+    when ``check_ids`` is None) and ends that row when it returns True.  ``fast=None`` uses the
+    static-cache path when the architecture supports it.
+    """
+    if not prompts:
+        return []
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("decode: empty prompt")
+    B = len(prompts)
+    dev = next(model.parameters()).device
+    if fast is None:
+        fast = supports_fast(model)
+    gens: list[torch.Generator | None] = [None] * B
+    if temperature > 0:
+        seeds = list(seeds) if seeds is not None else [int(s) for s in
+                                                       torch.randint(0, 2**31 - 1, (B,))]
+        gens = [torch.Generator(device=dev).manual_seed(int(s)) for s in seeds]
+    P = max(len(p) for p in prompts)
+    lens = torch.tensor([len(p) for p in prompts], device=dev)
+    ids = torch.full((B, P), pad_id, dtype=torch.long, device=dev)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p):] = torch.tensor(list(p), dtype=torch.long)
+    pad = P - lens  # left padding per row
+    stop = torch.tensor(sorted(set(stop_ids)) or [-1], device=dev)
+    out: list[list[int]] = [[] for _ in range(B)]
+    if stats is not None:
+        stats.prompt_tokens += int(lens.sum())
+        stats.fast = fast
+    if max_new_tokens <= 0:
+        return out
+    if fast:
+        step = _FastLoop(model, ids, pad, max_new_tokens, prefill_rows)
+    else:
+        step = _HFLoop(model, ids, pad)
+    logits = step.first()
+    rows = list(range(B))  # original index of each active row
+    for t in range(max_new_tokens):
+        nxt = _sample(logits, temperature, top_p, [gens[r] for r in rows])
+        done = torch.isin(nxt, stop)
+        keep: list[int] = []
+        for j, r in enumerate(rows):
+            tok = int(nxt[j])
+            out[r].append(tok)
+            fin = bool(done[j])
+            if not fin and stop_check is not None and (check_ids is None or tok in check_ids):
+                fin = stop_check(r, out[r])
+            if not fin:
+                keep.append(j)
+        if stats is not None:
+            stats.new_tokens += len(rows)
+            stats.steps += 1
+        if not keep or t == max_new_tokens - 1:
+            break
+        if len(keep) < len(rows):
+            idx = torch.tensor(keep, device=dev)
+            step.select(idx)
+            nxt = nxt[idx]
+            rows = [rows[j] for j in keep]
+        logits = step.next(nxt)
+    return out
+
+
+class _FastLoop:
+    def __init__(self, model: Any, ids: torch.Tensor, pad: torch.Tensor, max_new: int,
+                 prefill_rows: int):
+        B, P = ids.shape
+        self.r = _LlamaRunner(model, P + max_new)
+        self.P, self.t = P, 0
+        self.cache = self.r.alloc(B, P + max_new)
+        self.pad = pad
+        self.ids, self.prefill_rows = ids, prefill_rows
+
+    def first(self) -> torch.Tensor:
+        B, P = self.ids.shape
+        ar = torch.arange(P, device=self.ids.device)
+        outs = []
+        for a in range(0, B, self.prefill_rows):  # prefill in row chunks to bound memory
+            b = min(B, a + self.prefill_rows)
+            pad = self.pad[a:b]
+            pos = (ar[None] - pad[:, None]).clamp(min=0)
+            key_ok = ar[None] >= pad[:, None]  # [b, P]
+            causal = ar[None, :] <= ar[:, None]  # [P, P]
+            mask = causal[None] & key_ok[:, None, :]
+            mask = mask | torch.eye(P, dtype=torch.bool, device=mask.device)[None]
+            sub = [(k[a:b], v[a:b]) for k, v in self.cache]
+            outs.append(self.r.forward(self.ids[a:b], pos, sub, 0, mask[:, None]))
+        del self.ids
+        return torch.cat(outs)
+
+    def select(self, idx: torch.Tensor) -> None:
+        self.cache = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in self.cache]
+        self.pad = self.pad[idx]
+
+    def next(self, tok: torch.Tensor) -> torch.Tensor:
+        col = self.P + self.t
+        self.t += 1
+        pos = (col - self.pad)[:, None]
+        ar = torch.arange(col + 1, device=tok.device)
+        mask = (ar[None] >= self.pad[:, None])[:, None, None, :]
+        return self.r.forward(tok[:, None], pos, self.cache, col, mask)
+
+
+class _HFLoop:
+    """Same loop over the HF forward with its dynamic cache (any causal LM)."""
+
+    def __init__(self, model: Any, ids: torch.Tensor, pad: torch.Tensor):
+        self.model, self.ids = model, ids
+        P = ids.shape[1]
+        ar = torch.arange(P, device=ids.device)
+        self.attn = (ar[None] >= pad[:, None]).long()
+        self.pos = (self.attn.cumsum(-1) - 1).clamp(min=0)
+        self.past = None
+
+    def first(self) -> torch.Tensor:
+        o = self.model(input_ids=self.ids, attention_mask=self.attn, position_ids=self.pos,
+                       use_cache=True)
+        self.past = o.past_key_values
+        return o.logits[:, -1].float()
+
+    def select(self, idx: torch.Tensor) -> None:
+        self.attn, self.pos = self.attn[idx], self.pos[idx]
+        if hasattr(self.past, "batch_select_indices"):
+            self.past.batch_select_indices(idx)
+        else:
+            self.past = tuple((k[idx], v[idx]) for k, v in self.past)
+
+    def next(self, tok: torch.Tensor) -> torch.Tensor:
+        self.attn = torch.cat([self.attn, torch.ones_like(self.attn[:, :1])], dim=1)
+        self.pos = self.pos[:, -1:] + 1
+        o = self.model(input_ids=tok[:, None], attention_mask=self.attn, position_ids=self.pos,
+                       past_key_values=self.past, use_cache=True)
+        self.past = o.past_key_values
+        return o.logits[:, -1].float()

@@ -1,0 +1,449 @@
+"""The chat format of agent trajectories, with per-token loss masks (Eq. 1 of the paper).
+
+Conversation (one documented format for every backend):
+
+* ``system`` (optional): a fixed system text (``ChatFormat.system``).
+* ``user``: the task prompt: the first observation, preceded by ``Task: <instruction>`` when
+  the instruction is not already part of it (WebShop's first page contains it; other envs may
+  not).
+* then, per step, ``assistant``: ``Thought: ...\\nAction: ...`` (``eef.react.render_turn``) and
+  ``user``: ``Observation: <observation>`` (the ShareGPT convention of ``eef.trajectory``).
+
+The conversation is rendered through the tokenizer's chat template (or ``DEFAULT_CHAT_TEMPLATE``
+when it has none) and tokenised **once** (a fast tokenizer, with character offsets).  Each
+token is attributed to the message segment its first character falls into; a segment is the text
+a message adds to the rendering (``render(messages[:k+1]) - render(messages[:k])``), where the
+rendering before an assistant message ends with the template's generation prompt, so the
+assistant header belongs to the preceding (never trained) segment.
+
+Loss mask (Eq. 1: the loss counts action tokens only): a token is trained iff it is attributed
+to the segment of an assistant turn whose step has ``train=True`` and overlaps the turn's text,
+from its first character to the end-of-turn marker inclusive (so the model learns to stop);
+whitespace the template puts after the marker is not trained.  No prompt, observation or header
+token is ever trained.
+
+Context budget (truncation policy): a training example is the task prompt plus a window of
+consecutive steps ending with a trained turn.  Windows are chosen from the last trained turn
+backwards, each as long as fits the budget; every trained turn falls into exactly one window, so
+a long trajectory becomes several examples and no trained turn is dropped.  Only when the task
+prompt alone does not fit is its middle cut (its first tokens and its last ``KEEP_TAIL`` tokens
+are kept), and a turn longer than the whole budget is dropped with a warning; both are counted in
+``CutReport``.  At inference the prompt keeps the task and the most recent steps that fit
+(``encode_prompt``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from eef.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
+
+#: tokens kept at the end of a task prompt that has to be cut (they hold the assistant header)
+KEEP_TAIL = 16
+
+#: The chat template of the tiny/small presets, also used for tokenizers without a template.
+DEFAULT_CHAT_TEMPLATE = (
+    "{%- for m in messages -%}"
+    "{%- if m['role'] not in ['system', 'user', 'assistant'] -%}"
+    "{{ raise_exception('unknown chat role: ' + m['role']) }}"
+    "{%- endif -%}"
+    "{{ '<|' + m['role'] + '|>' + m['content'] + '<|end|>' + '\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|assistant|>{%- endif -%}"
+)
+
+
+class FormatError(ValueError):
+    """A conversation cannot be rendered or tokenised as documented."""
+
+
+class ChatTemplateError(FormatError):
+    """The chat template is unusable (not prefix-stable, unknown role, ...)."""
+
+
+class EmptyMaskError(FormatError):
+    """A dataset has no trained token at all (every step ``train=False`` or no steps)."""
+
+
+# -- conversation ------------------------------------------------------------------------------
+def task_prompt(traj: "Trajectory") -> str:
+    """The first user message: the first observation, with the instruction prepended as
+    ``Task: ...`` unless the observation already contains it (case-insensitive)."""
+    obs, ins = traj.initial_observation or "", (traj.instruction or "").strip()
+    if ins and ins.lower() not in obs.lower():
+        return f"Task: {ins}\n{obs}" if obs else f"Task: {ins}"
+    return obs
+
+
+def observation_message(observation: str) -> str:
+    return f"Observation: {observation}"
+
+
+def trajectory_messages(traj: "Trajectory", system: str | None = None,
+                        last_observation: bool = True) -> list[dict[str, str]]:
+    """The conversation of a (partial) trajectory as chat messages.  ``last_observation=False``
+    leaves out the observation after the last step (nothing is learnt from it)."""
+    msgs: list[dict[str, str]] = []
+    if system:
+        msgs.append({"role": "system", "content": system})
+    msgs.append({"role": "user", "content": task_prompt(traj)})
+    for i, s in enumerate(traj.steps):
+        msgs.append({"role": "assistant", "content": s.turn})
+        if last_observation or i < len(traj.steps) - 1:
+            msgs.append({"role": "user", "content": observation_message(s.observation)})
+    return msgs
+
+
+_ACTION_LINE = re.compile(r"(?:^|\s)action\s*:[ \t]*\S[^\n]*\n", re.IGNORECASE)
+
+
+def cut_after_action(text: str) -> tuple[str, bool]:
+    """``text`` up to the end of its first complete, non-empty ``Action:`` line, and whether
+    such a line was found (a turn is over once its action line is; see ``eef.react``)."""
+    m = _ACTION_LINE.search(text)
+    return (text[:m.end() - 1], True) if m else (text, False)
+
+
+# -- segments ----------------------------------------------------------------------------------
+@dataclass
+class Segment:
+    """The tokens one message adds.  ``mask[t]`` is 1 for trained tokens."""
+
+    ids: list[int]
+    mask: list[int]
+    role: str
+    step: int  # step index for assistant turns and their observations, -1 for the task prompt
+
+
+@dataclass
+class Example:
+    """One training sequence."""
+
+    input_ids: list[int]
+    mask: list[int]
+    steps: list[int]  # the trained steps whose tokens are in the loss
+    source: str = ""  # task id of the trajectory
+
+    @property
+    def n_trained(self) -> int:
+        return sum(self.mask)
+
+
+@dataclass
+class CutReport:
+    """What the context budget cut, summed over a dataset."""
+
+    trajectories: int = 0
+    examples: int = 0
+    trained_turns: int = 0
+    windowed_trajectories: int = 0  # trajectories split into several examples
+    context_steps_cut: int = 0  # earlier steps left out of an example's context
+    prompt_tokens_cut: int = 0
+    dropped_trained_turns: int = 0  # turns longer than the whole budget (warned)
+    skipped_untrained: int = 0  # trajectories without any trained step
+
+    def add(self, other: "CutReport") -> None:
+        for k, v in vars(other).items():
+            setattr(self, k, getattr(self, k) + v)
+
+
+class ChatFormat:
+    """Renders conversations through a tokenizer's chat template and tokenises them once.
+
+    ``tokenizer`` must be a fast (``tokenizers``-backed) HF tokenizer; ``system`` is an optional
+    system message; ``chat_template`` overrides the tokenizer's own template (default: the
+    tokenizer's, else ``DEFAULT_CHAT_TEMPLATE``).
+    """
+
+    def __init__(self, tokenizer: Any, system: str | None = None,
+                 chat_template: str | None = None):
+        if not getattr(tokenizer, "is_fast", False):
+            raise FormatError(f"{type(tokenizer).__name__} is not a fast tokenizer: eef needs "
+                              "character offsets (use a tokenizers-backed tokenizer)")
+        self.tokenizer = tokenizer
+        self.system = system
+        self.template = chat_template or getattr(tokenizer, "chat_template", None) \
+            or DEFAULT_CHAT_TEMPLATE
+        if isinstance(self.template, dict):  # several named templates: use the default one
+            self.template = self.template.get("default") or next(iter(self.template.values()))
+        self.end_of_turn = self._find_end_of_turn()
+        self.stop_token_ids = self._stop_ids()
+
+    # -- rendering -----------------------------------------------------------------------------
+    def render(self, messages: Sequence[dict[str, str]], generation_prompt: bool) -> str:
+        if not messages:
+            return ""
+        try:
+            out = self.tokenizer.apply_chat_template(
+                list(messages), chat_template=self.template, tokenize=False,
+                add_generation_prompt=generation_prompt)
+        except Exception as e:  # jinja errors, raise_exception(...) of the template
+            raise ChatTemplateError(f"chat template failed: {type(e).__name__}: {e}") from e
+        if not isinstance(out, str):
+            raise ChatTemplateError(f"chat template returned {type(out).__name__}, not text")
+        return out
+
+    def _find_end_of_turn(self) -> str:
+        sentinel = "\x00EEF\x00"
+        msgs = [{"role": "user", "content": "x"}, {"role": "assistant", "content": sentinel}]
+        text = self.render(msgs, False)
+        if sentinel not in text:
+            raise ChatTemplateError("the chat template drops assistant message content")
+        return text.split(sentinel, 1)[1].strip()
+
+    def _stop_ids(self) -> list[int]:
+        ids = set()
+        tok = self.tokenizer
+        if tok.eos_token_id is not None:
+            ids.add(int(tok.eos_token_id))
+        if self.end_of_turn:
+            enc = tok(self.end_of_turn, add_special_tokens=False)["input_ids"]
+            if len(enc) == 1:
+                ids.add(int(enc[0]))
+        return sorted(ids)
+
+    def _boundaries(self, messages: Sequence[dict[str, str]], generation_prompt: bool
+                    ) -> tuple[str, list[int]]:
+        """The full text and the character offset where each message's segment starts."""
+        if len(messages) > self.PROBE:
+            fast = self._boundaries_linear(messages, generation_prompt)
+            if fast is not None:
+                return fast
+        return self._boundaries_exact(messages, generation_prompt)
+
+    #: conversations longer than this use the linear-time boundary search
+    PROBE = 8
+
+    def _boundaries_linear(self, messages: Sequence[dict[str, str]], generation_prompt: bool
+                           ) -> tuple[str, list[int]] | None:
+        """Same result as ``_boundaries_exact`` in two renderings instead of one per message.
+
+        The conversation is rendered once with a unique placeholder per content, which splits
+        the text into the template's "glue" strings between contents.  Where a segment
+        boundary falls inside a glue string is learnt from the exact method on the first
+        ``PROBE`` messages and reused for identical glue strings later on.  Returns None (the
+        caller falls back to the exact method) if the real rendering is not the placeholder
+        rendering with the contents substituted, or a glue string was not seen in the probe.
+        """
+        n = len(messages)
+        gen_last = generation_prompt and messages[-1]["role"] != "assistant"
+        marks = [f"\x00{k}\x00" for k in range(n)]
+        probe = [{"role": m["role"], "content": t} for m, t in zip(messages, marks)]
+        stext = self.render(probe, gen_last)
+        glue, pos = [], 0
+        for t in marks:
+            i = stext.find(t, pos)
+            if i < 0:
+                return None
+            glue.append(stext[pos:i])
+            pos = i + len(t)
+        glue.append(stext[pos:])
+        full = "".join(g + m["content"] for g, m in zip(glue, messages)) + glue[-1]
+        if full != self.render(messages, gen_last):
+            return None
+        m = self.PROBE
+        _, exact = self._boundaries_exact(probe[:m], False)
+        # offsets of glue k (between content k-1 and content k) in the placeholder text
+        gstart, p = [], 0
+        for g, t in zip(glue, marks):
+            gstart.append(p)
+            p += len(g) + len(t)
+        split: dict[tuple[str, bool], int] = {}
+        for k in range(1, m):
+            gen = messages[k]["role"] == "assistant"
+            split[(glue[k], gen)] = exact[k] - gstart[k]
+        starts, p = [0], len(glue[0])
+        for k in range(1, n):
+            p += len(messages[k - 1]["content"])
+            off = split.get((glue[k], messages[k]["role"] == "assistant"))
+            if off is None or not 0 <= off <= len(glue[k]):
+                return None  # unseen glue, or a boundary outside it (e.g. a merged system)
+            starts.append(p + off)
+            p += len(glue[k])
+        return full, starts
+
+    def _boundaries_exact(self, messages: Sequence[dict[str, str]], generation_prompt: bool
+                          ) -> tuple[str, list[int]]:
+        n = len(messages)
+        starts, prev = [], ""
+        for k in range(n + 1):
+            nxt_is_assistant = k < n and messages[k]["role"] == "assistant"
+            gen = nxt_is_assistant or (k == n and generation_prompt
+                                       and messages[-1]["role"] != "assistant")
+            text = self.render(messages[:k], gen)
+            if not text.startswith(prev):
+                raise ChatTemplateError(
+                    "the chat template is not prefix-stable: rendering the first "
+                    f"{k} messages does not extend the rendering of the first {k - 1}")
+            if k > 0:
+                starts.append(len(prev))
+            prev = text
+        return prev, starts
+
+    def segments(self, messages: Sequence[dict[str, str]], train_steps: Iterable[int] = (),
+                 generation_prompt: bool = False) -> list[Segment]:
+        """Tokenise ``messages`` once and split the tokens into per-message segments.
+
+        Assistant messages are numbered 0, 1, ... (their step index); the turns whose step is in
+        ``train_steps`` are trained.  The user message after assistant ``i`` has ``step=i``.
+        """
+        if not messages:
+            raise FormatError("empty conversation")
+        for m in messages:
+            if not isinstance(m, dict) or not isinstance(m.get("content"), str) \
+                    or m.get("role") not in ("system", "user", "assistant"):
+                raise FormatError(f"bad chat message {m!r}: need role system/user/assistant "
+                                  "and text content")
+        train = set(train_steps)
+        text, starts = self._boundaries(messages, generation_prompt)
+        ends = starts[1:] + [len(text)]
+        # the trained span of each assistant message: its text up to the end-of-turn marker
+        spans: list[tuple[int, int]] = []
+        roles, steps, step = [], [], -1
+        for m, a, b in zip(messages, starts, ends):
+            if m["role"] == "assistant":
+                step += 1
+            roles.append(m["role"])
+            steps.append(step)
+            seg = text[a:b]
+            lead = len(seg) - len(seg.lstrip())
+            spans.append((a + lead, a + len(seg.rstrip())) if m["role"] == "assistant"
+                         and step in train else (0, 0))
+        ids, offsets = self._encode(text)
+        ids_a = np.asarray(ids, dtype=np.int64)
+        off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+        # segment of each token: the last segment starting at or before its first character
+        seg = np.searchsorted(np.asarray(starts), off[:, 0], side="right") - 1
+        span = np.asarray(spans, dtype=np.int64).reshape(-1, 2)[seg]
+        mask = (off[:, 0] < span[:, 1]) & (off[:, 1] > span[:, 0])  # overlaps the turn's text
+        cuts = np.searchsorted(seg, np.arange(len(messages) + 1), side="left")
+        return [Segment(ids_a[a:b].tolist(), mask[a:b].astype(np.int64).tolist(), r, st)
+                for r, st, a, b in zip(roles, steps, cuts[:-1], cuts[1:])]
+
+    def _encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids and character offsets of ``text`` (no special tokens added)."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:  # the Rust tokenizer directly: much faster than the wrapper
+            enc = backend.encode(text, add_special_tokens=False)
+            return enc.ids, enc.offsets
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                             verbose=False)
+        return enc["input_ids"], enc["offset_mapping"]
+
+    # -- training examples ---------------------------------------------------------------------
+    def encode_training(self, traj: "Trajectory", max_tokens: int) -> tuple[list[Example], CutReport]:
+        """Training examples of one trajectory under a context budget of ``max_tokens``."""
+        rep = CutReport(trajectories=1)
+        trained = [i for i, s in enumerate(traj.steps) if s.train]
+        if not trained:
+            rep.skipped_untrained = 1
+            return [], rep
+        msgs = trajectory_messages(traj, self.system, last_observation=False)
+        segs = self.segments(msgs, trained)
+        head = [t for s in segs if s.step < 0 for t in s.ids]
+        agent = {s.step: s for s in segs if s.role == "assistant"}
+        env = {s.step: s for s in segs if s.role == "user" and s.step >= 0}
+        n = len(traj.steps)
+        pair = [len(agent[i].ids) + len(env[i].ids) if i in env else len(agent[i].ids)
+                for i in range(n)]
+        trained = [i for i in trained if sum(agent[i].mask) > 0]
+        rep.trained_turns = len(trained)
+        examples: list[Example] = []
+        todo = sorted(trained)
+        while todo:
+            j = todo[-1]
+            # smallest k such that head + steps k..j-1 (turn + observation) + turn j fits
+            k, used = j, len(head) + len(agent[j].ids)
+            while k > 0 and used + pair[k - 1] <= max_tokens:
+                k -= 1
+                used += pair[k]
+            covered = [i for i in todo if k <= i <= j]
+            todo = [i for i in todo if i < k]
+            ids, mask = list(head), [0] * len(head)
+            for i in range(k, j + 1):
+                a = agent[i]
+                ids += a.ids
+                mask += a.mask if i in covered else [0] * len(a.ids)
+                if i < j:
+                    ids += env[i].ids
+                    mask += [0] * len(env[i].ids)
+            rep.context_steps_cut += k
+            if len(ids) > max_tokens:  # k == j: the prompt (or the turn) alone is too long
+                room = max_tokens - len(agent[j].ids)
+                if room < KEEP_TAIL + 1:
+                    log.warning("trajectory %s: step %d's turn (%d tokens) does not fit the "
+                                "context budget of %d tokens: dropped", traj.task_id, j,
+                                len(agent[j].ids), max_tokens)
+                    rep.dropped_trained_turns += 1
+                    continue
+                cut = len(head) - room
+                keep = head[: room - KEEP_TAIL] + head[len(head) - KEEP_TAIL:]
+                ids, mask = keep + ids[len(head):], [0] * len(keep) + mask[len(head):]
+                rep.prompt_tokens_cut += cut
+            examples.append(Example(ids, mask, covered, traj.task_id))
+        examples.reverse()
+        rep.examples = len(examples)
+        rep.windowed_trajectories = int(len(examples) > 1)
+        return examples, rep
+
+    # -- inference prompts ---------------------------------------------------------------------
+    def encode_messages(self, messages: Sequence[dict[str, str]], max_tokens: int) -> list[int]:
+        """Prompt tokens (ending with the generation prompt) of a chat within ``max_tokens``:
+        the messages before the first assistant message are always kept; then the most recent
+        (assistant, user) exchanges that fit.  If even the last exchange does not fit, the middle
+        of the prompt is cut (its first half and its last half of the budget are kept)."""
+        if max_tokens < 2:
+            raise FormatError(f"context budget of {max_tokens} tokens is too small")
+        segs = self.segments(messages, (), generation_prompt=True)
+        first_a = next((i for i, s in enumerate(segs) if s.role == "assistant"), len(segs))
+        head = [t for s in segs[:first_a] for t in s.ids]
+        rest = segs[first_a:]
+        # group into exchanges: each starts at an assistant message
+        groups: list[list[int]] = []
+        for s in rest:
+            if s.role == "assistant" or not groups:
+                groups.append([])
+            groups[-1].extend(s.ids)
+        kept: list[int] = []
+        for g in reversed(groups):
+            if len(head) + len(g) + len(kept) > max_tokens and kept:
+                break
+            kept = g + kept
+        ids = head + kept
+        if len(ids) > max_tokens:
+            half = max_tokens // 2
+            ids = ids[:half] + ids[len(ids) - (max_tokens - half):]
+        return ids
+
+    def encode_prompt(self, traj: "Trajectory", max_tokens: int) -> list[int]:
+        """Prompt tokens for the agent's next turn in the (partial) trajectory ``traj``."""
+        return self.encode_messages(trajectory_messages(traj, self.system), max_tokens)
+
+
+def build_examples(trajs: Iterable["Trajectory"], fmt: ChatFormat, max_tokens: int
+                   ) -> tuple[list[Example], CutReport]:
+    """Training examples of a dataset; raises ``EmptyMaskError`` when nothing is trained."""
+    report, examples = CutReport(), []
+    for t in trajs:
+        ex, rep = fmt.encode_training(t, max_tokens)
+        examples += ex
+        report.add(rep)
+    if report.trajectories == 0:
+        raise EmptyMaskError("empty dataset: no trajectory to train on")
+    if not examples and report.dropped_trained_turns:
+        raise EmptyMaskError(
+            f"no trained turn fits the context budget of {max_tokens} tokens "
+            f"({report.dropped_trained_turns} turns dropped): raise the budget")
+    if not examples or sum(e.n_trained for e in examples) == 0:
+        raise EmptyMaskError(
+            f"no trained token in {report.trajectories} trajectories: every step has "
+            "train=False (or no steps); nothing to learn")
+    return examples, report

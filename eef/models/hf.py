@@ -1,0 +1,213 @@
+"""``hf:<id-or-path>``: any HF causal LM as an eef policy (CPU or GPU, optional LoRA adapters).
+
+``load_hf_policy("path/to/dir")`` loads the model and tokenizer of a directory in HF format
+(a preset, an SFT checkpoint, a downloaded model) or a hub id already in the local HF cache.  A
+directory holding a peft adapter (``adapter_config.json``) is loaded on top of its base model and
+merged for inference.
+
+``HFPolicy.act`` renders each context with ``eef.models.format.ChatFormat`` (the same tokens as
+training), decodes the batch with ``eef.models.decode`` and returns each turn's text, cut after
+the first complete ``Action:`` line (or at the end-of-turn marker).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+from eef.models.decode import DecodeStats, decode
+from eef.models.errors import ModelMismatchError, ModelNotFoundError
+from eef.models.format import ChatFormat, cut_after_action, trajectory_messages
+from eef.policy import Sampling
+
+if TYPE_CHECKING:
+    from eef.envs.base import TextEnv
+    from eef.trajectory import Trajectory
+
+def _looks_like_path(s: str) -> bool:
+    return s.startswith((".", "/", "~")) or s.count("/") > 1 or "\\" in s
+
+
+def load_model_and_tokenizer(path: str, device: str = "cpu", dtype: str | None = None,
+                             merge_lora: bool = True) -> tuple[Any, Any]:
+    """The (model, tokenizer) of an HF directory or cached hub id; raises
+    ``ModelNotFoundError`` / ``ModelMismatchError`` with a message saying what is wrong."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    p = Path(path).expanduser()
+    if not p.exists() and _looks_like_path(path):
+        raise ModelNotFoundError(f"hf:{path}: no such model directory")
+    if p.is_dir() and not any((p / f).exists() for f in
+                              ("config.json", "adapter_config.json")):
+        raise ModelNotFoundError(f"hf:{path}: not an HF model directory (no config.json)")
+    src = str(p) if p.exists() else path
+    torch_dtype = getattr(torch, dtype) if dtype else None
+    try:
+        adapter = p / "adapter_config.json"
+        if adapter.exists():
+            from peft import PeftModel
+            base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+            if not base:
+                raise ModelNotFoundError(f"hf:{path}: adapter without base_model_name_or_path")
+            model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
+            model = PeftModel.from_pretrained(model, src)
+            if merge_lora:
+                model = model.merge_and_unload()
+            tok_src = src if (p / "tokenizer_config.json").exists() else base
+        else:
+            model = AutoModelForCausalLM.from_pretrained(src, dtype=torch_dtype)
+            tok_src = src
+        tok = AutoTokenizer.from_pretrained(tok_src)
+    except (OSError, ValueError) as e:
+        if isinstance(e, ModelNotFoundError):
+            raise
+        raise ModelNotFoundError(f"hf:{path}: cannot load ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0] if str(e) else ''})") from e
+    n_emb = model.get_input_embeddings().num_embeddings
+    if len(tok) > n_emb:
+        raise ModelMismatchError(f"hf:{path}: the tokenizer has {len(tok)} tokens but the "
+                                 f"model's embedding table only {n_emb}: wrong tokenizer?")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model.to(device).eval()
+    return model, tok
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" | "length"
+
+
+@dataclass
+class _Stop:
+    """Per-tokenizer stop logic: end-of-turn ids, and the ids whose text holds a newline."""
+
+    ids: list[int]
+    newline_ids: set[int]
+    eot_text: str
+
+
+class HFPolicy:
+    """A transformers causal LM behind the ``Policy`` protocol (batched)."""
+
+    def __init__(self, model: Any, tokenizer: Any, spec: str = "hf:model",
+                 system: str | None = None, max_context: int | None = None,
+                 batch_size: int = 64, fast: bool | None = None):
+        self.model, self.tokenizer, self.spec = model, tokenizer, spec
+        self.format = ChatFormat(tokenizer, system=system)
+        cfg = getattr(model, "config", None)
+        self.max_context = int(max_context or getattr(cfg, "max_position_embeddings", 2048))
+        self.batch_size = batch_size
+        self.fast = fast
+        self.stats = DecodeStats()
+        newline = {i for i in range(len(tokenizer))
+                   if "\n" in tokenizer.decode([i], skip_special_tokens=False)}
+        self._stop = _Stop(self.format.stop_token_ids, newline, self.format.end_of_turn)
+
+    # -- the Policy protocol ----------------------------------------------------------------
+    def act(self, contexts: Sequence["Trajectory"], sampling: Sampling | None = None,
+            seeds: Sequence[int] | None = None) -> list[str]:
+        chats = [trajectory_messages(c, self.format.system) for c in contexts]
+        out = self.complete(chats, sampling, seeds, stop_after_action=True, system_in_chats=True)
+        #: tokens generated per context of the last call (read by the rollout engine)
+        self.last_generated_tokens = [c.completion_tokens for c in out]
+        return [c.text for c in out]
+
+    # -- chat completion (also used by the server) --------------------------------------------
+    def chat(self, chats: Sequence[Sequence[dict[str, str]]], sampling: Sampling | None = None,
+             seeds: Sequence[int] | None = None, stop_after_action: bool = False,
+             stop: Sequence[str] = (), system_in_chats: bool = False) -> list[str]:
+        """One completion per chat (lists of ``{"role", "content"}`` messages)."""
+        return [c.text for c in self.complete(chats, sampling, seeds, stop_after_action, stop,
+                                              system_in_chats)]
+
+    def complete(self, chats: Sequence[Sequence[dict[str, str]]],
+                 sampling: Sampling | None = None, seeds: Sequence[int] | None = None,
+                 stop_after_action: bool = False, stop: Sequence[str] = (),
+                 system_in_chats: bool = False) -> list["Completion"]:
+        """Like ``chat`` with token counts and the finish reason of each completion."""
+        s = sampling or Sampling()
+        if seeds is not None and len(seeds) != len(chats):
+            raise ValueError(f"{len(seeds)} seeds for {len(chats)} contexts")
+        budget = self.max_context - s.max_new_tokens
+        if budget < 8:
+            raise ValueError(f"max_new_tokens={s.max_new_tokens} leaves no room for a prompt in "
+                             f"a context of {self.max_context} tokens")
+        if self.format.system and not system_in_chats:
+            chats = [c if c and c[0]["role"] == "system" else
+                     [{"role": "system", "content": self.format.system}, *c] for c in chats]
+        prompts = [self.format.encode_messages(c, budget) for c in chats]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out: list[Completion] = [Completion("", 0, 0, "length")] * len(prompts)
+        stop = [x for x in stop if x]
+        for a in range(0, len(order), self.batch_size):
+            idx = order[a:a + self.batch_size]
+            texts = self._generate([prompts[i] for i in idx], s,
+                                   [seeds[i] for i in idx] if seeds is not None else None,
+                                   stop_after_action, stop)
+            for i, t in zip(idx, texts):
+                out[i] = t
+        return out
+
+    def _cut(self, text: str, stop_after_action: bool, stop: Sequence[str]) -> tuple[str, bool]:
+        """The response text and whether it is complete."""
+        cut, done = text, False
+        for marker in ([self._stop.eot_text] if self._stop.eot_text else []) + list(stop):
+            i = cut.find(marker)
+            if i >= 0:
+                cut, done = cut[:i], True
+        if stop_after_action:
+            cut, found = cut_after_action(cut)
+            done = done or found
+        return cut, done
+
+    def _generate(self, prompts: list[list[int]], s: Sampling, seeds: Sequence[int] | None,
+                  stop_after_action: bool, stop: Sequence[str]) -> list["Completion"]:
+        tok = self.tokenizer
+        text_checks = stop_after_action or bool(stop) or (
+            self._stop.eot_text and not self.format.stop_token_ids)
+
+        def check(row: int, ids: list[int]) -> bool:
+            return self._cut(tok.decode(ids, skip_special_tokens=False),
+                             stop_after_action, stop)[1]
+
+        # stop strings can end on any token; the action line ends on a newline token
+        check_ids = None if (stop or len(self.format.stop_token_ids) == 0) \
+            else self._stop.newline_ids
+        new = decode(self.model, prompts, max_new_tokens=s.max_new_tokens,
+                     temperature=s.temperature, top_p=s.top_p, seeds=seeds,
+                     stop_ids=self._stop.ids, pad_id=int(tok.pad_token_id),
+                     stop_check=check if text_checks else None, check_ids=check_ids,
+                     fast=self.fast, stats=self.stats)
+        out = []
+        for p, ids in zip(prompts, new):
+            n = len(ids)
+            ended = bool(ids) and ids[-1] in self._stop.ids
+            ids = [i for i in ids if i not in self._stop.ids]
+            text, cut = self._cut(tok.decode(ids, skip_special_tokens=True), stop_after_action,
+                                  stop)
+            out.append(Completion(text.strip(), len(p), n,
+                                  "stop" if ended or cut or n < s.max_new_tokens else "length"))
+        return out
+
+
+def load_hf_policy(rest: str, env: "TextEnv | None" = None, **kw: Any) -> HFPolicy:
+    """The policy of spec ``hf:<rest>``.  Keywords: ``device`` (``cpu``), ``dtype``
+    (e.g. ``bfloat16``), ``system`` (system message), ``max_context``, ``batch_size``,
+    ``fast`` (force/skip the static-cache decoder)."""
+    if not rest:
+        raise ModelNotFoundError("hf: needs a model id or directory (hf:PATH)")
+    model, tok = load_model_and_tokenizer(rest, device=kw.pop("device", "cpu"),
+                                          dtype=kw.pop("dtype", None))
+    known = {"system", "max_context", "batch_size", "fast"}
+    unknown = set(kw) - known
+    if unknown:
+        raise TypeError(f"load_hf_policy: unknown options {sorted(unknown)}")
+    return HFPolicy(model, tok, spec=f"hf:{rest}", **kw)

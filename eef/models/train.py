@@ -1,0 +1,354 @@
+"""Supervised fine-tuning on trajectories with the action-token loss mask (Eq. 1 of the paper).
+
+``train_sft(model, trajectories, out, TrainConfig(...))`` fine-tunes an HF causal LM (a preset
+directory, a checkpoint, a hub model in the local cache) on the trained turns of the
+trajectories (``Step.train``; see ``eef.models.format``) and writes an HF-format model to
+``out``, loadable as ``hf:out``.  The same code runs full fine-tuning of the tiny preset on CPU
+and LoRA (``lora_r > 0``, peft) on large models with ``accelerate launch`` (DDP / DeepSpeed
+configs are accelerate's).
+
+Loss: cross-entropy summed over the trained tokens of a batch, divided by their count (a
+token-level mean over the whole batch, however it is split into micro-batches).  The LM head is
+applied to the trained positions only; the other positions' logits are never needed.
+
+Reproducible: the data order of epoch ``e`` is a permutation seeded by ``seed + e``; the model is
+initialised from disk; so the same seed and data give the same loss curve on CPU.  Resume: every
+``save_every`` steps the model, optimizer, scheduler and RNG state go to ``out/checkpoint``
+(written to a temporary directory, then renamed); a rerun with the same ``out`` continues from
+there and reproduces the uninterrupted curve.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from eef.models.format import ChatFormat, Example, build_examples
+from eef.trajectory import Trajectory, read_jsonl
+
+
+@dataclass
+class TrainConfig:
+    """SFT hyper-parameters (saved as ``eef_train.json`` next to the model)."""
+
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
+    epochs: float = field(default=3.0, metadata={"help": "passes over the examples"})
+    max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps "
+                                                       "(0: from epochs)"})
+    batch_size: int = field(default=16, metadata={"help": "sequences per optimizer step"})
+    micro_batch_tokens: int = field(default=16384, metadata={
+        "help": "padded tokens per forward pass; a batch is split into micro-batches "
+                "(gradient accumulation) to fit this"})
+    max_tokens: int = field(default=1024, metadata={
+        "help": "context budget per example (see eef.models.format: windows, never drops a "
+                "trained turn)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "share of steps of linear warmup"})
+    schedule: str = field(default="cosine", metadata={"help": "lr schedule after warmup: "
+                                                              "cosine | constant"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0: off)"})
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank (0: full fine-tuning)"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    lora_targets: str = field(default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+                              metadata={"help": "comma-separated module names LoRA adapts"})
+    seed: int = field(default=0, metadata={"help": "seed of data order and initialisation"})
+    save_every: int = field(default=200, metadata={"help": "checkpoint every N steps (resume)"})
+    log_every: int = field(default=1, metadata={"help": "append the loss to train_log.jsonl "
+                                                        "every N steps"})
+    mixed_precision: str = field(default="no", metadata={
+        "help": "accelerate mixed precision: no | bf16 | fp16 (GPUs)"})
+    system: str | None = field(default=None, metadata={"help": "system message of the chat "
+                                                               "format"})
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+
+class TrainError(ValueError):
+    """Bad training input (no data, no trained token, incompatible checkpoint)."""
+
+
+# -- data -------------------------------------------------------------------------------------
+def load_trajectories(data: str | os.PathLike | Iterable[Trajectory]) -> list[Trajectory]:
+    if isinstance(data, (str, os.PathLike)):
+        return read_jsonl(data)
+    return list(data)
+
+
+def epoch_batches(examples: Sequence[Example], batch_size: int, seed: int, epoch: int
+                  ) -> list[list[int]]:
+    """Batches of example indices for one epoch: a seeded shuffle, then length-sorted within
+    windows of 32 batches (less padding), then the batches in a seeded random order."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    idx = list(range(len(examples)))
+    rng.shuffle(idx)
+    win = batch_size * 32
+    batches = []
+    for a in range(0, len(idx), win):
+        chunk = sorted(idx[a:a + win], key=lambda i: len(examples[i].input_ids))
+        batches += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def micro_batches(examples: Sequence[Example], batch: list[int], max_tokens: int,
+                  pad_id: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Split a batch into right-padded (input_ids, attention_mask, labels) tensors of at most
+    ``max_tokens`` padded tokens each (one sequence at least)."""
+    order = sorted(batch, key=lambda i: len(examples[i].input_ids))
+    groups: list[list[int]] = [[]]
+    for i in order:
+        L = len(examples[i].input_ids)
+        if groups[-1] and (len(groups[-1]) + 1) * L > max_tokens:
+            groups.append([])
+        groups[-1].append(i)
+    out = []
+    for g in groups:
+        T = max(len(examples[i].input_ids) for i in g)
+        ids = torch.full((len(g), T), pad_id, dtype=torch.long)
+        att = torch.zeros((len(g), T), dtype=torch.long)
+        lab = torch.full((len(g), T), -100, dtype=torch.long)
+        for r, i in enumerate(g):
+            e = examples[i]
+            n = len(e.input_ids)
+            ids[r, :n] = torch.tensor(e.input_ids)
+            att[r, :n] = 1
+            lab[r, :n] = torch.tensor([t if m else -100 for t, m in zip(e.input_ids, e.mask)])
+        out.append((ids, att, lab))
+    return out
+
+
+# -- model ------------------------------------------------------------------------------------
+class MaskedLMLoss(torch.nn.Module):
+    """Sum of the cross-entropy over trained tokens; the LM head runs on those positions only."""
+
+    def __init__(self, model: Any):
+        super().__init__()
+        self.model = model
+
+    def _parts(self) -> tuple[Any, Any]:
+        m = self.model
+        causal = m.get_base_model() if hasattr(m, "get_base_model") else m
+        return getattr(causal, causal.base_model_prefix), causal.get_output_embeddings()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        backbone, head = self._parts()
+        # Right padding: under the causal mask no real token can see a pad (pads come last),
+        # and pad positions are never in the loss, so the padding mask is not needed; leaving
+        # it out lets attention take the plain causal fast path.
+        right_padded = bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
+        h = backbone(input_ids=input_ids,
+                     attention_mask=None if right_padded else attention_mask).last_hidden_state
+        tgt = labels[:, 1:]
+        sel = tgt != -100
+        logits = head(h[:, :-1][sel]).float()
+        loss = F.cross_entropy(logits, tgt[sel], reduction="sum")
+        return loss, sel.sum()
+
+
+def _lr_lambda(cfg: TrainConfig, total: int):
+    warm = max(1, int(cfg.warmup_ratio * total)) if cfg.warmup_ratio > 0 else 0
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        p = (step - warm) / max(1, total - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+    return f
+
+
+def flops_per_example(cfg: Any, n_tokens: int, n_trained: int) -> float:
+    """Training FLOPs (forward + backward) of one sequence: 6 x the parameters a token goes
+    through (blocks; the LM head only at trained positions) + causal attention."""
+    d, L = cfg.hidden_size, cfg.num_hidden_layers
+    kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    hd = d // cfg.num_attention_heads
+    block = L * (2 * d * d + 2 * d * kv * hd + 3 * d * cfg.intermediate_size)
+    attn = L * 2 * n_tokens * n_tokens * d  # QK^T and AV, causal half, forward
+    return 6 * n_tokens * block + 6 * n_trained * d * cfg.vocab_size + 3 * attn
+
+
+# -- the loop ---------------------------------------------------------------------------------
+def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
+              out: str | os.PathLike, cfg: TrainConfig | None = None, *,
+              progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+    """Fine-tune ``model_path`` on ``data`` (a JSONL file or trajectories) into ``out``.
+
+    Returns ``{"losses": [...], "steps", "tokens", "trained_tokens", "seconds", "report"}``.
+    ``stop_after`` ends the run after that many steps of this call (tests of resume).
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    from eef.models.hf import load_model_and_tokenizer
+
+    cfg = cfg or TrainConfig()
+    out = Path(out)
+    trajs = load_trajectories(data)
+    if not trajs:
+        raise TrainError("empty dataset: no trajectory to train on")
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    model, tok = load_model_and_tokenizer(model_path, merge_lora=False)
+    fmt = ChatFormat(tok, system=cfg.system)
+    examples, report = build_examples(trajs, fmt, cfg.max_tokens)
+    if cfg.lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+        model = get_peft_model(model, LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules=[t.strip() for t in cfg.lora_targets.split(",") if t.strip()],
+            task_type="CAUSAL_LM"))
+    model.train()
+    acc = Accelerator(mixed_precision=cfg.mixed_precision)
+    per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
+                            betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
+    loss_mod = MaskedLMLoss(model)
+    loss_mod, opt = acc.prepare(loss_mod, opt)
+
+    ckpt = out / "checkpoint"
+    state = {"step": 0, "losses": [], "tokens": 0, "trained_tokens": 0, "seconds": 0.0}
+    if (ckpt / "trainer_state.json").exists():
+        state = _load_checkpoint(ckpt, acc.unwrap_model(loss_mod).model, opt, sched, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    if acc.is_main_process:
+        (out / "eef_train.json").write_text(json.dumps(
+            {"config": asdict(cfg), "base_model": model_path, "examples": len(examples),
+             "trajectories": len(trajs), "cut_report": asdict(report)}, indent=2))
+
+    pad = int(tok.pad_token_id)
+    rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
+    if cfg.batch_size < world:
+        raise TrainError(f"batch_size {cfg.batch_size} is smaller than the {world} processes")
+    log_f = open(out / "train_log.jsonl", "a", encoding="utf-8")
+    bar = tqdm(total=total, initial=state["step"], disable=not progress or not acc.is_main_process,
+               desc="sft", unit="step")
+    step, ran = state["step"], 0
+    t0 = time.time()
+    try:
+        while step < total:
+            epoch, k = divmod(step, per_epoch)
+            batch = epoch_batches(examples, cfg.batch_size, cfg.seed, epoch)[k]
+            # several processes (accelerate launch): each takes every world-th sequence; DDP
+            # averages gradients over processes, hence the factor world on the loss
+            local = batch[rank::world]
+            mbs = micro_batches(examples, local, cfg.micro_batch_tokens, pad) if local else []
+            n_trained = sum(examples[i].n_trained for i in batch)
+            total_loss = torch.zeros((), device=acc.device)
+            for ids, att, lab in mbs:
+                ids, att, lab = ids.to(acc.device), att.to(acc.device), lab.to(acc.device)
+                loss_sum, _ = loss_mod(ids, att, lab)
+                acc.backward(loss_sum * (world / n_trained))
+                total_loss += loss_sum.detach()
+            if world > 1:
+                total_loss = acc.reduce(total_loss, reduction="sum")
+            total_loss = float(total_loss)
+            if cfg.grad_clip > 0:
+                acc.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            ran += 1
+            loss = total_loss / n_trained
+            state["losses"].append(loss)
+            state["tokens"] += sum(len(examples[i].input_ids) for i in batch)
+            state["trained_tokens"] += n_trained
+            if main and (step % cfg.log_every == 0 or step == total):
+                log_f.write(json.dumps({"step": step, "epoch": epoch, "loss": loss,
+                                        "lr": sched.get_last_lr()[0]}) + "\n")
+                log_f.flush()
+            bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch)
+            bar.update(1)
+            if step % cfg.save_every == 0 and step < total:
+                state["step"] = step
+                state["seconds"] += time.time() - t0
+                t0 = time.time()
+                if main:
+                    _save_checkpoint(ckpt, acc.unwrap_model(loss_mod).model, tok, opt, sched,
+                                     state, cfg)
+                acc.wait_for_everyone()
+            if stop_after is not None and ran >= stop_after:
+                break
+    finally:
+        bar.close()
+        log_f.close()
+    state["step"] = step
+    state["seconds"] += time.time() - t0
+    model = acc.unwrap_model(loss_mod).model
+    if main and step >= total:
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    elif main:
+        _save_checkpoint(ckpt, model, tok, opt, sched, state, cfg)
+    acc.wait_for_everyone()
+    return {"losses": state["losses"], "steps": step, "total_steps": total,
+            "tokens": state["tokens"], "trained_tokens": state["trained_tokens"],
+            "seconds": state["seconds"], "examples": len(examples), "report": asdict(report)}
+
+
+def _save_checkpoint(ckpt: Path, model: Any, tok: Any, opt: Any, sched: Any,
+                     state: dict[str, Any], cfg: TrainConfig) -> None:
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "torch_rng": torch.get_rng_state(), "py_rng": random.getstate()},
+               tmp / "optimizer.pt")
+    (tmp / "trainer_state.json").write_text(json.dumps({**state, "config": asdict(cfg)}))
+    old = ckpt.with_name(ckpt.name + ".old")
+    if ckpt.exists():
+        ckpt.rename(old)
+    tmp.rename(ckpt)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(ckpt: Path, model: Any, opt: Any, sched: Any, cfg: TrainConfig
+                     ) -> dict[str, Any]:
+    from safetensors.torch import load_file
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    saved = state.pop("config", {})
+    if saved and saved != json.loads(json.dumps(asdict(cfg))):
+        diff = sorted(k for k in saved if saved.get(k) != asdict(cfg).get(k))
+        raise TrainError(f"{ckpt}: checkpoint of a run with a different config ({', '.join(diff)}"
+                         "); use another output directory or the same config")
+    weights = ckpt / ("adapter_model.safetensors" if hasattr(model, "peft_config")
+                      else "model.safetensors")
+    sd = load_file(str(weights))
+    if hasattr(model, "peft_config"):
+        from peft import set_peft_model_state_dict
+        set_peft_model_state_dict(model, sd)
+    else:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        if unexpected or [m for m in missing if "lm_head" not in m]:
+            raise TrainError(f"{ckpt}: checkpoint does not match the model")
+    extra = torch.load(ckpt / "optimizer.pt", weights_only=False)
+    opt.load_state_dict(extra["optimizer"])
+    sched.load_state_dict(extra["scheduler"])
+    torch.set_rng_state(extra["torch_rng"])
+    random.setstate(extra["py_rng"])
+    return state

@@ -1,0 +1,214 @@
+"""Chat format, per-token loss masks and the context budget, on real (offline-built) tokenizers."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from eef.models.format import (ChatFormat, ChatTemplateError, EmptyMaskError, FormatError,
+                               build_examples, trajectory_messages)
+from eef.react import parse_turn
+from test_models_util import ASINS, make_tokenizer, make_traj
+
+KINDS = ["tiny", "gpt2", "chatml", "llama3", "llama2"]
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def fmt(request) -> ChatFormat:
+    return ChatFormat(make_tokenizer(request.param))
+
+
+def runs(mask: list[int]) -> list[tuple[int, int]]:
+    out, start = [], None
+    for i, m in enumerate(mask + [0]):
+        if m and start is None:
+            start = i
+        if not m and start is not None:
+            out.append((start, i))
+            start = None
+    return out
+
+
+def test_mask_covers_exactly_the_trained_turns(fmt):
+    traj = make_traj(4, untrained=(1,))
+    traj.steps[1].action = "click[harmful]"
+    (ex,), rep = build_examples([traj], fmt, 4096)
+    tok = fmt.tokenizer
+    assert ex.steps == [0, 2, 3] and rep.trained_turns == 3
+    r = runs(ex.mask)
+    assert len(r) == 3, "one contiguous run per trained turn"
+    for (a, b), i in zip(r, [0, 2, 3]):
+        got = tok.decode(ex.input_ids[a:b]).strip()
+        got = got.replace(" " + fmt.end_of_turn, fmt.end_of_turn)  # llama2: "... </s>"
+        assert got == f"{traj.steps[i].turn}{fmt.end_of_turn}", (fmt.template, got)
+        # the tokens right before / after are template or observation tokens, never trained
+        before = tok.decode(ex.input_ids[:a])
+        assert not before.rstrip().endswith(traj.steps[i].turn)
+    masked = "".join(tok.decode(ex.input_ids[a:b]) for a, b in r)
+    assert "Observation" not in masked and "Instruction" not in masked
+    assert "harmful" not in masked  # the train=False step
+    assert "harmful" in tok.decode(ex.input_ids)  # ... is still in the context
+    # the observation after the last step carries nothing to learn: not in the example
+    assert tok.decode(ex.input_ids).rstrip().endswith(fmt.end_of_turn)
+
+
+def test_tokens_are_the_tokenisation_of_the_rendered_conversation(fmt):
+    traj = make_traj(3)
+    (ex,), _ = build_examples([traj], fmt, 4096)
+    text = fmt.render(trajectory_messages(traj, last_observation=False), False)
+    ids = fmt.tokenizer(text, add_special_tokens=False)["input_ids"]
+    # the template may put whitespace after the last end-of-turn marker
+    assert ex.input_ids == ids[:len(ex.input_ids)] and len(ids) - len(ex.input_ids) <= 1
+
+
+def test_inference_prompt_is_the_training_prefix(fmt):
+    traj = make_traj(3, untrained=())
+    (ex,), _ = build_examples([traj], fmt, 4096)
+    starts = [a for a, _ in runs(ex.mask)]
+    for k in range(3):
+        prompt = fmt.encode_prompt(traj.prefix(k), 4096)
+        assert prompt == ex.input_ids[:starts[k]], f"step {k}"
+
+
+def test_system_message_is_never_trained(fmt):
+    f = ChatFormat(fmt.tokenizer, system="You are a shopping agent.")
+    traj = make_traj(2, untrained=())
+    (ex,), _ = build_examples([traj], f, 4096)
+    masked = f.tokenizer.decode([t for t, m in zip(ex.input_ids, ex.mask) if m])
+    assert "shopping agent" not in masked and "shopping agent" in f.tokenizer.decode(ex.input_ids)
+
+
+def test_identifiers_tokenise_the_same_in_observation_and_action():
+    tok = make_tokenizer("tiny")
+    for a in ASINS:
+        in_obs = tok(f"Observation: x [SEP] {a} [SEP] y", add_special_tokens=False)["input_ids"]
+        in_act = tok(f"Action: click[{a}]", add_special_tokens=False)["input_ids"]
+        ident = tok(a, add_special_tokens=False)["input_ids"]
+        assert len(ident) == len(a)  # one token per character
+
+        def has(seq):
+            return any(seq[i:i + len(ident)] == ident for i in range(len(seq)))
+        assert has(in_obs) and has(in_act)
+    assert len(tok("[SEP]", add_special_tokens=False)["input_ids"]) == 1
+
+
+# -- context budget --------------------------------------------------------------------------
+def test_long_trajectory_becomes_windows_and_no_trained_turn_is_lost():
+    fmt = ChatFormat(make_tokenizer("tiny"))
+    traj = make_traj(12, untrained=(3, 7), obs_words=40)
+    full, _ = build_examples([traj], fmt, 100_000)
+    assert len(full) == 1
+    budget = len(full[0].input_ids) // 3
+    exs, rep = build_examples([traj], fmt, budget)
+    assert len(exs) > 1 and rep.windowed_trajectories == 1
+    covered = sorted(i for e in exs for i in e.steps)
+    assert covered == [i for i in range(12) if i not in (3, 7)]
+    head = fmt.encode_prompt(traj.prefix(0), 100_000)
+    for e in exs:
+        assert len(e.input_ids) <= budget
+        assert e.input_ids[:len(head)] == head  # the task prompt is always kept
+        assert len(runs(e.mask)) == len(e.steps)
+    assert rep.context_steps_cut > 0 and rep.dropped_trained_turns == 0
+    assert rep.prompt_tokens_cut == 0
+
+
+def test_prompt_longer_than_budget_is_cut_in_the_middle_and_counted():
+    fmt = ChatFormat(make_tokenizer("tiny"))
+    traj = make_traj(1, untrained=())
+    traj.initial_observation = " ".join(["red shoes"] * 300)
+    (ex,), rep = build_examples([traj], fmt, 120)
+    assert len(ex.input_ids) == 120 and rep.prompt_tokens_cut > 0
+    assert fmt.tokenizer.decode([t for t, m in zip(ex.input_ids, ex.mask) if m]).startswith(
+        traj.steps[0].turn)
+
+
+def test_turn_longer_than_budget_is_dropped_with_a_warning(caplog):
+    fmt = ChatFormat(make_tokenizer("tiny"))
+    traj = make_traj(2, untrained=())
+    traj.steps[0].thought = " ".join(["blue"] * 200)
+    with caplog.at_level(logging.WARNING):
+        exs, rep = build_examples([traj], fmt, 150)
+    assert rep.dropped_trained_turns == 1 and "does not fit" in caplog.text
+    assert [i for e in exs for i in e.steps] == [1]
+
+
+def test_inference_prompt_keeps_task_and_recent_steps():
+    fmt = ChatFormat(make_tokenizer("tiny"))
+    traj = make_traj(10, obs_words=30)
+    head = fmt.encode_prompt(traj.prefix(0), 100_000)
+    gen = fmt.tokenizer("<|assistant|>", add_special_tokens=False)["input_ids"]
+    full = fmt.encode_prompt(traj, 100_000)
+    ids = fmt.encode_prompt(traj, len(full) // 2)
+    assert len(ids) <= len(full) // 2
+    assert ids[:len(head) - len(gen)] == head[:-len(gen)]
+    assert ids[-len(gen):] == gen
+    assert fmt.tokenizer.decode(ids).removesuffix("<|assistant|>").endswith(
+        traj.steps[-1].observation + "<|end|>\n")
+
+
+# -- bad input -------------------------------------------------------------------------------
+def test_all_zero_masks_and_empty_dataset_raise():
+    fmt = ChatFormat(make_tokenizer("tiny"))
+    with pytest.raises(EmptyMaskError, match="empty dataset"):
+        build_examples([], fmt, 512)
+    with pytest.raises(EmptyMaskError, match="no trained token"):
+        build_examples([make_traj(3, untrained=(0, 1, 2)), make_traj(0)], fmt, 512)
+    with pytest.raises(EmptyMaskError, match="budget"):
+        build_examples([make_traj(2, untrained=())], fmt, 8)
+
+
+def test_unusable_templates_raise():
+    tok = make_tokenizer("tiny")
+    unstable = "{% for m in messages %}{{ m['content'] }}{% endfor %}{{ messages | length }}"
+    with pytest.raises(ChatTemplateError, match="prefix-stable"):
+        build_examples([make_traj(2)], ChatFormat(tok, chat_template=unstable), 512)
+    with pytest.raises(ChatTemplateError, match="drops"):
+        ChatFormat(tok, chat_template="{% for m in messages %}{{ m['role'] }}{% endfor %}")
+    with pytest.raises(FormatError, match="role"):
+        ChatFormat(tok).segments([{"role": "tool", "content": "x"}])
+
+    class Slow:
+        is_fast = False
+    with pytest.raises(FormatError, match="fast"):
+        ChatFormat(Slow())
+
+
+@pytest.mark.parametrize("out,action", [
+    ("Thought: go\nAction: click[B06Y3VLDFB]<|end|>", "click[B06Y3VLDFB]"),
+    ("Thought: I will search.\nsearch[red shoes]", "search[red shoes]"),  # no Action: marker
+    ("Action: click[a]\nAction: click[b]", "click[a]"),  # several actions: the first
+    ("Thought: hmm\nAction:  click[buy now].  ", "click[buy now]"),
+    ("thought: x action: search[a b] then more text", "search[a b] then more text"),
+    pytest.param("Thought: hmm\nAction: `click[buy now]`.", "click[buy now]"),
+    ("Thought: only thinking", ""),
+])
+def test_robust_action_parsing(out, action):
+    assert parse_turn(out.replace("<|end|>", ""))[1] == action
+
+
+@pytest.mark.parametrize("system", [None, "Be brief."])
+def test_linear_boundaries_equal_the_exact_ones(fmt, system):
+    traj = make_traj(9, obs_words=5)
+    for gen in (False, True):
+        msgs = trajectory_messages(traj, system)
+        lin = fmt._boundaries_linear(msgs, gen)
+        exact = fmt._boundaries_exact(msgs, gen)
+        assert fmt._boundaries(msgs, gen) == exact
+        if lin is None:  # llama2 merges the system text into the first user turn: fallback
+            assert system and "[INST]" in fmt.template
+        else:
+            assert lin == exact
+    f = ChatFormat(fmt.tokenizer, system=system)
+    (ex,), _ = build_examples([traj], f, 100_000)
+    assert len(runs(ex.mask)) == len(ex.steps)
+
+
+def test_linear_boundaries_fall_back_on_position_dependent_templates():
+    tok = make_tokenizer("tiny")
+    odd = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
+           "{% if loop.index is even %}<|end|>{% else %}<|end|>\n{% endif %}{% endfor %}"
+           "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    f = ChatFormat(tok, chat_template=odd)
+    msgs = trajectory_messages(make_traj(9, obs_words=3))
+    assert f._boundaries(msgs, True) == f._boundaries_exact(msgs, True)

@@ -1,0 +1,229 @@
+"""The hf: backend, the tiny/test presets, the batched KV-cache decoder and SFT training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from eef.models.decode import DecodeStats, decode
+from eef.models.errors import ModelMismatchError, ModelNotFoundError
+from eef.models.format import EmptyMaskError
+from eef.models.hf import HFPolicy
+from eef.models.preset import PRESETS, PresetError, init_preset, preset_config
+from eef.models.train import TrainConfig, TrainError, train_sft
+from eef.policy import PolicySpecError, Sampling, load_policy
+from eef.trajectory import Step, Trajectory, write_jsonl
+from test_models_util import cached_dir, copy_task, corpus, make_traj, tiny_model_dir
+
+
+def fixed_task(n: int) -> list[Trajectory]:
+    """Always the same two turns: learnable in a few dozen steps by the test preset."""
+    out = []
+    for i, t in enumerate(copy_task(n)):
+        t.steps = [Step("search[shoes]", "results [SEP] A1 [SEP] B2", "I search"),
+                   Step("click[buy now]", "done", "")]
+        out.append(t)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    return cached_dir("preset", tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def policy(model_dir) -> HFPolicy:
+    return load_policy(f"hf:{model_dir}")
+
+
+@pytest.fixture(scope="module")
+def trained_dir(model_dir):
+    return cached_dir("sft", lambda out: train_sft(
+        str(model_dir), fixed_task(64), out,
+        TrainConfig(lr=1e-2, max_steps=40, batch_size=16, warmup_ratio=0.1), progress=False))
+
+
+# -- presets ---------------------------------------------------------------------------------
+def test_preset_directory_is_a_plain_hf_model(model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    m = AutoModelForCausalLM.from_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    assert m.config.model_type == "llama" and m.config.vocab_size == len(tok)
+    assert tok.chat_template and tok.eos_token == "<|end|>"
+    info = json.loads((model_dir / "eef_preset.json").read_text())
+    assert info["preset"] == "test" and info["tokenizer_corpus"]["texts"] > 0
+
+
+def test_tiny_preset_size():
+    class Tok:
+        pad_token_id, eos_token_id = 0, 1
+
+        def __len__(self):
+            return PRESETS["tiny"].vocab_size
+    from transformers import LlamaForCausalLM
+    with torch.device("meta"):
+        m = LlamaForCausalLM(preset_config("tiny", Tok()))
+    n = sum(p.numel() for p in m.parameters())
+    assert 3_500_000 < n < 6_000_000  # "a few million parameters"
+
+
+def test_unknown_preset_and_env(tmp_path):
+    with pytest.raises(PresetError, match="unknown preset"):
+        init_preset("huge", None, tmp_path, texts=["a"])
+    with pytest.raises(PresetError, match="no text corpus"):
+        init_preset("test", "nosuchenv", tmp_path)
+    with pytest.raises(PresetError, match="empty corpus"):
+        init_preset("test", None, tmp_path, texts=[])
+
+
+@pytest.mark.needs_data
+def test_webshop_tokenizer_corpus(tmp_path):
+    from eef.models.preset import webshop_corpus
+    texts = list(webshop_corpus())
+    assert len(texts) > 1000 and any("B0" in t for t in texts)
+
+
+# -- decoding --------------------------------------------------------------------------------
+def test_fast_decode_equals_generate_greedy(policy):
+    model = policy.model
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(5, 300, (n,), generator=g).tolist() for n in (20, 33, 7, 33)]
+    fast = decode(model, prompts, max_new_tokens=12, fast=True)
+    loop = decode(model, prompts, max_new_tokens=12, fast=False)
+    P = max(map(len, prompts))
+    ids = torch.zeros(len(prompts), P, dtype=torch.long)
+    att = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p):] = torch.tensor(p)
+        att[i, P - len(p):] = 1
+    with torch.inference_mode():
+        ref = model.generate(input_ids=ids, attention_mask=att, max_new_tokens=12,
+                             min_new_tokens=12, do_sample=False, pad_token_id=0,
+                             eos_token_id=None)[:, P:].tolist()
+    assert fast == ref and loop == ref
+
+
+def test_decode_stops_rows_independently(policy):
+    prompts = [[5, 6, 7], [8, 9, 10, 11]]
+    free = decode(policy.model, prompts, max_new_tokens=6)
+    stop_tok = free[0][2]
+    out = decode(policy.model, prompts, max_new_tokens=6, stop_ids=[stop_tok])
+    for o, f in zip(out, free):
+        assert o == (f[:f.index(stop_tok) + 1] if stop_tok in f else f)
+    calls = []
+    out = decode(policy.model, prompts, max_new_tokens=6,
+                 stop_check=lambda r, ids: calls.append(r) or (r == 1 and len(ids) == 2))
+    assert len(out[1]) == 2 and len(out[0]) == 6
+
+
+def test_sampling_is_seeded_per_row(policy):
+    trajs = [make_traj(1, seed=i) for i in range(3)]
+    s = Sampling(temperature=1.0, max_new_tokens=16)
+    a = policy.act(trajs, s, seeds=[1, 2, 3])
+    b = policy.act(trajs[::-1], s, seeds=[3, 2, 1])[::-1]
+    c = policy.act([trajs[1]], s, seeds=[2])
+    assert a == b and a[1] == c[0]
+    assert policy.act(trajs, s, seeds=[4, 5, 6]) != a
+
+
+def test_greedy_batch_equals_one_by_one(policy):
+    trajs = [make_traj(k, seed=k) for k in range(4)]
+    s = Sampling(max_new_tokens=10)
+    assert policy.act(trajs, s) == [policy.act([t], s)[0] for t in trajs]
+
+
+# -- training --------------------------------------------------------------------------------
+def test_sft_learns_the_turns_and_act_stops_after_the_action(trained_dir):
+    pol = load_policy(f"hf:{trained_dir}")
+    ctx = fixed_task(3)
+    out = pol.act([ctx[0].prefix(0), ctx[1].prefix(1)], Sampling(max_new_tokens=40))
+    assert out == ["Thought: I search\nAction: search[shoes]", "Action: click[buy now]"]
+    log = [json.loads(x) for x in (trained_dir / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["loss"] < 0.2 * log[0]["loss"]
+    saved = json.loads((trained_dir / "eef_train.json").read_text())
+    assert saved["config"]["lr"] == 1e-2 and saved["examples"] == 64
+
+
+def test_sft_is_reproducible_and_resumes(model_dir, tmp_path):
+    cfg = TrainConfig(lr=3e-3, max_steps=6, batch_size=8, save_every=2)
+    data = copy_task(40)
+    a = train_sft(str(model_dir), data, tmp_path / "a", cfg, progress=False)
+    part = train_sft(str(model_dir), data, tmp_path / "b", cfg, progress=False, stop_after=3)
+    assert part["steps"] == 3 and (tmp_path / "b" / "checkpoint").is_dir()
+    b = train_sft(str(model_dir), data, tmp_path / "b", cfg, progress=False)
+    assert a["losses"] == b["losses"] and len(a["losses"]) == 6
+    assert not (tmp_path / "b" / "checkpoint").exists()
+    with pytest.raises(TrainError, match="different config"):
+        train_sft(str(model_dir), data, tmp_path / "c", cfg, progress=False, stop_after=1)
+        train_sft(str(model_dir), data, tmp_path / "c", TrainConfig(lr=1.0, max_steps=6,
+                  batch_size=8, save_every=2), progress=False)
+
+
+def test_lora_adapter_loads_through_hf_spec(model_dir, tmp_path):
+    path = tmp_path / "trajs.jsonl"
+    write_jsonl(path, fixed_task(16))
+    r = train_sft(str(model_dir), path, tmp_path / "lora",
+                  TrainConfig(lr=1e-2, max_steps=3, batch_size=8, lora_r=4), progress=False)
+    assert (tmp_path / "lora" / "adapter_config.json").exists() and len(r["losses"]) == 3
+    pol = load_policy(f"hf:{tmp_path / 'lora'}")
+    assert isinstance(pol.act([make_traj(1)], Sampling(max_new_tokens=4))[0], str)
+
+
+# -- bad input -------------------------------------------------------------------------------
+def test_bad_specs_and_paths(tmp_path, model_dir):
+    with pytest.raises(PolicySpecError, match="unknown scheme"):
+        load_policy("gguf:model")
+    with pytest.raises(PolicySpecError, match="bad policy spec"):
+        load_policy("hf:")
+    with pytest.raises(ModelNotFoundError, match="no such model directory"):
+        load_policy(f"hf:{tmp_path / 'missing'}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFoundError, match="no config.json"):
+        load_policy(f"hf:{tmp_path / 'empty'}")
+
+
+def test_tokenizer_model_mismatch(tmp_path, model_dir):
+    import shutil
+    from eef.models.preset import train_tokenizer
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    train_tokenizer(corpus() * 3, 900).save_pretrained(bad)
+    with pytest.raises(ModelMismatchError, match="embedding table"):
+        load_policy(f"hf:{bad}")
+
+
+def test_training_bad_input(model_dir, tmp_path):
+    with pytest.raises(TrainError, match="empty dataset"):
+        train_sft(str(model_dir), [], tmp_path / "x", progress=False)
+    with pytest.raises(EmptyMaskError, match="no trained token"):
+        train_sft(str(model_dir), [make_traj(2, untrained=(0, 1))], tmp_path / "y",
+                  progress=False)
+
+
+def test_decode_stats_and_prompt_budget(policy):
+    with pytest.raises(ValueError, match="no room"):
+        policy.act([make_traj(1)], Sampling(max_new_tokens=policy.max_context))
+    st = DecodeStats()
+    decode(policy.model, [[5, 6]], max_new_tokens=3, stats=st)
+    assert st.new_tokens == 3 and st.prompt_tokens == 2
+
+
+def test_padded_batch_loss_equals_per_sequence_losses(model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from eef.models.format import ChatFormat, build_examples
+    from eef.models.train import MaskedLMLoss, micro_batches
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    exs, _ = build_examples([make_traj(k + 1, untrained=(), seed=k) for k in range(3)],
+                            ChatFormat(tok), 4096)
+    lm = MaskedLMLoss(model)
+    with torch.no_grad():
+        (batch,) = micro_batches(exs, [0, 1, 2], 10**6, int(tok.pad_token_id))
+        assert (batch[1] == 0).any()  # really padded
+        total, n = lm(*batch)
+        parts = [lm(*micro_batches(exs, [i], 10**6, 0)[0]) for i in range(3)]
+    assert int(n) == sum(int(p[1]) for p in parts) == sum(e.n_trained for e in exs)
+    assert torch.allclose(total, sum(p[0] for p in parts), rtol=1e-4)
