@@ -16,6 +16,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 data_app = typer.Typer(no_args_is_help=True, help="Data sets: download the public originals.")
 expert_app = typer.Typer(no_args_is_help=True, help="Expert trajectories.")
 model_app = typer.Typer(no_args_is_help=True, help="Models: presets and fine-tuning.")
+env_app = typer.Typer(no_args_is_help=True, help="Environments as HTTP services.")
+app.add_typer(env_app, name="env")
 app.add_typer(data_app, name="data")
 app.add_typer(expert_app, name="expert")
 app.add_typer(model_app, name="model")
@@ -296,6 +298,29 @@ def serve(model: str = typer.Argument(..., help="Model spec, e.g. hf:DIR."),
     try:
         do_serve(model, cfg, **({"system": system} if system else {}))
     except (PolicySpecError, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+
+
+@env_app.command("serve")
+def env_serve(env: str = typer.Argument(..., help="Env name (webshop, sciworld)."),
+              host: str = typer.Option("127.0.0.1", help="Interface (default loopback only)."),
+              port: int = typer.Option(8000, help="TCP port."),
+              max_sessions: int = typer.Option(64, help="Concurrent sessions at most."),
+              idle_timeout: float = typer.Option(600.0, help="Seconds before an idle session "
+                                                 "is closed."),
+              max_body_bytes: int = typer.Option(1_048_576, help="Largest request body."),
+              allow_client_kwargs: bool = typer.Option(False, help="Let clients pass env "
+                                                       "constructor options."),
+              env_opt: Optional[List[str]] = typer.Option(None, help="Env option KEY=VALUE."),
+              data_dir: Optional[Path] = DataDir):
+    """Serve an env over HTTP (create / reset / step / ... per session); use it as http:."""
+    set_data_dir(data_dir)
+    from eef.envs.server import ServerConfig, serve_env
+    cfg = ServerConfig(max_sessions=max_sessions, idle_timeout_s=idle_timeout,
+                       max_body_bytes=max_body_bytes, allow_client_kwargs=allow_client_kwargs)
+    try:
+        serve_env(env, host, port, config=cfg, **_env_kwargs(env_opt, None))
+    except (KeyError, ValueError, FileNotFoundError) as e:
         _fail(str(e))
 
 

@@ -27,6 +27,10 @@ def test_simulation_states_spacing():
     assert simulation_states(0, 5) == [0]
     with pytest.raises(ValueError):
         simulation_states(5, -1)
+    # the engine's requests use the same states
+    from eef.rollout.engine import expert_state_requests
+    assert [r.start_state for r in expert_state_requests(expert(12), 3)] == [0, 3, 6, 9]
+    assert [r.start_state for r in expert_state_requests(expert(3), 5, include_start=False)] == [1, 2]
 
 
 def test_figure_1_example():

@@ -22,23 +22,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from eef.rollout.engine import simulation_states  # noqa: F401  (re-exported)
 from eef.trajectory import Step, Trajectory
 
 BENEFICIAL, HARMFUL, NEUTRAL, UNUSED = "beneficial", "harmful", "neutral", "unused"
-
-
-def simulation_states(n_steps: int, M: int) -> list[int]:
-    """Indices k of the simulated states s_k: 0, l, 2l, ..., Ml with l = floor(n / (M + 1)).
-
-    When n < M + 1 (l would be 0), every state s_0 .. s_{n-1} is simulated instead."""
-    if M < 0:
-        raise ValueError(f"M must be >= 0, got {M}")
-    if n_steps <= 0:
-        return [0]
-    l = n_steps // (M + 1)
-    if l == 0:
-        return list(range(n_steps))
-    return [i * l for i in range(M + 1)]
 
 
 @dataclass

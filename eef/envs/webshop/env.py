@@ -81,8 +81,10 @@ class WebShopEnv(TextEnv):
 
     # -- tasks -----------------------------------------------------------------------------
     def _all_tasks(self) -> dict[str, Task]:
+        if self._tasks is None:  # shared by every env of the process over this catalogue
+            self._tasks = getattr(self.cat, "_tasks", None)
         if self._tasks is None:
-            self._tasks = {g.task_id: Task(g.task_id, self.name, g.split, g.instruction_text, {
+            self._tasks = self.cat._tasks = {g.task_id: Task(g.task_id, self.name, g.split, g.instruction_text, {
                 "asin": g.asin, "goal_index": g.index, "attributes": list(g.attributes),
                 "goal_options": dict(g.goal_options), "price_upper": g.price_upper,
                 "query": g.query, "category": g.category, "product_category": g.product_category,

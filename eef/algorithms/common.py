@@ -1,0 +1,224 @@
+"""Stages shared by every method: expert trajectories, base model, training, rollouts,
+evaluation, the positive repository and budget accounting."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eef.algorithms.config import ExperimentConfig, to_dict
+from eef.algorithms.rundir import RunDir, digest
+from eef.envs.base import TextEnv
+from eef.policy import Sampling
+from eef.rollout.engine import RolloutRequest, rollout
+from eef.rollout.episode import summarize
+from eef.trajectory import Trajectory, read_jsonl, write_jsonl
+
+
+@dataclass
+class Budget:
+    """Counted cost of rollouts: env steps (policy steps + replayed steps), generated tokens."""
+
+    episodes: int = 0
+    env_steps: int = 0
+    replay_steps: int = 0
+    generated_tokens: int = 0
+
+    def add(self, trajs: list[Trajectory]) -> "Budget":
+        for t in trajs:
+            k = int(t.source.get("start_state", 0) or 0)
+            self.episodes += 1
+            self.env_steps += max(0, len(t) - k)
+            self.replay_steps += k
+            self.generated_tokens += int(t.meta.get("generated_tokens") or 0)
+        return self
+
+    def __add__(self, o: "Budget") -> "Budget":
+        return Budget(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(o))))
+
+
+@dataclass
+class Context:
+    cfg: ExperimentConfig
+    run: RunDir
+    env: TextEnv
+    train_ids: list[str] = field(default_factory=list)
+    eval_ids: list[str] = field(default_factory=list)
+    experts: list[Trajectory] = field(default_factory=list)
+    base: Path | None = None
+
+    @property
+    def expert_successes(self) -> list[Trajectory]:
+        return [t for t in self.experts if t.success]
+
+
+def make_env(cfg: ExperimentConfig) -> TextEnv:
+    import eef.envs as envs
+    return envs.make(cfg.env.name, **cfg.env.options)
+
+
+def select_tasks(env: TextEnv, cfg: ExperimentConfig) -> tuple[list[str], list[str], list[str]]:
+    """(train ids, dev ids, eval ids): a seeded subset of the train split (the dev slice is
+    held out of it), and the first ``eval_tasks`` of the eval split."""
+    train = [t.id for t in env.tasks(cfg.env.train_split)]
+    random.Random(cfg.seed).shuffle(train)
+    dev = train[: cfg.env.dev_tasks]
+    train = train[cfg.env.dev_tasks:]
+    if cfg.env.train_tasks is not None:
+        train = train[: cfg.env.train_tasks]
+    ev = [t.id for t in env.tasks(cfg.env.eval_split)]
+    if cfg.env.eval_tasks is not None:
+        ev = ev[: cfg.env.eval_tasks]
+    return sorted(train), sorted(dev), ev
+
+
+def expert_stage(ctx: Context) -> list[Trajectory]:
+    """Expert trajectories on the training tasks: collected (resumable) or imported."""
+    cfg, run = ctx.cfg, ctx.run
+    out = "expert.jsonl"
+
+    def collect() -> dict[str, Any]:
+        if cfg.expert.trajectories:
+            got = {t.task_id: t for t in read_jsonl(cfg.expert.trajectories)}
+            missing = [i for i in ctx.train_ids if i not in got]
+            if missing:
+                raise ValueError(f"{cfg.expert.trajectories}: no trajectory for {len(missing)} "
+                                 f"training task(s), e.g. {missing[0]}")
+            write_jsonl(run / out, [got[i] for i in ctx.train_ids])
+        else:
+            from eef.policy import load_policy
+            from eef.rollout.episode import collect as collect_eps
+            pol = load_policy(cfg.expert.policy, ctx.env)
+            collect_eps(ctx.env, pol, ctx.train_ids, run / out, seed=cfg.seed,
+                        source={"kind": "expert"}, progress=cfg.rollout.progress)
+        trajs = read_jsonl(run / out)
+        for i, t in enumerate(trajs):
+            t.source.setdefault("id", f"expert/{t.task_id}")
+        write_jsonl(run / out, trajs)
+        s = summarize(trajs)
+        run.log_metrics({"stage": "expert", "method": "expert", "iteration": None,
+                         "split": cfg.env.train_split, **s})
+        return s
+
+    run.stage("expert", {"expert": to_dict(cfg.expert), "tasks": ctx.train_ids,
+                         "env": to_dict(cfg.env)}, [out], collect)
+    return read_jsonl(run / out)
+
+
+def base_stage(ctx: Context) -> Path:
+    """The base model directory: a preset built once per machine (cached), or an HF path."""
+    base = ctx.cfg.model.base
+    if base.startswith("hf:"):
+        return Path(base[3:])
+    from eef.models import preset as P
+    name = base.split(":", 1)[1]
+    builder = getattr(P, "build_preset", None)
+    if builder is not None:  # pre-trained, cached preset
+        return Path(builder(name, ctx.cfg.env.name, **ctx.cfg.model.preset_options))
+    from eef.config import cache_dir
+    out = cache_dir() / "presets" / f"{name}-{ctx.cfg.env.name}-init-{digest(ctx.cfg.model.preset_options)}"
+    if not (out / "config.json").exists():
+        P.init_preset(name, ctx.cfg.env.name, out, **ctx.cfg.model.preset_options)
+    return out
+
+
+def train_stage(ctx: Context, name: str, init: Path, data: list[Trajectory]) -> Path:
+    """Fine-tune ``init`` on ``data`` into ``models/NAME`` (resumable, cached by content)."""
+    from eef.models.train import train_sft
+    run = ctx.run
+    rel = f"models/{name}"
+    data_rel = f"data/{name}.jsonl"
+
+    def go() -> dict[str, Any]:
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(run / data_rel, data)
+        cfg = dataclasses.replace(ctx.cfg.train, seed=ctx.cfg.seed, system=ctx.cfg.model.system)
+        res = train_sft(str(init), run / data_rel, run / rel, cfg, progress=ctx.cfg.rollout.progress)
+        return {k: res[k] for k in ("steps", "tokens", "trained_tokens", "seconds") if k in res}
+
+    key = {"init": str(init), "init_key": _dir_key(init), "data": digest([t.to_dict() for t in data]),
+           "train": to_dict(ctx.cfg.train), "seed": ctx.cfg.seed, "system": ctx.cfg.model.system}
+    res = run.stage(f"train/{name}", key, [rel], go)
+    run.log_metrics({"stage": f"train/{name}", "key": digest(key), "examples": len(data), **res})
+    return run / rel
+
+
+def _dir_key(p: Path) -> str:
+    f = p / "model.safetensors"
+    if f.exists():
+        st = f.stat()
+        return f"{st.st_size}-{int(st.st_mtime)}"
+    return str(p)
+
+
+def load_model_policy(ctx: Context, model: Path):
+    from eef.policy import load_policy
+    return load_policy(f"hf:{model}", ctx.env, system=ctx.cfg.model.system)
+
+
+def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRequest]
+                  ) -> list[Trajectory]:
+    """Run requests with the model at ``model``; ``rollouts/NAME.jsonl`` (resumable)."""
+    run = ctx.run
+    rel = f"rollouts/{name}.jsonl"
+    (run / rel).parent.mkdir(parents=True, exist_ok=True)
+
+    def go() -> dict[str, Any]:
+        pol = load_model_policy(ctx, model)
+        res = rollout(make_env_factory(ctx.cfg), pol, requests, run / rel, _engine_cfg(ctx, name))
+        b = Budget().add(res.trajectories)
+        return {"budget": dataclasses.asdict(b), "failures": len(res.failures)}
+
+    key = {"model": str(model), "model_key": _dir_key(model),
+           "requests": [(r.task_id, r.start_state, r.samples, r.seed, r.parent_id,
+                         dataclasses.asdict(r.sampling) if r.sampling else None) for r in requests]}
+    run.stage(f"rollout/{name}", key, [rel], go)
+    return read_jsonl(run / rel)
+
+
+def make_env_factory(cfg: ExperimentConfig):
+    from eef.rollout.pool import EnvSpec
+    return EnvSpec(cfg.env.name, dict(cfg.env.options))
+
+
+def _engine_cfg(ctx: Context, name: str):
+    return dataclasses.replace(ctx.cfg.rollout, policy_version=name)
+
+
+def train_sampling(cfg: ExperimentConfig) -> Sampling:
+    return Sampling(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.max_new_tokens)
+
+
+def eval_stage(ctx: Context, method: str, iteration: int | None, name: str, model: Path
+               ) -> dict[str, Any]:
+    """Evaluate ``model`` on the eval tasks (``eval_temperature``, one episode each)."""
+    s = Sampling(ctx.cfg.sampling.eval_temperature, 1.0, ctx.cfg.sampling.max_new_tokens)
+    reqs = [RolloutRequest(t, sampling=s, seed=ctx.cfg.seed) for t in ctx.eval_ids]
+    trajs = rollout_stage(ctx, f"eval/{name}", model, reqs)
+    summ = summarize(trajs)
+    row = {"stage": f"eval/{name}", "key": ctx.run.output_key(f"rollouts/eval/{name}.jsonl"),
+           "method": method, "iteration": iteration, "split": ctx.cfg.env.eval_split, **summ}
+    ctx.run.log_metrics(row)
+    return row
+
+
+class PositiveRepository:
+    """The agent's successful trajectories, best per key (highest reward, then fewest steps)."""
+
+    def __init__(self) -> None:
+        self.items: dict[Any, Trajectory] = {}
+
+    def offer(self, key: Any, t: Trajectory) -> bool:
+        if not t.success:
+            return False
+        cur = self.items.get(key)
+        if cur is None or (-t.reward, len(t)) < (-cur.reward, len(cur)):
+            self.items[key] = t
+            return True
+        return False
+
+    def trajectories(self) -> list[Trajectory]:
+        return [self.items[k] for k in sorted(self.items, key=str)]

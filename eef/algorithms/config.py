@@ -1,0 +1,225 @@
+"""Experiment configuration: dataclasses with a help text per field, YAML files, overrides.
+
+``load_config(path, overrides)`` reads a YAML file (or the embedded default when ``path`` is
+None), applies ``key.sub=value`` overrides (values parsed as YAML) and returns an
+``ExperimentConfig``.  Unknown keys are errors that name the key and list the known ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from eef.models.train import TrainConfig
+from eef.rollout.engine import EngineConfig
+
+
+class ConfigError(ValueError):
+    """A config file or override is malformed."""
+
+
+def _h(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING):
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class EnvConfig:
+    name: str = _h("Env name (webshop, sciworld, http).", "webshop")
+    options: dict[str, Any] = _h("Env constructor options (e.g. max_steps).", factory=dict)
+    train_split: str = _h("Split whose tasks are trained on.", "train")
+    train_tasks: int | None = _h("Use a seeded subset of this many training tasks (None: all).",
+                                 300)
+    dev_tasks: int = _h("Training tasks held out as a dev slice for choices (never trained on).",
+                        0)
+    eval_split: str = _h("Split evaluated after every stage.", "test")
+    eval_tasks: int | None = _h("Evaluate on the first N tasks of eval_split (None: all).", None)
+
+
+@dataclass
+class ExpertConfig:
+    policy: str = _h("Expert policy spec (expert:heuristic, expert:noisy, openai:MODEL@URL).",
+                     "expert:heuristic")
+    trajectories: str | None = _h("Import expert trajectories from this JSONL instead of "
+                                  "collecting them.", None)
+
+
+@dataclass
+class ModelConfig:
+    base: str = _h("Base model: preset:tiny / preset:small (built once per machine and cached) "
+                   "or hf:PATH_OR_ID.", "preset:tiny")
+    preset_options: dict[str, Any] = _h("Options of the preset build (see eef model init).",
+                                        factory=dict)
+    system: str | None = _h("System message of the chat format.", None)
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = _h("Sampling temperature of training rollouts and simulations.", 1.0)
+    top_p: float = _h("Nucleus sampling of training rollouts and simulations.", 1.0)
+    eval_temperature: float = _h("Temperature of evaluation episodes (0: greedy).", 0.0)
+    max_new_tokens: int = _h("Longest agent turn in tokens.", 96)
+
+
+@dataclass
+class MethodConfig:
+    name: str = _h("sft | rft | rft_xn | eef.", "eef")
+    iterations: int = _h("I: rounds of rollouts + fine-tuning after the SFT stage (paper: 3).", 3)
+    M: int = _h("EEF: simulated states per expert trajectory besides s_0; l = floor(|tau|/(M+1)) "
+                "(paper: 5).", 5)
+    samples_per_state: int = _h("EEF: agent episodes from every simulated state.", 1)
+    simulate_successful: bool = _h("EEF: also simulate from successful expert trajectories.",
+                                   False)
+    train_neutral: bool = _h("EEF: train on expert steps labelled neutral (between two states "
+                             "of equal solvability).", True)
+    rft_n: int = _h("RFT×N: rollouts per task per iteration; 0 picks N to match the counted "
+                    "budget (env steps) of EEF's simulations.", 0)
+    train_from: str = _h("Each iteration fine-tunes from 'base' (the base model, on all data so "
+                         "far) or 'continue' (the previous iteration's model).", "base")
+    keep_expert_successes: bool = _h("Keep the expert's successful trajectories in every "
+                                     "iteration's training set.", True)
+
+
+@dataclass
+class ExperimentConfig:
+    env: EnvConfig = _h("The environment and its task splits.", factory=EnvConfig)
+    expert: ExpertConfig = _h("Where the expert trajectories come from.", factory=ExpertConfig)
+    model: ModelConfig = _h("The base model.", factory=ModelConfig)
+    train: TrainConfig = _h("SFT hyper-parameters (eef.models.train.TrainConfig).",
+                            factory=TrainConfig)
+    rollout: EngineConfig = _h("Rollout engine (eef.rollout.engine.EngineConfig).",
+                               factory=EngineConfig)
+    sampling: SamplingConfig = _h("Decoding.", factory=SamplingConfig)
+    method: MethodConfig = _h("The algorithm.", factory=MethodConfig)
+    seed: int = _h("Seed of task subsets, training and sampling.", 0)
+
+
+#: the embedded default: WebShop-1k, heuristic expert, tiny preset, EEF, small budget
+DEFAULT_YAML = """
+env: {name: webshop, train_tasks: 300, eval_split: test}
+expert: {policy: "expert:heuristic"}
+model: {base: "preset:tiny"}
+train: {epochs: 2, batch_size: 16, lr: 0.001, max_tokens: 768}
+rollout: {num_envs: 32, progress: true}
+method: {name: eef, iterations: 2, M: 3, samples_per_state: 1}
+"""
+
+
+def _resolve_type(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else Any
+    return tp
+
+
+def from_dict(cls: type, d: dict[str, Any], path: str = "") -> Any:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path.rstrip('.') or 'config'}: expected a mapping, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(d) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(sorted(path + k for k in unknown))}; "
+                          f"known under {path.rstrip('.') or 'top level'}: {', '.join(sorted(known))}")
+    kw = {}
+    for k, v in d.items():
+        tp = _resolve_type(hints[k])
+        if is_dataclass(tp):
+            kw[k] = from_dict(tp, v or {}, f"{path}{k}.")
+        else:
+            kw[k] = _coerce(v, tp, f"{path}{k}")
+    return cls(**kw)
+
+
+def _coerce(v: Any, tp: Any, path: str) -> Any:
+    if v is None or tp is Any:
+        return v
+    if tp is float and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if tp is float and isinstance(v, str):  # YAML 1.1 reads 3e-4 as a string
+        try:
+            return float(v)
+        except ValueError:
+            pass
+    base = typing.get_origin(tp) or tp
+    if base is typing.Literal:
+        if v not in typing.get_args(tp):
+            raise ConfigError(f"{path}: {v!r} is not one of {typing.get_args(tp)}")
+        return v
+    if isinstance(base, type) and not isinstance(v, base):
+        raise ConfigError(f"{path}: expected {base.__name__}, got {type(v).__name__} ({v!r})")
+    return v
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    cur = d
+    for k in keys[:-1]:
+        nxt = cur.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {dotted}: {k} is not a section")
+        cur = nxt
+    cur[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None
+                ) -> ExperimentConfig:
+    if path is None:
+        raw = yaml.safe_load(DEFAULT_YAML)
+    else:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"{p}: no such config file")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: invalid YAML ({e})") from e
+    for o in overrides or []:
+        k, sep, v = o.partition("=")
+        if not sep or not k:
+            raise ConfigError(f"--set takes KEY=VALUE (e.g. method.M=5), got {o!r}")
+        try:
+            _set(raw, k.strip(), yaml.safe_load(v))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {o}: invalid value ({e})") from e
+    cfg = from_dict(ExperimentConfig, raw)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    m = cfg.method
+    if m.name not in ("sft", "rft", "rft_xn", "eef"):
+        raise ConfigError(f"method.name: {m.name!r} is not one of sft, rft, rft_xn, eef")
+    if m.iterations < 0 or m.M < 0 or m.samples_per_state < 1 or m.rft_n < 0:
+        raise ConfigError("method: iterations, M, rft_n must be >= 0 and samples_per_state >= 1")
+    if m.train_from not in ("base", "continue"):
+        raise ConfigError(f"method.train_from: {m.train_from!r} is not base or continue")
+    if not (cfg.model.base.startswith("preset:") or cfg.model.base.startswith("hf:")):
+        raise ConfigError(f"model.base: {cfg.model.base!r} must be preset:NAME or hf:PATH")
+
+
+def describe(cls: type = ExperimentConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, help) of every field, for ``eef run --help-config``."""
+    rows = []
+    inst = cls()
+    for f in fields(cls):
+        tp = _resolve_type(typing.get_type_hints(cls)[f.name])
+        if is_dataclass(tp):
+            rows.append((prefix + f.name, "", f.metadata.get("help", "")))
+            rows += describe(tp, prefix + f.name + ".")
+        else:
+            rows.append((prefix + f.name, repr(getattr(inst, f.name)), f.metadata.get("help", "")))
+    return rows

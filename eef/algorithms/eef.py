@@ -1,0 +1,100 @@
+"""EEF — Exploring Expert Failures (Lan et al. 2025, Algorithm 1).
+
+    π_0 = SFT(base, expert successes)                                    (iteration 0)
+    D+  = {}                                                             positive repository
+    for i in 1..I:
+        1. roll π_{i-1} out from s_0 of every training task (S samples)   D+ += successes
+        2. for every failed expert trajectory τ (and successful ones if configured):
+               l = floor(|τ| / (M + 1));  simulate π_{i-1} from s_l, s_2l, ..., s_Ml  (S each)
+        3. a state is solvable when one of its samples succeeded;
+               unsolvable → solvable: the expert actions between are beneficial (trained)
+               solvable → unsolvable: harmful (masked out of the loss)
+        4. important states: s_0 of unsolved tasks and recovery states (unsolvable right after
+           solvable); each yields expert prefix (harmful masked) + the agent's solution from the
+           next solvable state                                            D+ += those samples
+        5. π_i = fine-tune(base or π_{i-1}, expert successes + D+);  evaluate π_i
+
+The labelling and sample assembly are in ``eef.algorithms.labels``; choices the paper leaves
+open are ``method.*`` options (see ``eef.algorithms.config.MethodConfig``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from eef.algorithms.common import (Budget, Context, PositiveRepository, eval_stage, rollout_stage,
+                                   train_sampling, train_stage)
+from eef.algorithms.labels import StateOutcome, eef_samples, simulation_states
+from eef.algorithms.sft import run_sft
+from eef.rollout.engine import RolloutRequest, trajectory_id
+
+
+def run_eef(ctx: Context, method: str = "eef") -> Path:
+    cfg = ctx.cfg.method
+    S = cfg.samples_per_state
+    model = run_sft(ctx)                                          # π_0
+    positives = PositiveRepository()                              # D+
+    explored = [τ for τ in ctx.experts if not τ.success or cfg.simulate_successful]
+    budget = Budget()
+    for i in range(1, cfg.iterations + 1):
+        seed = ctx.cfg.seed * 7919 + i
+        # 1. roll out from s_0 of every training task
+        s0 = rollout_stage(ctx, f"{method}/it{i}/s0", model, [
+            RolloutRequest(t, samples=S, sampling=train_sampling(ctx.cfg), seed=seed)
+            for t in ctx.train_ids])
+        by_task = defaultdict(list)
+        for t in s0:
+            by_task[t.task_id].append(t)
+            positives.offer(("s0", t.task_id), t)
+        solved_from_start = {task: any(t.success for t in ts) for task, ts in by_task.items()}
+
+        # 2. simulate from the expert states s_l, s_2l, ..., s_Ml
+        reqs = [RolloutRequest(τ.task_id, parent=τ, start_state=k, samples=S,
+                               sampling=train_sampling(ctx.cfg), seed=seed)
+                for τ in explored for k in simulation_states(len(τ), cfg.M) if k > 0]
+        sims = rollout_stage(ctx, f"{method}/it{i}/sim", model, reqs)
+        b_s0, b_sim = Budget().add(s0), Budget().add(sims)
+        budget += b_s0 + b_sim
+        at_state = defaultdict(list)
+        for t in sims:
+            at_state[(t.source.get("parent"), int(t.source.get("start_state", 0)))].append(t)
+
+        # 3-4. label states and actions; samples from the important states
+        n_samples = n_recovery = 0
+        records = []
+        for τ in explored:
+            pid = trajectory_id(τ)
+            outcomes = [StateOutcome(k, list(by_task[τ.task_id]) if k == 0 else at_state[(pid, k)])
+                        for k in simulation_states(len(τ), cfg.M)]
+            samples, labels, important = eef_samples(
+                τ, outcomes, solved_from_start.get(τ.task_id, False), cfg.train_neutral)
+            for s in samples:
+                if positives.offer(("eef", τ.task_id, s.meta["important_state"]), s):
+                    n_samples += 1
+                    n_recovery += bool(s.meta["recovery"])
+            records.append({"task_id": τ.task_id, "parent": pid, "expert_success": τ.success,
+                            "states": [o.k for o in outcomes],
+                            "solved": [o.solved for o in outcomes], "labels": labels,
+                            "important": important, "samples": len(samples)})
+        (ctx.run / f"labels").mkdir(exist_ok=True)
+        (ctx.run / f"labels/{method}-it{i}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in records))
+
+        # 5. fine-tune on expert successes + D+; evaluate
+        data = (ctx.expert_successes if cfg.keep_expert_successes else []) + \
+            positives.trajectories()
+        init = ctx.base if cfg.train_from == "base" else model
+        model = train_stage(ctx, f"{method}/it{i}", init, data)
+        row = eval_stage(ctx, method, i, f"{method}/it{i}", model)
+        ctx.run.log_metrics({
+            "stage": f"{method}/it{i}/budget", "method": method, "iteration": i,
+            "positives": len(positives.items), "new_eef_samples": n_samples,
+            "new_recovery_samples": n_recovery,
+            "solvable_states": sum(sum(r["solved"]) for r in records),
+            "simulated_states": sum(len(r["states"]) for r in records),
+            "samples_per_state": S, "budget_s0": dataclasses.asdict(b_s0), "budget_sim": dataclasses.asdict(b_sim),
+            "budget": dataclasses.asdict(budget), "eval": row["win_rate"]})
+    return model

@@ -1,0 +1,111 @@
+"""``eef run`` and ``eef compare``: whole experiments in a resumable run directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from pathlib import Path
+from typing import Any
+
+from eef.algorithms.common import Context, base_stage, expert_stage, make_env, select_tasks
+from eef.algorithms.config import ExperimentConfig, to_dict
+from eef.algorithms.rundir import RunDir
+
+METHODS = ("sft", "rft", "rft_xn", "eef")
+
+
+def prepare(cfg: ExperimentConfig, out: str | Path) -> Context:
+    run = RunDir(out, to_dict(cfg))
+    env = make_env(cfg)
+    ctx = Context(cfg, run, env)
+    ctx.train_ids, _dev, ctx.eval_ids = select_tasks(env, cfg)
+    ctx.experts = expert_stage(ctx)
+    ctx.base = base_stage(ctx)
+    return ctx
+
+
+def rft_n_for(ctx: Context) -> int:
+    """N of RFT×N: ``method.rft_n``, else matched to the counted env steps of the EEF run in the
+    same run directory: N = round(mean over iterations of (s_0 steps + simulation steps) /
+    (s_0 steps / S)), so RFT×N's rollouts cost what EEF's rollouts and simulations cost."""
+    if ctx.cfg.method.rft_n:
+        return ctx.cfg.method.rft_n
+    rows = [r for r in ctx.run.metrics()
+            if r.get("method") == "eef" and "budget_sim" in r]
+    if not rows:
+        raise ValueError("method rft_xn with method.rft_n=0 needs an EEF run in the same run "
+                         "directory (run method eef first, or set method.rft_n)")
+    # one RFT rollout per task costs s_0 steps / S (EEF ran S samples per task at s_0)
+    ratios = [(r["budget_s0"]["env_steps"] + r["budget_sim"]["env_steps"]) * r["samples_per_state"]
+              / max(1, r["budget_s0"]["env_steps"]) for r in rows]
+    return max(1, round(sum(ratios) / len(ratios)))
+
+
+def run_method(ctx: Context, method: str) -> Path:
+    from eef.algorithms.eef import run_eef
+    from eef.algorithms.rft import run_rft
+    from eef.algorithms.sft import run_sft
+    if method == "sft":
+        return run_sft(ctx)
+    if method == "rft":
+        return run_rft(ctx, 1, "rft")
+    if method == "rft_xn":
+        return run_rft(ctx, rft_n_for(ctx), "rft_xn")
+    if method == "eef":
+        return run_eef(ctx)
+    raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+
+
+def run_experiment(cfg: ExperimentConfig, out: str | Path) -> list[dict[str, Any]]:
+    ctx = prepare(cfg, out)
+    try:
+        run_method(ctx, cfg.method.name)
+    finally:
+        ctx.env.close()
+    return summary_rows(ctx.run)
+
+
+def summary_rows(run: RunDir) -> list[dict[str, Any]]:
+    """Expert + every evaluation in the run dir, in order."""
+    rows = []
+    for r in run.metrics():
+        st = str(r.get("stage", ""))
+        if st == "expert" or st.startswith("eval/"):
+            rows.append({"what": "expert (train)" if st == "expert" else st[5:],
+                         "method": r.get("method"), "iteration": r.get("iteration"),
+                         "split": r.get("split"), "n": r.get("n"),
+                         "win_rate": r.get("win_rate"), "mean_score": r.get("mean_score")})
+    return rows
+
+
+def compare(cfg: ExperimentConfig, methods: list[str], seeds: list[int], out: str | Path
+            ) -> list[dict[str, Any]]:
+    """Each method at each seed (EEF first, so RFT×N can match its budget); a table of the
+    final iteration's test win rate and score, mean ± std over seeds."""
+    order = sorted(methods, key=lambda m: (m != "eef", METHODS.index(m)))
+    finals: dict[str, list[dict[str, Any]]] = {m: [] for m in order}
+    for seed in seeds:
+        c = dataclasses.replace(cfg, seed=seed)
+        ctx = prepare(c, Path(out) / f"seed{seed}")
+        try:
+            for m in order:
+                run_method(ctx, m)
+                evals = [r for r in ctx.run.metrics()
+                         if str(r.get("stage", "")).startswith("eval/") and r.get("method") == m]
+                finals[m].append(max(evals, key=lambda r: r.get("iteration") or 0))
+        finally:
+            ctx.env.close()
+    table = []
+    for m in order:
+        wr = [r["win_rate"] for r in finals[m]]
+        sc = [r["mean_score"] for r in finals[m]]
+        table.append({"method": m, "seeds": len(wr),
+                      "win_rate_mean": statistics.mean(wr), "win_rate_std": _std(wr),
+                      "score_mean": statistics.mean(sc), "score_std": _std(sc)})
+    import json
+    (Path(out) / "results.json").write_text(json.dumps(table, indent=1))
+    return table
+
+
+def _std(xs: list[float]) -> float:
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0

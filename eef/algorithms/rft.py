@@ -1,0 +1,43 @@
+"""RFT and RFT×N (rejection-sampling fine-tuning).
+
+    model = SFT(base, expert successes)
+    for i in 1..I:
+        roll out `model` N times from the start state s_0 of every training task
+        positives += the successful rollouts (best per task: highest reward, then shortest)
+        model = fine-tune(base or model, expert successes + positives)      # method.train_from
+        evaluate(model)
+
+RFT is N = 1.  RFT×N is the paper's equal-budget baseline: N rollouts per task so that its
+counted env steps match EEF's (method.rft_n, or derived from an EEF run's budget).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from eef.algorithms.common import (Budget, Context, PositiveRepository, eval_stage, rollout_stage,
+                                   train_sampling, train_stage)
+from eef.algorithms.sft import run_sft
+from eef.rollout.engine import RolloutRequest
+
+
+def run_rft(ctx: Context, n: int = 1, method: str = "rft") -> Path:
+    sft = run_sft(ctx)
+    model, positives, budget = sft, PositiveRepository(), Budget()
+    for i in range(1, ctx.cfg.method.iterations + 1):
+        reqs = [RolloutRequest(t, samples=n, sampling=train_sampling(ctx.cfg),
+                               seed=ctx.cfg.seed * 7919 + i) for t in ctx.train_ids]
+        trajs = rollout_stage(ctx, f"{method}/it{i}/s0", model, reqs)
+        budget += Budget().add(trajs)
+        for t in trajs:
+            positives.offer(t.task_id, t)
+        data = (ctx.expert_successes if ctx.cfg.method.keep_expert_successes else []) + \
+            positives.trajectories()
+        init = ctx.base if ctx.cfg.method.train_from == "base" else model
+        model = train_stage(ctx, f"{method}/it{i}", init, data)
+        row = eval_stage(ctx, method, i, f"{method}/it{i}", model)
+        ctx.run.log_metrics({"stage": f"{method}/it{i}/budget", "method": method, "iteration": i,
+                             "n": n, "positives": len(positives.items),
+                             "budget": dataclasses.asdict(budget), "eval": row["win_rate"]})
+    return model

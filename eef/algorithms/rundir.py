@@ -1,0 +1,129 @@
+"""The run directory: resolved config, stages that resume, metrics.
+
+Layout::
+
+    RUN_DIR/config.yaml          the resolved config
+    RUN_DIR/metrics.jsonl        one line per evaluation / stage summary (appended)
+    RUN_DIR/stages/NAME.json     a finished stage: its input key and its outputs' checksums
+    RUN_DIR/...                  each stage's outputs (expert.jsonl, models/..., rollouts/...)
+
+A stage is reused only when its record exists, its input key (a hash of the config values and
+upstream outputs it depends on) is the same, and every output it recorded still has the same
+checksum: a file merely existing is not enough.  Work inside a stage resumes on its own
+(rollouts append to JSONL and skip finished episodes; training resumes from its checkpoints).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+
+class RunDirError(RuntimeError):
+    pass
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def path_digest(p: Path) -> str:
+    """Checksum of a file, or of a directory's files (names + contents, checkpoints excluded)."""
+    h = hashlib.sha256()
+    if p.is_file():
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()[:16]
+    if p.is_dir():
+        for q in sorted(p.rglob("*")):
+            if q.is_file() and "checkpoint" not in q.parts and not q.name.endswith(".log"):
+                h.update(str(q.relative_to(p)).encode())
+                h.update(path_digest(q).encode())
+        return h.hexdigest()[:16]
+    raise RunDirError(f"stage output {p} is missing")
+
+
+class RunDir:
+    def __init__(self, path: str | os.PathLike, config: dict[str, Any]):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "stages").mkdir(exist_ok=True)
+        cfg_path = self.path / "config.yaml"
+        text = yaml.safe_dump(config, sort_keys=False)
+        if cfg_path.exists() and yaml.safe_load(cfg_path.read_text()) != config:
+            old = self.path / f"config.{int(time.time())}.yaml"
+            cfg_path.rename(old)  # keep the old one; stages re-check their own inputs
+        cfg_path.write_text(text)
+
+    def __truediv__(self, rel: str) -> Path:
+        return self.path / rel
+
+    def _record(self, name: str) -> Path:
+        return self.path / "stages" / f"{name.replace('/', '__')}.json"
+
+    def done(self, name: str, key: str) -> dict[str, Any] | None:
+        """The stage's record if it finished with this input key and intact outputs."""
+        rec_path = self._record(name)
+        if not rec_path.exists():
+            return None
+        try:
+            rec = json.loads(rec_path.read_text())
+        except json.JSONDecodeError:
+            return None
+        if rec.get("key") != key:
+            return None
+        try:
+            for rel, d in rec.get("outputs", {}).items():
+                if path_digest(self.path / rel) != d:
+                    return None
+        except RunDirError:
+            return None
+        return rec
+
+    def stage(self, name: str, key_obj: Any, outputs: list[str],
+              fn: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:
+        """Run ``fn`` unless the stage is done with the same inputs; record its outputs."""
+        key = digest(key_obj)
+        rec = self.done(name, key)
+        if rec is not None:
+            return rec.get("result") or {}
+        t0 = time.time()
+        result = fn() or {}
+        rec = {"stage": name, "key": key, "seconds": round(time.time() - t0, 2),
+               "outputs": {rel: path_digest(self.path / rel) for rel in outputs},
+               "result": result}
+        tmp = self._record(name).with_suffix(".tmp")
+        tmp.write_text(json.dumps(rec, indent=1, default=str))
+        os.replace(tmp, self._record(name))
+        return result
+
+    def output_key(self, rel: str) -> str:
+        return path_digest(self.path / rel)
+
+    def log_metrics(self, row: dict[str, Any]) -> None:
+        """Append a metrics row unless an identical row (same stage) is already there."""
+        p = self.path / "metrics.jsonl"
+        rows = self.metrics()
+        if any(r.get("stage") == row.get("stage") and r.get("key") == row.get("key") for r in rows):
+            return
+        with open(p, "a") as f:
+            f.write(json.dumps(row, default=str) + "\n")
+
+    def metrics(self) -> list[dict[str, Any]]:
+        p = self.path / "metrics.jsonl"
+        if not p.exists():
+            return []
+        out = []
+        for line in p.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a half-written last line from a killed run
+        return out

@@ -1,0 +1,106 @@
+"""The pipeline end to end on a very small budget (the 'test' preset, a handful of tasks),
+resume after kill -9, and config errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from eef.algorithms.config import ConfigError, load_config
+
+pytestmark = pytest.mark.needs_data
+
+SMALL = ["model.base=preset:test", "env.train_tasks=8", "env.eval_tasks=3",
+         "env.options={max_steps: 4}", "method.iterations=1", "method.M=1",
+         "train.epochs=1", "train.max_tokens=384", "train.batch_size=4",
+         "sampling.max_new_tokens=12", "rollout.num_envs=4", "rollout.progress=false"]
+
+
+def _eef(args, **kw):
+    return subprocess.run([sys.executable, "-m", "eef.cli", *args], capture_output=True,
+                          text=True, **kw)
+
+
+def _metrics(run: Path):
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _evals(run: Path):
+    return {r["stage"]: (r["n"], r["win_rate"], r["mean_score"]) for r in _metrics(run)
+            if r["stage"].startswith("eval/") or r["stage"] == "expert"}
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "clean"
+    args = ["run", "--out", str(out)] + [x for s in SMALL for x in ("--set", s)]
+    r = _eef(args, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, args, r
+
+
+def test_run_writes_the_run_dir(clean_run):
+    out, _, r = clean_run
+    assert (out / "config.yaml").exists() and (out / "expert.jsonl").exists()
+    stages = {p.name for p in (out / "stages").iterdir()}
+    for s in ("expert.json", "train__sft.json", "rollout__eval__sft.json",
+              "rollout__eef__it1__s0.json", "rollout__eef__it1__sim.json", "train__eef__it1.json",
+              "rollout__eval__eef__it1.json"):
+        assert s in stages
+    ev = _evals(out)
+    assert set(ev) == {"expert", "eval/sft", "eval/eef/it1"}
+    assert ev["eval/sft"][0] == 3
+    labels = [json.loads(x) for x in (out / "labels/eef-it1.jsonl").read_text().splitlines()]
+    assert labels and all(len(r["states"]) == len(r["solved"]) for r in labels)
+    # the iteration's training set records per-step labels and masks
+    data = [json.loads(x) for x in (out / "data/eef/it1.jsonl").read_text().splitlines()]
+    assert any(t["source"].get("kind") == "expert" for t in data)
+    assert "eef" in r.stdout and "sft" in r.stdout  # the summary table
+
+
+def test_rerun_reuses_every_stage(clean_run):
+    out, args, _ = clean_run
+    before = {p.name: p.stat().st_mtime for p in (out / "stages").iterdir()}
+    t0 = time.time()
+    r = _eef(args, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    after = {p.name: p.stat().st_mtime for p in (out / "stages").iterdir()}
+    assert before == after  # nothing recomputed
+    assert time.time() - t0 < 120
+
+
+def test_kill_9_then_resume_gives_the_same_results(clean_run, tmp_path):
+    _, args, _ = clean_run
+    out = tmp_path / "killed"
+    args = [a if not a.startswith(str(clean_run[0])) else str(out) for a in args]
+    p = subprocess.Popen([sys.executable, "-m", "eef.cli", *args], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and not (out / "stages" / "train__sft.json").exists():
+        time.sleep(0.5)
+    time.sleep(1.0)  # into the next stage
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    r = _eef(args, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _evals(out) == _evals(clean_run[0])
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(None, ["method.nope=1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: {name: ppo}\n")
+    with pytest.raises(ConfigError, match="ppo"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="no such config"):
+        load_config(tmp_path / "missing.yaml")
+    r = _eef(["run", str(bad)])
+    assert r.returncode == 2 and "ppo" in r.stderr
+    for f in Path(__file__).resolve().parents[1].glob("configs/*.yaml"):
+        load_config(f)  # every shipped config loads

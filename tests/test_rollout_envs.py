@@ -1,0 +1,95 @@
+"""The rollout engine on the real envs: WebShop in-process (with snapshots), ScienceWorld in
+worker processes (one JVM each) with a worker killed mid-episode."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from eef.envs import make
+from eef.rollout.engine import (EngineConfig, RolloutEngine, RolloutRequest,
+                                expert_state_requests, rollout)
+from eef.rollout.episode import run_episode
+from eef.rollout.pool import EnvSpec
+
+pytestmark = pytest.mark.needs_data
+
+
+def same(a, b):
+    return (a.task_id, a.initial_observation, a.steps, a.reward, a.success) == \
+        (b.task_id, b.initial_observation, b.steps, b.reward, b.success)
+
+
+@pytest.fixture(scope="module")
+def webshop():
+    env = make("webshop")
+    yield env
+    env.close()
+
+
+def test_webshop_engine_matches_sequential_loop(webshop):
+    from eef.experts import make_expert
+    pol = make_expert(webshop, "random")  # seeded: samples differ, replays are exact
+    tasks = [t.id for t in webshop.tasks("test")[:8]]
+    parent = run_episode(webshop, make_expert(webshop, "oracle"), tasks[0])
+    assert len(parent) >= 3
+    reqs = [RolloutRequest(t, samples=2, seed=7) for t in tasks]
+    reqs += expert_state_requests(parent, M=2, samples=3, seed=1)
+    res = rollout("webshop", pol, reqs, config=EngineConfig(num_envs=4, progress=False))
+    assert len(res.trajectories) == sum(r.samples for r in reqs) and not res.failures
+    for t in res.trajectories:
+        k = t.source["start_state"]
+        ref = run_episode(webshop, pol, t.task_id, seed=t.source["seed"],
+                          prefix=parent.prefix(k) if k else None)
+        assert same(t, ref)
+        if k:
+            assert t.meta["replay_match"] == "exact"
+    assert res.stats["snapshot_restores"] > 0  # WebShop snapshots: replays are shared
+
+
+def _sciworld_ok() -> bool:
+    try:
+        from eef.envs.sciworld.env import available
+    except ImportError:
+        return False
+    return available()
+
+
+class _LookPolicy:
+    """Looks around; kills the worker of slot 0 at its ``at``-th call."""
+
+    spec = "test:look"
+
+    def __init__(self, at: int | None = None):
+        self.at, self.pool, self.calls, self.killed = at, None, 0, []
+
+    def act(self, contexts, sampling=None, seeds=None):
+        self.calls += 1
+        if self.at is not None and self.calls == self.at:
+            pid = self.pool.pids()[0]
+            os.kill(pid, signal.SIGKILL)
+            self.killed.append(pid)
+        return ["Thought: let me look.\nAction: look around" for _ in contexts]
+
+
+@pytest.mark.java
+@pytest.mark.skipif(not _sciworld_ok(), reason="no Java runtime for ScienceWorld")
+def test_sciworld_worker_killed_mid_episode_is_retried():
+    env = make("sciworld")
+    tasks = [t.id for t in env.tasks("dev")[:3]]
+    env.close()
+    pol = _LookPolicy(at=3)
+    conf = EngineConfig(num_envs=2, backend="process", max_episode_steps=5, progress=False)
+    with RolloutEngine(EnvSpec("sciworld"), pol, conf) as eng:
+        pol.pool = eng.pool
+        before = eng.pool.pids()
+        res = eng.run([RolloutRequest(t) for t in tasks])
+        after = eng.pool.pids()
+    assert pol.killed == [before[0]] and after[0] != before[0]
+    assert not res.failures and len(res.trajectories) == 3
+    assert all(len(t) == 5 and t.meta["truncated"] for t in res.trajectories)
+    retried = [t for t in res.trajectories if t.meta["retries"]]
+    assert len(retried) == 1 and "died" in retried[0].meta["errors"][0]
+    assert res.stats["retries"] == 1
