@@ -97,19 +97,33 @@ def tasks(env: str = typer.Argument(..., help="Env name (webshop, sciworld)."),
 
 def _run_policy(env_name: str, policy: str, split: str | None, tasks_file: Path | None,
                 limit: int | None, out: Path | None, env_opt: list[str] | None,
-                max_steps: int | None, seed: int, temperature: float, **policy_kw):
+                max_steps: int | None, seed: int, temperature: float, num_envs: int = 1,
+                **policy_kw):
+    """Scripted experts play sequentially (they are fast); model policies (and any policy with
+    ``num_envs > 1``) go through the batched rollout engine.  Both resume from ``out``."""
     from eef.policy import PolicySpecError, Sampling, load_policy
     from eef.rollout.episode import collect
     from eef.trajectory import TrajectoryFormatError
-    env = _make_env(env_name, _env_kwargs(env_opt, max_steps))
+    env_kw = _env_kwargs(env_opt, max_steps)
+    env = _make_env(env_name, env_kw)
     ids = _task_ids(env, split, tasks_file, limit)
     try:
         pol = load_policy(policy, env, **policy_kw)
     except PolicySpecError as e:
         _fail(str(e))
+    sampling = Sampling(temperature=temperature)
     try:
-        trajs = collect(env, pol, ids, out, sampling=Sampling(temperature=temperature), seed=seed,
-                        progress=sys.stderr.isatty())
+        if policy.startswith("expert:") and num_envs <= 1:
+            trajs = collect(env, pol, ids, out, sampling=sampling, seed=seed,
+                            progress=sys.stderr.isatty())
+        else:
+            from eef.rollout.engine import EngineConfig, RolloutRequest, rollout
+            from eef.rollout.pool import EnvSpec
+            res = rollout(EnvSpec(env_name, env_kw), pol,
+                          [RolloutRequest(t, sampling=sampling, seed=seed) for t in ids], out,
+                          EngineConfig(num_envs=max(1, num_envs if num_envs > 1 else 16),
+                                       progress=sys.stderr.isatty()))
+            trajs = res.trajectories
     except TrajectoryFormatError as e:
         _fail(str(e))
     finally:
@@ -132,12 +146,14 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
              max_steps: Optional[int] = typer.Option(None, help="Step limit per episode."),
              seed: int = typer.Option(0, help="Base seed."),
              temperature: float = typer.Option(0.0, help="Sampling temperature (models)."),
+             num_envs: int = typer.Option(0, help="Episodes in flight (batched engine; 0: "
+                                          "16 for models, sequential for scripted experts)."),
              data_dir: Optional[Path] = DataDir):
     """Evaluate a policy: win rate (success share) and mean score (0-100)."""
     from eef.rollout.episode import summarize
     set_data_dir(data_dir)
     trajs = _run_policy(env, policy, split if tasks_file is None else None, tasks_file, limit,
-                        out, env_opt, max_steps, seed, temperature)
+                        out, env_opt, max_steps, seed, temperature, num_envs)
     summary = {"env": env, "policy": policy, "split": split if tasks_file is None else None,
                **summarize(trajs),
                "tasks": [{"id": t.task_id, "reward": t.reward, "success": t.success,
@@ -175,7 +191,8 @@ def expert_collect(env: str = typer.Argument(..., help="Env name."),
     elif policy:
         _fail("--policy is only for --expert llm")
     trajs = _run_policy(env, f"expert:{expert}", split if tasks_file is None else None,
-                        tasks_file, limit, out, env_opt, max_steps, seed, temperature, **kw)
+                        tasks_file, limit, out, env_opt, max_steps, seed, temperature,
+                        16 if expert == "llm" else 1, **kw)
     s = summarize(trajs)
     typer.echo(f"{len(trajs)} trajectories in {out}: success {s['win_rate']:.1%}, "
                f"mean score {s['mean_score']:.1f}", err=True)

@@ -97,3 +97,14 @@ def test_show_pretty_prints(tmp_path):
     bad.write_text("{oops\n{}\n")
     r = runner.invoke(app, ["show", str(bad)])
     assert r.exit_code == 2 and "bad.jsonl:1" in r.output
+
+
+def test_eval_through_the_batched_engine(tmp_path):
+    # --num-envs > 1 sends even a scripted expert through the engine: same results
+    seq = json.loads(run("eval", "webshop", "--policy", "expert:heuristic", "--limit", "6",
+                         "--json").stdout)
+    out = tmp_path / "e.jsonl"
+    eng = json.loads(run("eval", "webshop", "--policy", "expert:heuristic", "--limit", "6",
+                         "--num-envs", "3", "--out", str(out), "--json").stdout)
+    assert [t["reward"] for t in eng["tasks"]] == [t["reward"] for t in seq["tasks"]]
+    assert eng["win_rate"] == seq["win_rate"] and len(read_jsonl(out)) == 6
