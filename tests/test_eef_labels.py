@@ -95,3 +95,19 @@ def test_build_sample_checks_its_inputs():
     sol.steps[0].action = "other"
     with pytest.raises(ValueError, match="not the expert"):
         build_sample(e, label_actions(6, []), sol, 3)
+
+
+def test_diverged_replays_carry_no_evidence():
+    e = expert(12)
+    diverged = solution(e, 3)
+    diverged.meta["replay_match"] = "different"
+    outs = [StateOutcome(0, [solution(e, 0, False, 0.2)]), StateOutcome(3, [diverged]),
+            StateOutcome(6, [solution(e, 6, False, 0.0)]), StateOutcome(9, [solution(e, 9)])]
+    assert outs[1].diverged and not outs[3].diverged
+    labels = label_actions(12, outs)
+    assert labels[0:6] == [NEUTRAL] * 6  # both segments touching the diverged s_3
+    assert labels[6:9] == [BENEFICIAL] * 3
+    samples, _, important = eef_samples(e, outs, task_solved_from_start=False)
+    assert important == [0]
+    (s,) = samples  # from s_0: the solution at s_9 (s_3's is not used)
+    assert s.source["start_state"] == 9 and all(st.train for st in s.steps)

@@ -77,7 +77,8 @@ def run_eef(ctx: Context, method: str = "eef") -> Path:
                     n_recovery += bool(s.meta["recovery"])
             records.append({"task_id": τ.task_id, "parent": pid, "expert_success": τ.success,
                             "states": [o.k for o in outcomes],
-                            "solved": [o.solved for o in outcomes], "labels": labels,
+                            "solved": [o.solved for o in outcomes],
+                            "diverged": [o.diverged for o in outcomes], "labels": labels,
                             "important": important, "samples": len(samples)})
         (ctx.run / f"labels").mkdir(exist_ok=True)
         (ctx.run / f"labels/{method}-it{i}.jsonl").write_text(
@@ -95,6 +96,7 @@ def run_eef(ctx: Context, method: str = "eef") -> Path:
             "new_recovery_samples": n_recovery,
             "solvable_states": sum(sum(r["solved"]) for r in records),
             "simulated_states": sum(len(r["states"]) for r in records),
+            "diverged_states": sum(sum(r["diverged"]) for r in records),
             "samples_per_state": S, "budget_s0": dataclasses.asdict(b_s0), "budget_sim": dataclasses.asdict(b_sim),
             "budget": dataclasses.asdict(budget), "eval": row["win_rate"]})
     return model

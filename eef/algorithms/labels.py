@@ -9,6 +9,11 @@ simulated states s_i and s_j:
 * solvable → unsolvable: they are **harmful** (masked out of the loss, Eq. 1);
 * otherwise: **neutral** (trained by default; ``train_neutral=False`` masks them).
 
+A state whose replay **diverged** (the env reported the replayed observations ``different``
+from the expert's, e.g. ScienceWorld's non-determinism) is not the expert's state s_k: its
+simulations carry no evidence about the expert's actions.  Segments touching it are neutral,
+it is never an important state, and its solutions are not used as samples.
+
 **Important states** are s_0 of a task the agent did not solve, and **recovery states**: an
 unsolvable state right after a solvable one (the agent is stuck after an expert mistake).  For
 each important state s_i, the next solvable state s_j (j > i) holds an agent solution; the
@@ -36,6 +41,12 @@ class StateOutcome:
     samples: list[Trajectory] = field(default_factory=list)
 
     @property
+    def diverged(self) -> bool:
+        """Every sample's replay of the expert prefix differed from the record."""
+        return self.k > 0 and bool(self.samples) and all(
+            t.meta.get("replay_match") == "different" for t in self.samples)
+
+    @property
     def solved(self) -> bool:
         return any(t.success for t in self.samples)
 
@@ -53,7 +64,8 @@ def label_actions(n_steps: int, outcomes: list[StateOutcome]) -> list[str]:
     outs = sorted(outcomes, key=lambda o: o.k)
     labels = [UNUSED] * n_steps
     for a, b in zip(outs, outs[1:]):
-        kind = (BENEFICIAL if (not a.solved and b.solved) else
+        kind = (NEUTRAL if (a.diverged or b.diverged) else
+                BENEFICIAL if (not a.solved and b.solved) else
                 HARMFUL if (a.solved and not b.solved) else NEUTRAL)
         for t in range(a.k, min(b.k, n_steps)):
             labels[t] = kind
@@ -67,7 +79,7 @@ def important_states(outcomes: list[StateOutcome], task_solved_from_start: bool)
     if outs and outs[0].k == 0 and not task_solved_from_start and not outs[0].solved:
         ks.append(0)
     for a, b in zip(outs, outs[1:]):
-        if a.solved and not b.solved:
+        if a.solved and not b.solved and not (a.diverged or b.diverged):
             ks.append(b.k)
     return ks
 
@@ -108,7 +120,7 @@ def eef_samples(expert: Trajectory, outcomes: list[StateOutcome], task_solved_fr
     samples: list[Trajectory] = []
     seen: set[int] = set()
     for k in important:
-        nxt = next((o for o in outs if o.k > k and o.solved), None)
+        nxt = next((o for o in outs if o.k > k and o.solved and not o.diverged), None)
         if nxt is None or nxt.k in seen:
             continue
         seen.add(nxt.k)
