@@ -49,6 +49,11 @@ def make_tokenizer(kind: str):
     if kind == "tiny":
         from eef.models.preset import train_tokenizer
         return train_tokenizer(corpus(), 600, ["[SEP]"])
+    if kind == "smollm2":  # the real SmolLM2-135M-Instruct tokenizer and chat template
+        from transformers import AutoTokenizer
+
+        from eef.models.named import resolve
+        return AutoTokenizer.from_pretrained(resolve("smollm2-135m-instruct", progress=False))
     if kind == "llama2":
         tok = Tokenizer(models.BPE(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")

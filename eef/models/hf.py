@@ -38,6 +38,8 @@ def load_model_and_tokenizer(path: str, device: str = "cpu", dtype: str | None =
     ``ModelNotFoundError`` / ``ModelMismatchError`` with a message saying what is wrong."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from eef.models.named import resolve
+    path = resolve(path)  # named models (hf:smollm2-135m-instruct) and GGUF files
     p = Path(path).expanduser()
     if not p.exists() and _looks_like_path(path):
         raise ModelNotFoundError(f"hf:{path}: no such model directory")
