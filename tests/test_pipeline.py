@@ -15,7 +15,7 @@ from eef.algorithms.config import ConfigError, load_config
 
 pytestmark = pytest.mark.needs_data
 
-SMALL = ["model.base=preset:test", "env.train_tasks=8", "env.eval_tasks=3",
+SMALL = ["model.base=preset:test", "model.pretrain=false", "env.train_tasks=8", "env.eval_tasks=3",
          "env.options={max_steps: 4}", "method.iterations=1", "method.M=1",
          "train.epochs=1", "train.max_tokens=384", "train.batch_size=4",
          "sampling.max_new_tokens=12", "rollout.num_envs=4", "rollout.progress=false"]

@@ -113,15 +113,16 @@ def base_stage(ctx: Context) -> Path:
     base = ctx.cfg.model.base
     if base.startswith("hf:"):
         return Path(base[3:])
-    from eef.models import preset as P
     name = base.split(":", 1)[1]
-    builder = getattr(P, "build_preset", None)
-    if builder is not None:  # pre-trained, cached preset
-        return Path(builder(name, ctx.cfg.env.name, **ctx.cfg.model.preset_options))
+    if ctx.cfg.model.pretrain:
+        from eef.models.pretrain import build_preset
+        return Path(build_preset(name, ctx.cfg.env.name, progress=ctx.cfg.rollout.progress,
+                                 **ctx.cfg.model.preset_options))
     from eef.config import cache_dir
+    from eef.models.preset import init_preset
     out = cache_dir() / "presets" / f"{name}-{ctx.cfg.env.name}-init-{digest(ctx.cfg.model.preset_options)}"
     if not (out / "config.json").exists():
-        P.init_preset(name, ctx.cfg.env.name, out, **ctx.cfg.model.preset_options)
+        init_preset(name, ctx.cfg.env.name, out, **ctx.cfg.model.preset_options)
     return out
 
 

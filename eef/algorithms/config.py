@@ -55,8 +55,10 @@ class ExpertConfig:
 class ModelConfig:
     base: str = _h("Base model: preset:tiny / preset:small (built once per machine and cached) "
                    "or hf:PATH_OR_ID.", "preset:tiny")
-    preset_options: dict[str, Any] = _h("Options of the preset build (see eef model init).",
-                                        factory=dict)
+    pretrain: bool = _h("Pre-train a preset on env text before use (eef.models.pretrain; "
+                        "built once per machine and cached). False: random initialisation.", True)
+    preset_options: dict[str, Any] = _h("Options of the preset build (PretrainConfig fields, "
+                                        "see docs/tiny-preset.md).", factory=dict)
     system: str | None = _h("System message of the chat format.", None)
 
 

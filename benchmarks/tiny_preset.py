@@ -1,0 +1,131 @@
+"""Does the pre-trained tiny preset read and copy?  Build time, copy rate, pick accuracy.
+
+    python benchmarks/tiny_preset.py [--quick] [--json] [--sft-steps N] [--fresh]
+
+1. Build the pre-trained preset (``eef.models.pretrain.build_preset("tiny", "webshop")``;
+   cached per machine: ``--fresh`` builds into a temporary directory to time it).
+2. Held-out pages: for each TEST goal, the results page of the oracle's first search (the
+   instruction's product phrase).  ``copy_rate`` = share of greedy turns whose action is
+   ``click[<an ASIN listed on that page>]``, exactly.
+3. SFT on the oracle's pick turns of TRAIN goals (results page -> ``click[target]``, the pages
+   listing the target), then ``pick_accuracy`` on the test pages listing the target, against
+   clicking the first hit on the same pages.
+4. The same SFT budget from the preset with NO pre-training (random initialisation, same
+   tokenizer), so the benefit is measured in the same run.
+
+``--quick`` uses a small build and SFT budget (minutes; the figures then only check the path).
+JSON keys: ``build_minutes``, ``build_cached``, ``pretrain_steps``, ``pretrain_tokens``,
+``copy_rate_pretrained``, and per model (``pretrained``, ``scratch``) ``copy_rate``,
+``pick_accuracy``, ``sft_minutes``; ``first_hit``, ``test_pages``, ``test_pages_with_target``,
+``sft_examples``, ``load_avg``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from _util import emit, parser, table
+
+QUICK_BUILD = dict(recall_tasks=640, warmup_steps=20, explore_episodes=16, pick_tasks=200,
+                   steps=24, batch_size=16, max_hits=4, save_every=8)
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--sft-steps", type=int, default=None, help="SFT steps (default 150; quick 20)")
+    p.add_argument("--sft-batch", type=int, default=None, help="SFT batch size (16; quick 8)")
+    p.add_argument("--pages", type=int, default=None,
+                   help="evaluate on the first N test goals (default all; quick 40)")
+    p.add_argument("--fresh", action="store_true",
+                   help="build into a temporary directory (times a full build; cache untouched)")
+    p.add_argument("--options", default="{}", help="JSON of build options (PretrainConfig)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1: much faster than 2 on a busy 2-core machine)")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args()
+    import torch
+    torch.set_num_threads(a.threads)
+
+    from eef.envs.webshop import WebShopEnv
+    from eef.models.pretrain import (INFO_FILE, build_preset, evaluate_picks,
+                                     webshop_pick_pages)
+    from eef.models.preset import init_preset
+    from eef.models.train import TrainConfig, train_sft
+
+    progress = not a.no_progress
+    opts = {**(QUICK_BUILD if a.quick else {}), **json.loads(a.options)}
+    sft_steps = a.sft_steps if a.sft_steps is not None else (12 if a.quick else 150)
+    sft_batch = a.sft_batch or (8 if a.quick else 16)
+    n_pages = a.pages if a.pages is not None else (40 if a.quick else None)
+    tmp = Path(tempfile.mkdtemp(prefix="eef-tiny-preset-"))
+    load = [os.getloadavg()[0]]
+    try:
+        t0 = time.time()
+        out = tmp / "preset" if (a.fresh or a.quick) else None
+        path = build_preset("tiny", "webshop", out=out, progress=progress, threads=a.threads,
+                            **opts)
+        build_s = time.time() - t0
+        info = json.loads((path / INFO_FILE).read_text())["pretraining"]
+        cached = build_s < 60 and out is None
+        load.append(os.getloadavg()[0])
+
+        env = WebShopEnv()
+        test = webshop_pick_pages(env, "test", limit=n_pages)
+        train = [pg for pg in webshop_pick_pages(env, "train") if pg.target_listed]
+        random.Random(0).shuffle(train)
+        sft_data = [pg.sft_example() for pg in train]
+        with_target = [pg for pg in test if pg.target_listed]
+
+        r_pre = evaluate_picks(str(path), test)
+        scratch = init_preset("tiny", "webshop", tmp / "scratch", seed=info["options"]["seed"])
+        cfg = TrainConfig(lr=1e-3, max_steps=sft_steps, batch_size=sft_batch,
+                          max_tokens=1536, warmup_ratio=0.05, save_every=10 ** 9)
+        res = {}
+        for name, base in (("pretrained", path), ("scratch", scratch)):
+            t1 = time.time()
+            train_sft(str(base), sft_data, tmp / f"sft-{name}", cfg, progress=progress)
+            minutes = (time.time() - t1) / 60
+            r = evaluate_picks(str(tmp / f"sft-{name}"), test)
+            res[name] = {"copy_rate": r["copy_rate"], "pick_accuracy": r["pick_accuracy"],
+                         "sft_minutes": round(minutes, 2), "examples": r["examples"][:3]}
+            load.append(os.getloadavg()[0])
+        first_hit = r_pre["first_hit"]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    table(f"tiny preset, WebShop ({len(test)} test pages, {len(with_target)} list the target; "
+          f"SFT {sft_steps} steps x {sft_batch} on {len(sft_data)} train picks)",
+          ["model", "copy rate (all pages)", "pick accuracy", "SFT min"],
+          [["pre-trained, no SFT", f"{r_pre['copy_rate']:.1%}",
+            f"{r_pre['pick_accuracy']:.1%}", "-"],
+           ["pre-trained + SFT", f"{res['pretrained']['copy_rate']:.1%}",
+            f"{res['pretrained']['pick_accuracy']:.1%}", res["pretrained"]["sft_minutes"]],
+           ["no pre-training + SFT", f"{res['scratch']['copy_rate']:.1%}",
+            f"{res['scratch']['pick_accuracy']:.1%}", res["scratch"]["sft_minutes"]],
+           ["click the first hit", "100%", f"{first_hit:.1%}", "-"]])
+    table("build", ["what", "value"],
+          [["build minutes (this call)", f"{build_s / 60:.1f}" + (" (cached)" if cached else "")],
+           ["pre-training steps / minutes", f"{info['steps']} / {info['train_minutes']}"],
+           ["pre-training tokens (trained)", f"{info['tokens']:,} ({info['trained_tokens']:,})"],
+           ["corpus", json.dumps(info["corpus"])],
+           ["load average (1 min) during the run", " ".join(f"{x:.1f}" for x in load)]])
+    emit({"build_minutes": round(build_s / 60, 2), "build_cached": cached,
+          "pretrain_minutes": info["train_minutes"], "pretrain_steps": info["steps"],
+          "pretrain_tokens": info["tokens"], "copy_rate_pretrained": r_pre["copy_rate"],
+          "pick_accuracy_pretrained_no_sft": r_pre["pick_accuracy"],
+          "pretrained": {k: v for k, v in res["pretrained"].items() if k != "examples"},
+          "scratch": {k: v for k, v in res["scratch"].items() if k != "examples"},
+          "first_hit": first_hit, "test_pages": len(test),
+          "test_pages_with_target": len(with_target), "sft_examples": len(sft_data),
+          "sft_steps": sft_steps, "sft_batch": sft_batch, "quick": a.quick, "threads": a.threads,
+          "load_avg": load}, a.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,681 @@
+"""Self-supervised pre-training of the tiny/small presets: teach a from-scratch model to read a
+page and copy an identifier from it before any agent training.
+
+Why.  With WebShop's product-level split the agent must *copy* an ASIN it has never seen from
+the results page into ``click[ASIN]``.  A 4.2M-parameter model trained from scratch on oracle
+picks memorised train ASINs and reached 0% on test products (``tiny-model-probe.md`` in the
+project notes); a pretrained LLM copies for free.  ``build_preset`` gives the preset that
+ability with environment text alone.
+
+What the model sees (``eef_preset.json`` of a build records the counts):
+
+* ``recall``: dense copy drills: the prompt lists 1-4 fresh identifiers (``[SEP]``-separated,
+  as on a page), the trained turn repeats the list in its thought and clicks one.  With
+  ``warmup_steps`` the build first trains on the drills whose identifiers have all-different
+  characters alone (copying forms fastest on such repeats), then on the whole corpus.
+* ``explore``: random-exploration transcripts: the ``expert:random`` policy on **train** goals
+  (uniform clicks, searches of 3 random instruction words), cut before the purchase, so no
+  done page and no score (goal-outcome information) is ever shown.  Loss on every action.
+* ``pick``: copy tasks built from the catalogue.  A results page from a search with a few title
+  words of a random train product; the "instruction" names one listed **train** product by a
+  few words of its title (words that single it out on that page); the trained action is
+  ``click[<its ASIN>]`` (with a short thought naming the ASIN in ``thought_share`` of them).
+  Test products appear only as distractors.  Optionally (``option_share``) the item page
+  follows and the named option values are clicked: ``click[<value>]``.
+* ``relabel``: the share of transcripts and copy tasks whose ASINs are all replaced (the same
+  way in pages and actions) by fresh random ASIN-shaped strings, so an identifier can only be
+  produced by copying it from the page, never by recalling it.
+
+No expert, no goal instruction of a test product, no reward and no goal-outcome enters the
+corpus; the trained actions are random clicks or the naming tasks' answers.  Training uses
+``eef.models.train.train_sft`` (loss on action tokens only, resumable checkpoints).
+
+Cache.  ``build_preset("tiny", "webshop")`` builds once per machine under
+``<cache dir>/presets/<preset>-<env>-<key>``, the key hashing the preset, the env, the
+checksums of the data files, every option and ``CODE_VERSION``.  The build runs in
+``<dir>.tmp`` (corpus, initial weights, SFT checkpoints: a killed build resumes there) and is
+renamed into place when done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+from eef.models.preset import PresetError, get_preset, init_preset
+from eef.trajectory import Step, Trajectory, iter_jsonl, write_jsonl
+
+if TYPE_CHECKING:
+    from eef.envs.webshop import WebShopEnv
+
+#: bump when the corpus or the training recipe changes: cached presets are rebuilt
+CODE_VERSION = "2"
+
+#: the file a finished build writes last (its presence marks a complete preset directory)
+INFO_FILE = "eef_preset.json"
+
+
+class PretrainError(PresetError):
+    """Bad pre-training options, an env without a pre-training corpus, or an unusable build."""
+
+
+@dataclass
+class PretrainConfig:
+    """Options of a preset build (``build_preset(..., **options)``); all enter the cache key."""
+
+    recall_tasks: int = field(default=16000, metadata={
+        "help": "dense copy drills: a list of 1-4 identifiers, repeated in the thought"})
+    recall_distinct: float = field(default=0.8, metadata={
+        "help": "share of drills whose identifiers have all-different characters (the "
+                "warm-up trains on these); the others are fresh ASIN-shaped strings"})
+    warmup_steps: int = field(default=600, metadata={
+        "help": "optimizer steps on the all-different-character drills alone before the "
+                "whole corpus (0: none); copying began forming after ~250-330 steps of 32"})
+    explore_episodes: int = field(default=200, metadata={
+        "help": "random-exploration episodes on train goals (purchase step removed)"})
+    pick_tasks: int = field(default=3000, metadata={
+        "help": "copy tasks: a results page, then click[ASIN] of the product named by a few of "
+                "its title words"})
+    option_share: float = field(default=0.25, metadata={
+        "help": "share of copy tasks continued on the item page with click[<named option "
+                "value>]"})
+    thought_share: float = field(default=0.5, metadata={
+        "help": "share of copy-task turns with a short thought naming what is clicked"})
+    relabel: float = field(default=0.5, metadata={
+        "help": "share of transcripts / copy tasks whose ASINs are replaced by fresh random "
+                "ASIN-shaped strings (copying cannot be replaced by recall)"})
+    min_hits: int = field(default=2, metadata={
+        "help": "fewest hits of a copy task's results page (pages are cut to a random number "
+                "of hits in [min_hits, max_hits]: shorter sequences, more steps)"})
+    max_hits: int = field(default=10, metadata={
+        "help": "most hits of a copy task's results page"})
+    name_words: int = field(default=3, metadata={
+        "help": "title words naming the target (more are added until they single it out)"})
+    steps: int = field(default=0, metadata={
+        "help": "optimizer steps (0: one pass over the corpus)"})
+    batch_size: int = field(default=32, metadata={"help": "sequences per optimizer step"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW, cosine)"})
+    max_tokens: int = field(default=1536, metadata={"help": "context budget per example"})
+    seed: int = field(default=0, metadata={"help": "seed of the corpus, init and data order"})
+    save_every: int = field(default=50, metadata={"help": "checkpoint every N steps (resume)"})
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> "PretrainConfig":
+        known = {f.name: f for f in fields(cls)}
+        bad = sorted(set(options) - set(known))
+        if bad:
+            raise PretrainError(f"unknown preset option(s) {', '.join(bad)}; known: "
+                                f"{', '.join(known)}")
+        cfg = cls(**options)
+        for name in ("option_share", "thought_share", "relabel", "recall_distinct"):
+            v = getattr(cfg, name)
+            if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise PretrainError(f"preset option {name} must be in [0, 1], got {v!r}")
+        for name in ("recall_tasks", "warmup_steps", "explore_episodes", "pick_tasks", "steps"):
+            if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 0:
+                raise PretrainError(f"preset option {name} must be an int >= 0")
+        if cfg.recall_tasks + cfg.explore_episodes + cfg.pick_tasks == 0:
+            raise PretrainError("empty pre-training corpus: recall_tasks, explore_episodes and "
+                                "pick_tasks are all 0")
+        if cfg.warmup_steps and not cfg.recall_tasks:
+            raise PretrainError("warmup_steps > 0 needs recall_tasks > 0 (the warm-up trains "
+                                "on the drills)")
+        if not 1 <= cfg.min_hits <= cfg.max_hits <= 10 or cfg.name_words < 1 \
+                or cfg.batch_size < 1:
+            raise PretrainError("preset options need 1 <= min_hits <= max_hits <= 10, "
+                                "name_words >= 1, batch_size >= 1")
+        return cfg
+
+
+# -- WebShop corpus ----------------------------------------------------------------------------
+_SEP = " [SEP] "
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = set("""a an and are as at be by for from in into is it of on or the to with x
+pack count size oz inch inches""".split())
+_NAMING = ("{w}", "find {w}", "i want {w}", "i am looking for {w}", "i need {w}")
+_PICK_THOUGHTS = ("{a} matches the description.", "I open {a}.", "{a} is the one named.")
+
+
+def _page_parts(obs: str) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """A results page split into its header pieces and its (ASIN, title, price) hits."""
+    from eef.experts.webshop import parse_page
+    parts = obs.split(_SEP)
+    info = parse_page(obs)
+    if info["kind"] != "results":
+        raise PretrainError(f"not a results page: {obs[:80]!r}")
+    n_head = len(parts) - 3 * len(info["hits"])
+    return parts[:n_head], info["hits"]
+
+
+def _join_page(head: list[str], hits: Sequence[tuple[str, str, str]]) -> str:
+    return _SEP.join([*head, *(x for h in hits for x in h)])
+
+
+class _Relabel:
+    """Consistent replacement of real ASINs by fresh random ones (shape of the catalogue's
+    ASINs: per position, characters drawn from those seen there)."""
+
+    def __init__(self, asins: Sequence[str], rng: random.Random):
+        self.rng = rng
+        self.real = set(asins)
+        self.chars = [sorted({a[i] for a in asins if len(a) == 10}) for i in range(10)]
+        self.map: dict[str, str] = {}
+        self.pattern = re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9]{10}(?![A-Za-z0-9])")
+
+    def fresh(self) -> str:
+        while True:
+            a = "".join(self.rng.choice(c) for c in self.chars)
+            if a not in self.real and a not in self.map.values():
+                return a
+
+    def __call__(self, text: str) -> str:
+        def sub(m: re.Match) -> str:
+            key = m.group(0).upper()
+            if key not in self.real:
+                return m.group(0)
+            if key not in self.map:
+                self.map[key] = self.fresh()
+            new = self.map[key]
+            return new if m.group(0).isupper() or m.group(0).isdigit() else new.lower()
+        return self.pattern.sub(sub, text)
+
+    def trajectory(self, t: Trajectory) -> Trajectory:
+        t.initial_observation = self(t.initial_observation)
+        t.instruction = self(t.instruction)
+        for s in t.steps:
+            s.action, s.observation = self(s.action), self(s.observation)
+            s.thought = self(s.thought)
+        return t
+
+
+def strip_outcome(traj: Trajectory) -> Trajectory:
+    """``traj`` cut before its purchase (the step that reached the done page), with reward,
+    success and done cleared: the done page's score is goal-outcome information."""
+    keep = []
+    for s in traj.steps:
+        if s.observation.startswith("Thank you for shopping") or \
+                "Your score (min 0.0, max 1.0)" in s.observation:
+            break
+        keep.append(s)
+    for s in keep:
+        s.reward = 0.0
+    return Trajectory(traj.task_id, traj.env, traj.instruction, traj.initial_observation, keep,
+                      0.0, False, False, dict(traj.source), {})
+
+
+def explore_transcripts(env: "WebShopEnv", n: int, seed: int = 0, relabel: float = 0.0
+                        ) -> Iterator[Trajectory]:
+    """``n`` random-exploration episodes on train goals, outcome stripped (see module doc)."""
+    from eef.experts import make_expert
+    from eef.rollout.episode import run_episode
+    rng = random.Random(f"explore/{seed}")
+    goals = [t.id for t in env.tasks("train")]
+    policy = make_expert(env, "random")
+    asins = list(env.cat.products)
+    for i in range(n):
+        tid = rng.choice(goals)
+        t = strip_outcome(run_episode(env, policy, tid, seed=rng.randrange(1 << 30)))
+        if not t.steps:
+            continue
+        for s in t.steps:  # invalid actions stay in the context, out of the loss
+            s.train = s.valid
+        t.task_id = f"pretrain/explore/{i}"
+        t.source = {"kind": "pretrain", "task": "explore", "goal_split": "train"}
+        if rng.random() < relabel:
+            t = _Relabel(asins, random.Random(f"relabel/explore/{seed}/{i}")).trajectory(t)
+            t.source["relabelled"] = True
+        yield t
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text.lower()) if w not in _STOP and not w.isdigit()]
+
+
+def _naming_words(target: str, others: Sequence[str], k: int, rng: random.Random
+                  ) -> list[str] | None:
+    """A few words of ``target``'s title that no other listed title contains all of (title
+    order kept), or None when no such set exists."""
+    words = list(dict.fromkeys(_words(target)))
+    if not words:
+        return None
+    other_sets = [set(_words(o)) for o in others]
+    # prefer words rare on the page
+    rare = sorted(words, key=lambda w: (sum(w in s for s in other_sets), rng.random()))
+    chosen = set(rng.sample(words, min(k, len(words))))
+    for w in rare:
+        if not any(chosen <= s for s in other_sets):
+            break
+        chosen.add(w)
+    if any(chosen <= s for s in other_sets):
+        return None
+    return [w for w in words if w in chosen]
+
+
+def pick_tasks(env: "WebShopEnv", n: int, seed: int = 0, *, min_hits: int = 3,
+               max_hits: int = 10,
+               name_words: int = 3, option_share: float = 0.25, thought_share: float = 0.5,
+               relabel: float = 0.0) -> Iterator[Trajectory]:
+    """``n`` copy tasks (see module doc).  Each is a trajectory: a search page whose
+    instruction names the target, ``search[<words of another train product>]`` (not trained),
+    the results page (cut to a random number of hits), ``click[<target ASIN>]`` (trained), and
+    with ``option_share`` the item page and ``click[<value>]`` per named option (trained)."""
+    from eef.envs.webshop.env import SEP
+    rng = random.Random(f"pick/{seed}")
+    train = sorted(env.cat.split["train"])
+    train_set = set(train)
+    goal0 = env.tasks("train")[0].id  # any train goal: only its env state is used
+    asins = list(env.cat.products)
+    made = tries = 0
+    while made < n:
+        tries += 1
+        if tries > 20 * n + 100:
+            raise PretrainError(f"could not build {n} copy tasks ({made} after {tries} tries)")
+        src = env.cat.products[rng.choice(train)]["Title"]
+        ws = _words(src)
+        if not ws:
+            continue
+        query = " ".join(rng.sample(ws, min(len(ws), rng.randint(2, 4))))
+        env.reset(goal0)
+        page = env.step(f"search[{query}]").observation
+        head, hits = _page_parts(page)
+        if not hits:
+            continue
+        hits = hits[: rng.randint(min(min_hits, len(hits)), min(max_hits, len(hits)))]
+        cands = [i for i, h in enumerate(hits) if h[0] in train_set]
+        if not cands:
+            continue
+        ti = rng.choice(cands)
+        target = hits[ti][0]
+        named = _naming_words(hits[ti][1], [h[1] for j, h in enumerate(hits) if j != ti],
+                              name_words, rng)
+        if named is None:
+            continue
+        opts = env.cat.products[target].get("options") or {}
+        with_opts: dict[str, str] = {}
+        if opts and rng.random() < option_share:
+            names = sorted(opts)
+            for name in rng.sample(names, rng.randint(1, min(2, len(names)))):
+                if opts[name]:
+                    with_opts[name] = rng.choice(opts[name])
+        text = rng.choice(_NAMING).format(w=" ".join(named))
+        if with_opts:
+            text += " with " + ", and ".join(f"{k}: {v}" for k, v in sorted(with_opts.items()))
+        first = SEP.join(["WebShop", "Instruction:", text, "Search"])
+        item = env.step(f"click[{target}]").observation
+        think = rng.random() < thought_share
+        steps = [Step(f"search[{query}]", _join_page(head, hits), train=False),
+                 Step(f"click[{target}]", item,
+                      rng.choice(_PICK_THOUGHTS).format(a=target) if think else "")]
+        for name, value in sorted(with_opts.items()):
+            r = env.step(f"click[{value}]")
+            if not r.info.get("valid", True):
+                break
+            obs = r.observation
+            steps.append(Step(f"click[{value}]", obs,
+                              f"I select {name}: {value}." if think else ""))
+        t = Trajectory(f"pretrain/pick/{made}", "webshop", text, first, steps,
+                       source={"kind": "pretrain", "task": "pick", "target_rank": ti,
+                               "hits": len(hits), "options": len(with_opts)})
+        if rng.random() < relabel:
+            t = _Relabel(asins, random.Random(f"relabel/pick/{seed}/{made}")).trajectory(t)
+            t.source["relabelled"] = True
+        made += 1
+        yield t
+
+
+def recall_tasks(env: "WebShopEnv", n: int, seed: int = 0, min_ids: int = 1,
+                 max_ids: int = 4, distinct: float = 0.5) -> Iterator[Trajectory]:
+    """``n`` dense copy drills: the prompt lists identifiers (``[SEP]`` separated, as on a
+    results page); the trained turn repeats the list in its thought and clicks one of them.
+    Repeating a sequence is what forms copying ("induction") circuits fastest.  A share
+    ``distinct`` of the drills use identifiers whose characters are all different (a
+    character then says where to continue, the easy case), the others fresh ASIN-shaped ones
+    (``B0`` + 8 characters: continuing needs the last few characters)."""
+    rng = random.Random(f"recall/{seed}")
+    relabel = _Relabel(list(env.cat.products), rng)
+    alphabet = sorted({c for cs in relabel.chars[2:] for c in cs})
+    for i in range(n):
+        k = rng.randint(min_ids, max_ids)
+        easy = rng.random() < distinct
+        if easy:
+            k = min(k, len(alphabet) // 10)
+            chars = rng.sample(alphabet, 10 * k)
+            ids = ["".join(chars[10 * j:10 * j + 10]) for j in range(k)]
+        else:
+            ids = [relabel.fresh() for _ in range(k)]
+        listed = _SEP.join(ids)
+        yield Trajectory(f"pretrain/recall/{i}", "webshop", "", listed,
+                         [Step(f"click[{rng.choice(ids)}]", "", listed)],
+                         source={"kind": "pretrain", "task": "recall", "ids": len(ids),
+                                 "distinct": easy})
+
+
+def webshop_corpus(cfg: PretrainConfig, data_dir: str | os.PathLike | None = None
+                   ) -> Iterator[Trajectory]:
+    """The whole WebShop pre-training corpus of ``cfg`` (deterministic given ``cfg.seed``)."""
+    from eef.envs.webshop import WebShopEnv
+    env = WebShopEnv(str(data_dir) if data_dir else None)
+    yield from recall_tasks(env, cfg.recall_tasks, cfg.seed, distinct=cfg.recall_distinct)
+    yield from explore_transcripts(env, cfg.explore_episodes, cfg.seed, cfg.relabel)
+    yield from pick_tasks(env, cfg.pick_tasks, cfg.seed, min_hits=cfg.min_hits,
+                          max_hits=cfg.max_hits,
+                          name_words=cfg.name_words, option_share=cfg.option_share,
+                          thought_share=cfg.thought_share, relabel=cfg.relabel)
+
+
+# -- the pick probe: copy rate and pick accuracy on results pages ------------------------------
+@dataclass
+class PickPage:
+    """A results page reached by the oracle's first search for a goal's instruction (the
+    context ends on it) and what a model should click there."""
+
+    context: Trajectory
+    listed: list[str]
+    target: str
+    pick: Step
+
+    @property
+    def target_listed(self) -> bool:
+        return self.target in self.listed
+
+    def sft_example(self) -> Trajectory:
+        """The context plus the oracle's pick turn, the only trained step."""
+        t = self.context.prefix(len(self.context.steps))
+        for s in t.steps:
+            s.train = False
+        t.steps.append(Step(**asdict(self.pick)))
+        t.steps[-1].train = True
+        return t
+
+
+def webshop_pick_pages(env: "WebShopEnv", split: str, limit: int | None = None
+                       ) -> list[PickPage]:
+    """Per goal of ``split``: the oracle's search page -> ``search[<instruction phrase>]`` ->
+    first results page, with the listed ASINs and the goal's target.  ``pick`` is the oracle's
+    turn on that page (``click[target]`` when listed, else its ``click[next >]``)."""
+    from eef.experts import make_expert
+    from eef.experts.webshop import parse_page
+    from eef.react import parse_turn
+    oracle = make_expert(env, "oracle")
+    out = []
+    for task in env.tasks(split)[:limit]:
+        obs = env.reset(task.id)
+        ctx = Trajectory(task.id, env.name, task.instruction, obs)
+        thought, action = parse_turn(oracle.act([ctx], None, [0])[0])
+        r = env.step(action)
+        ctx.steps.append(Step(action, r.observation, thought, train=False))
+        page = parse_page(r.observation)
+        if page["kind"] != "results":
+            continue
+        thought, action = parse_turn(oracle.act([ctx], None, [1])[0])
+        out.append(PickPage(ctx, [h[0] for h in page["hits"]], env.goal(task.id).asin,
+                            Step(action, "", thought)))
+    return out
+
+
+def clicked_label(response: str) -> str | None:
+    """The label of a ``click[...]`` action in a model's turn, else None."""
+    from eef.react import parse_turn
+    m = re.fullmatch(r"click\[(.*)\]", parse_turn(response)[1].strip(), re.DOTALL)
+    return m.group(1) if m else None
+
+
+def evaluate_picks(policy: Any, pages: Sequence[PickPage], max_new_tokens: int = 64
+                   ) -> dict[str, Any]:
+    """Greedy turns of ``policy`` (a Policy or an HF model directory) on ``pages``.
+
+    ``copy_rate``: share of all pages where the action is ``click[<an ASIN listed there>]``,
+    exactly (same case).  ``pick_accuracy``: share of the pages listing the target where the
+    action clicks it; ``first_hit``: the same for "click the first hit" on those pages."""
+    from eef.policy import Sampling
+    if isinstance(policy, (str, os.PathLike)):
+        from eef.models.hf import load_hf_policy
+        policy = load_hf_policy(str(policy))
+    if not pages:
+        raise PretrainError("no pages to evaluate")
+    outs = policy.act([p.context for p in pages], Sampling(0.0, 1.0, max_new_tokens),
+                      list(range(len(pages))))
+    labels = [clicked_label(o) for o in outs]
+    copied = [lab is not None and lab in p.listed for lab, p in zip(labels, pages)]
+    with_target = [(lab, p) for lab, p in zip(labels, pages) if p.target_listed]
+    n_t = len(with_target)
+    return {"pages": len(pages), "copy_rate": sum(copied) / len(pages),
+            "pages_with_target": n_t,
+            "pick_accuracy": sum(lab == p.target for lab, p in with_target) / n_t if n_t else 0.0,
+            "first_hit": sum(p.listed[0] == p.target for _, p in with_target) / n_t if n_t else 0.0,
+            "examples": [{"task": p.context.task_id, "output": o, "target": p.target}
+                         for o, p in list(zip(outs, pages))[:5]]}
+
+
+# -- the build ---------------------------------------------------------------------------------
+CORPUS_BUILDERS = {"webshop": webshop_corpus}
+#: data files each env's corpus reads (under ``<data dir>/<env>/``; the first existing of a tuple)
+DATA_FILES: dict[str, list[tuple[str, ...]]] = {
+    "webshop": [("products_1k.jsonl", "items_shuffle_1000.json"), ("items_ins_v2_1000.json",),
+                ("split.json",)],
+}
+
+
+class BuildInterrupted(PretrainError):
+    """A build stopped on purpose (``stop_after``) before it finished; calling again resumes."""
+
+
+def data_checksums(env: str, data_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """sha256 of each data file the env's corpus reads (``DataNotFoundError`` if missing)."""
+    from eef.config import DataNotFoundError, data_dir as _dd
+    root = Path(_dd(data_dir)) / env
+    out = {}
+    for names in DATA_FILES.get(env, []):
+        path = next((root / n for n in names if (root / n).exists()), None)
+        if path is None:
+            raise DataNotFoundError(f"{root / names[0]} not found: get the {env} data first "
+                                    f"(eef data download {env}) or set EEF_DATA_DIR")
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        out[path.name] = h.hexdigest()
+    return out
+
+
+def build_key(preset: str, env: str, cfg: PretrainConfig,
+              data_dir: str | os.PathLike | None = None) -> tuple[str, dict[str, Any]]:
+    """The cache key of a build and what it hashes (preset size, env, data checksums, every
+    option, ``CODE_VERSION``)."""
+    payload = {"preset": preset, "size": asdict(get_preset(preset)), "env": env,
+               "data": data_checksums(env, data_dir), "options": asdict(cfg),
+               "code_version": CODE_VERSION}
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return digest, payload
+
+
+def preset_dir(preset: str, env: str, key: str) -> Path:
+    from eef.config import cache_dir
+    return cache_dir() / "presets" / f"{preset}-{env}-{key}"
+
+
+def _is_built(path: Path, key: str) -> bool:
+    try:
+        info = json.loads((path / INFO_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (info.get("pretraining") or {}).get("key") == key
+
+
+def _corpus_stats(trajs: Sequence[Trajectory]) -> dict[str, Any]:
+    kinds: dict[str, dict[str, int]] = {}
+    for t in trajs:
+        k = kinds.setdefault(t.source.get("task", "?"), {"sequences": 0, "trained_actions": 0,
+                                                         "relabelled": 0})
+        k["sequences"] += 1
+        k["trained_actions"] += sum(s.train for s in t.steps)
+        k["relabelled"] += bool(t.source.get("relabelled"))
+    return kinds
+
+
+def build_preset(preset: str, env: str, *, out: str | os.PathLike | None = None,
+                 progress: bool = True, data_dir: str | os.PathLike | None = None,
+                 stop_after: int | None = None, threads: int | None = None,
+                 **options: Any) -> Path:
+    """The pre-trained preset ``preset`` for ``env``: built once, then read from the cache.
+
+    ``options`` are ``PretrainConfig`` fields.  The model goes to ``out`` when given, else to
+    ``<cache dir>/presets/<preset>-<env>-<key>``; either way it is built in ``<dir>.tmp``
+    (initial weights, corpus, ``train_sft`` checkpoints) and renamed when complete, so a killed
+    build resumes on the next call and a finished directory is always whole.  ``stop_after``
+    (tests) stops a training phase after that many steps of this call and raises
+    ``BuildInterrupted``.  ``threads`` sets torch's CPU threads for the build (on a busy
+    2-core machine 1 thread is much faster than 2; see docs/models.md); it is not part of the
+    key.
+    Returns the model directory (``hf:<dir>`` loads it).
+    """
+    cfg = PretrainConfig.from_options(options)
+    get_preset(preset)
+    if env not in CORPUS_BUILDERS:
+        raise PretrainError(f"no pre-training corpus for env {env!r} (known: "
+                            f"{', '.join(CORPUS_BUILDERS)}); use preset init without "
+                            "pre-training for it")
+    key, payload = build_key(preset, env, cfg, data_dir)
+    final = Path(out) if out is not None else preset_dir(preset, env, key)
+    if _is_built(final, key):
+        return final
+    if final.exists():
+        raise PretrainError(f"{final} exists but is not this build (other options, data or "
+                            "code version): remove it or choose another output directory")
+    work = final.with_name(final.name + ".tmp")
+    work.mkdir(parents=True, exist_ok=True)
+    import torch
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        _build(preset, env, cfg, key, payload, final, work, progress, data_dir, stop_after)
+    finally:
+        torch.set_num_threads(old_threads)
+    shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def _build(preset: str, env: str, cfg: PretrainConfig, key: str, payload: dict[str, Any],
+           final: Path, work: Path, progress: bool, data_dir: str | os.PathLike | None,
+           stop_after: int | None) -> None:
+    with _Lock(work / "lock"):
+        if _is_built(final, key):  # another process finished it while we waited
+            return
+        stamp = work / "key.json"
+        if stamp.exists() and json.loads(stamp.read_text()).get("key") != key:
+            shutil.rmtree(work)  # leftovers of a different build with the same output
+            work.mkdir(parents=True)
+        stamp.write_text(json.dumps({"key": key, **payload}, indent=2))
+        t0 = time.time()
+        init = work / "init"
+        if not (init / "config.json").exists():
+            tmp = work / "init.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            init_preset(preset, env, tmp, seed=cfg.seed, data_dir=data_dir)
+            tmp.rename(init)
+        corpus = work / "corpus.jsonl"
+        if not corpus.exists():
+            tmp = work / "corpus.jsonl.tmp"
+            write_jsonl(tmp, _progress(CORPUS_BUILDERS[env](cfg, data_dir),
+                                       cfg.recall_tasks + cfg.explore_episodes
+                                       + cfg.pick_tasks,
+                                       f"{preset}/{env} corpus", progress))
+            tmp.rename(corpus)
+        trajs = list(iter_jsonl(corpus))
+        drills = [t for t in trajs if t.source.get("task") == "recall"]
+        easy = [t for t in drills if t.source.get("distinct")]
+        # the warm-up keeps its learning rate: copying forms late and abruptly (docs)
+        phases = [("warmup", easy or drills, cfg.warmup_steps, "constant")] \
+            if cfg.warmup_steps else []
+        phases.append(("model", trajs, cfg.steps, "cosine"))
+        start, results = init, []
+        for name, data, steps, schedule in phases:
+            res = train_pretrain(start, data, work / name, cfg, steps=steps, schedule=schedule,
+                                 progress=progress, stop_after=stop_after)
+            results.append(res)
+            if res["steps"] < res["total_steps"]:
+                raise BuildInterrupted(f"build of {final} stopped at step {res['steps']} of "
+                                       f"{res['total_steps']} ({name}); call again to resume")
+            start = work / name
+        info = json.loads((init / INFO_FILE).read_text())
+        info["weights"] = "self-supervised pre-training (eef.models.pretrain)"
+        info["pretraining"] = {
+            "key": key, "code_version": CODE_VERSION, "options": asdict(cfg),
+            "data": payload["data"], "corpus": _corpus_stats(trajs),
+            "what": ("copy drills (repeat a list of fresh identifiers), random-exploration "
+                     "transcripts on train goals (purchase step and score removed) and copy "
+                     "tasks on catalogue pages (click the listed train product named by words "
+                     "of its title, then its named option values); no expert, no reward, no "
+                     "test-product goal or target"),
+            "sequences": res["examples"], "warmup_steps": cfg.warmup_steps,
+            "steps": sum(r["steps"] for r in results),
+            "tokens": sum(r["tokens"] for r in results),
+            "trained_tokens": sum(r["trained_tokens"] for r in results),
+            "train_minutes": round(sum(r["seconds"] for r in results) / 60, 2),
+            "build_minutes_this_call": round((time.time() - t0) / 60, 2)}
+        (work / "model" / INFO_FILE).write_text(json.dumps(info, indent=2))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        (work / "model").rename(final)
+
+
+def pretrain_train_config(cfg: PretrainConfig, steps: int, schedule: str = "cosine") -> Any:
+    from eef.models.train import TrainConfig
+    return TrainConfig(lr=cfg.lr, epochs=1.0, max_steps=steps, batch_size=cfg.batch_size,
+                       max_tokens=cfg.max_tokens, weight_decay=0.0, warmup_ratio=0.03,
+                       schedule=schedule, seed=cfg.seed, save_every=cfg.save_every)
+
+
+def train_pretrain(init: Path, trajs: Sequence[Trajectory], out: Path, cfg: PretrainConfig, *,
+                   steps: int, schedule: str = "cosine", progress: bool = True,
+                   stop_after: int | None = None) -> dict[str, Any]:
+    """Train ``init`` on ``trajs`` with ``train_sft`` (action-token loss, resumable)."""
+    from eef.models.train import train_sft
+    if (out / "eef_phase.json").exists():  # this phase finished in an earlier call
+        return json.loads((out / "eef_phase.json").read_text())
+    res = train_sft(str(init), trajs, out, pretrain_train_config(cfg, steps, schedule),
+                    progress=progress, stop_after=stop_after)
+    if res["steps"] >= res["total_steps"]:
+        (out / "eef_phase.json").write_text(json.dumps(
+            {k: res[k] for k in ("steps", "total_steps", "tokens", "trained_tokens", "seconds",
+                                 "examples")}))
+    return res
+
+
+def _progress(items: Iterator[Trajectory], total: int, label: str, show: bool
+              ) -> Iterator[Trajectory]:
+    from tqdm.auto import tqdm
+    with tqdm(total=total, desc=label, unit="seq", disable=not show) as bar:
+        for t in items:
+            yield t
+            bar.update(1)
+
+
+class _Lock:
+    """An exclusive advisory lock on a file (two processes never build the same directory)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> "_Lock":
+        import fcntl
+        self.f = open(self.path, "a")
+        fcntl.flock(self.f, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+        fcntl.flock(self.f, fcntl.LOCK_UN)
+        self.f.close()

@@ -1,0 +1,180 @@
+"""The preset builder (eef.models.pretrain) on a very small budget: the 'test' preset, a few
+dozen sequences, a few optimizer steps."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+pytestmark = pytest.mark.needs_data
+
+SMALL = dict(recall_tasks=8, warmup_steps=0, explore_episodes=4, pick_tasks=12, steps=3,
+             batch_size=4, max_tokens=1000, max_hits=3, save_every=1)
+
+
+@pytest.fixture(scope="module")
+def env():
+    from eef.envs.webshop import WebShopEnv
+    return WebShopEnv()
+
+
+@pytest.fixture(scope="module")
+def corpus(env):
+    from eef.models.pretrain import explore_transcripts, pick_tasks
+    return (list(explore_transcripts(env, 25, seed=3, relabel=0.5)),
+            list(pick_tasks(env, 60, seed=3, option_share=0.5, relabel=0.5)))
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EEF_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _texts(t):
+    yield t.instruction
+    yield t.initial_observation
+    for s in t.steps:
+        yield s.action
+        yield s.thought
+        yield s.observation
+
+
+def test_corpus_has_no_test_goal_and_no_score(env, corpus):
+    test_ins = {t.instruction.lower() for t in env.tasks("test")}
+    test_ins |= {t.instruction.lower() for t in env.tasks("all") if t.split is None}
+    explore, picks = corpus
+    assert explore and picks
+    for t in explore + picks:
+        for text in _texts(t):
+            low = text.lower()
+            assert "your score" not in low and "thank you for shopping" not in low
+            assert not any(ins in low for ins in test_ins if ins)
+        assert t.reward == 0.0 and not t.success
+    train_ins = {t.instruction for t in env.tasks("train")}
+    assert all(t.instruction in train_ins or t.source.get("relabelled") for t in explore)
+    # invalid random actions stay in the context but out of the loss
+    assert all(s.train == s.valid for t in explore for s in t.steps)
+
+
+def test_copy_targets_are_listed_train_products(env, corpus):
+    from eef.experts.webshop import parse_page
+    train = set(env.cat.split["train"])
+    _, picks = corpus
+    relabelled = 0
+    for t in picks:
+        search, click = t.steps[0], t.steps[1]
+        assert not search.train and click.train
+        listed = [h[0] for h in parse_page(search.observation)["hits"]]
+        m = re.fullmatch(r"click\[(.+)\]", click.action)
+        assert m and m.group(1) in listed, (click.action, listed)
+        target = m.group(1)
+        if t.source.get("relabelled"):
+            relabelled += 1
+            assert target not in env.cat.products  # a fresh identifier, never a real one
+        else:
+            assert target in train
+            title = env.cat.products[target]["Title"].lower()
+            named = t.instruction.split(" with ")[0].split()[-1]
+            assert named in title
+        for s in t.steps[2:]:  # option clicks are values listed on the item page
+            value = s.action[len("click["):-1]
+            assert s.train and f" [SEP] {value} [SEP] " in t.steps[1].observation
+    assert 0 < relabelled < len(picks)
+
+
+def test_recall_drills_repeat_their_list(env):
+    from eef.models.pretrain import recall_tasks
+    drills = list(recall_tasks(env, 40, seed=2, distinct=0.5))
+    assert len(drills) == 40
+    n_distinct = 0
+    for t in drills:
+        ids = t.initial_observation.split(" [SEP] ")
+        (s,) = t.steps
+        assert s.train and s.thought == t.initial_observation
+        assert s.action[len("click["):-1] in ids
+        assert all(len(i) == 10 and i not in env.cat.products for i in ids)
+        n_distinct += len(set("".join(ids))) == 10 * len(ids)
+    assert 5 < n_distinct < 35
+
+
+def test_options_are_validated_and_key_changes(cache):
+    from eef.models.pretrain import PretrainConfig, PretrainError, build_key, build_preset
+    k1, _ = build_key("test", "webshop", PretrainConfig.from_options(SMALL))
+    k2, _ = build_key("test", "webshop", PretrainConfig.from_options(SMALL))
+    k3, _ = build_key("test", "webshop", PretrainConfig.from_options({**SMALL, "steps": 4}))
+    k4, _ = build_key("tiny", "webshop", PretrainConfig.from_options(SMALL))
+    assert k1 == k2 and len({k1, k3, k4}) == 3
+    with pytest.raises(PretrainError, match="unknown preset option"):
+        build_preset("test", "webshop", progress=False, bogus=1)
+    with pytest.raises(PretrainError, match="warmup_steps"):
+        build_preset("test", "webshop", progress=False, recall_tasks=0, warmup_steps=3)
+    with pytest.raises(PretrainError, match="relabel"):
+        build_preset("test", "webshop", progress=False, relabel=2.0)
+    with pytest.raises(PretrainError, match="no pre-training corpus"):
+        build_preset("test", "nowhere", progress=False)
+    from eef.models.preset import PresetError
+    with pytest.raises(PresetError, match="unknown preset 'huge'"):
+        build_preset("huge", "webshop", progress=False)
+
+
+def test_build_is_cached_and_recorded(cache, monkeypatch):
+    import eef.models.pretrain as P
+    path = P.build_preset("test", "webshop", progress=False, **SMALL)
+    assert path.parent == cache / "presets" and not path.with_name(path.name + ".tmp").exists()
+    info = json.loads((path / P.INFO_FILE).read_text())
+    pt = info["pretraining"]
+    assert pt["steps"] == 3 and pt["tokens"] > 0 and pt["options"]["pick_tasks"] == 12
+    assert pt["corpus"]["pick"]["sequences"] == 12 and pt["corpus"]["recall"]["sequences"] == 8
+    assert pt["corpus"]["explore"]["trained_actions"] > 0
+    assert (path / "config.json").exists() and (path / "tokenizer.json").exists()
+
+    def boom(*a, **k):
+        raise AssertionError("trained again")
+    monkeypatch.setattr(P, "train_pretrain", boom)
+    assert P.build_preset("test", "webshop", progress=False, **SMALL) == path
+    with pytest.raises(AssertionError, match="trained again"):  # other options: a new build
+        P.build_preset("test", "webshop", progress=False, **{**SMALL, "seed": 1})
+
+
+def test_interrupted_build_resumes(cache, tmp_path):
+    import eef.models.pretrain as P
+    out = tmp_path / "preset"
+    opts = {**SMALL, "steps": 4, "warmup_steps": 2}
+    with pytest.raises(P.BuildInterrupted, match="warmup"):
+        P.build_preset("test", "webshop", out=out, progress=False, stop_after=1, **opts)
+    work = out.with_name(out.name + ".tmp")
+    assert not out.exists() and (work / "warmup" / "checkpoint").is_dir()
+    corpus_before = (work / "corpus.jsonl").read_bytes()
+    with pytest.raises(P.BuildInterrupted, match="model"):
+        P.build_preset("test", "webshop", out=out, progress=False, stop_after=2, **opts)
+    assert (work / "model" / "checkpoint").is_dir()
+    assert (work / "warmup" / "eef_phase.json").exists()
+    assert (work / "corpus.jsonl").read_bytes() == corpus_before  # written once, reused
+    path = P.build_preset("test", "webshop", out=out, progress=False, **opts)
+    assert path == out and not work.exists()
+
+    def steps(log):
+        return [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps(out / "train_log.jsonl") == [1, 2, 3, 4]  # continued, not restarted
+    info = json.loads((out / P.INFO_FILE).read_text())["pretraining"]
+    assert info["steps"] == 6 and info["warmup_steps"] == 2
+    with pytest.raises(P.PretrainError, match="exists but is not this build"):
+        P.build_preset("test", "webshop", out=out, progress=False, **SMALL)
+
+
+def test_pick_probe_scores_policies(env):
+    from eef.experts import make_expert
+    from eef.models.pretrain import evaluate_picks, webshop_pick_pages
+    pages = webshop_pick_pages(env, "test", limit=12)
+    assert pages and all(p.context.steps[-1].action.startswith("search[") for p in pages)
+    with_target = [p for p in pages if p.target_listed]
+    assert with_target
+    oracle = make_expert(env, "oracle")
+    r = evaluate_picks(oracle, with_target)
+    assert r["copy_rate"] == 1.0 and r["pick_accuracy"] == 1.0
+    assert r["first_hit"] == sum(p.listed[0] == p.target for p in with_target) / len(with_target)
+    ex = with_target[0].sft_example()
+    assert [s.train for s in ex.steps] == [False, True] and ex.steps[-1].action.startswith("click[")
