@@ -240,6 +240,24 @@ def show(path: Path = typer.Argument(..., help="Trajectory JSONL."),
         _fail(f"no trajectory{' of task ' + task if task else ''} in {path}", 1)
 
 
+@app.command()
+def report(run_dirs: list[Path] = typer.Argument(..., help="Run directories (or `eef compare` "
+                                                 "output directories)."),
+           out: Path = typer.Option(Path("report.html"), help="HTML file to write."),
+           title: str = typer.Option("EEF report", help="Page title."),
+           obs_chars: int = typer.Option(300, help="Clip Figure 1 observations to N characters "
+                                         "(0: never)."),
+           data_dir: Optional[Path] = DataDir):
+    """One self-contained HTML report (plots, Figure 1 and Figure 2 views) of run dirs."""
+    set_data_dir(data_dir)
+    from eef.report.html import ReportConfig, report_command
+    from eef.report.rundata import ReportError
+    try:
+        report_command(run_dirs, out, ReportConfig(title=title, obs_chars=obs_chars))
+    except ReportError as e:
+        _fail(str(e))
+
+
 @model_app.command("init")
 def model_init(preset: str = typer.Option("tiny", help="Preset: tiny | small | test."),
                env: str = typer.Option("webshop", help="Env whose text trains the tokenizer "

@@ -108,3 +108,16 @@ def test_eval_through_the_batched_engine(tmp_path):
                          "--num-envs", "3", "--out", str(out), "--json").stdout)
     assert [t["reward"] for t in eng["tasks"]] == [t["reward"] for t in seq["tasks"]]
     assert eng["win_rate"] == seq["win_rate"] and len(read_jsonl(out)) == 6
+
+
+def test_report_command(tmp_path):
+    from report_fakes import write_fake_run
+    r = run("report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r.html"))
+    assert r.exit_code == 2 and "no such directory" in r.output
+    assert not (tmp_path / "r.html").exists()
+    run_dir = tmp_path / "run"
+    write_fake_run(run_dir, ["webshop/B08ZRR3DZT/3"], ["webshop/B08ZRR3DZT/3"])
+    r = run("report", str(run_dir), "--out", str(tmp_path / "r.html"))
+    assert r.exit_code == 0, r.output
+    html = (tmp_path / "r.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "Figure 1" in html

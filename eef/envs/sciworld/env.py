@@ -292,7 +292,7 @@ class SciWorldEnv(TextEnv):
             self._descriptions = {}
             f = sciworld_cache() / "descriptions.jsonl"
             if f.exists():
-                for line in f.read_text(encoding="utf-8").splitlines():
+                for line in f.read_text(encoding="utf-8").split("\n"):
                     try:
                         d = json.loads(line)
                         self._descriptions[(d["task"], int(d["variation"]))] = d["description"]

@@ -47,7 +47,7 @@ class GoldCache:
             paths: dict[int, list[str]] = {}
             f = self._file(task)
             if f.exists():
-                for line in f.read_text(encoding="utf-8").splitlines():
+                for line in f.read_text(encoding="utf-8").split("\n"):
                     try:
                         d = json.loads(line)
                         paths[int(d["variation"])] = [str(a) for a in d["actions"]]

@@ -155,7 +155,7 @@ def load_catalogue(root: str | None = None) -> Catalogue:
     contents: dict[str, str] = {}
     try:
         if cat_path.suffix == ".jsonl":
-            for line in cat_path.read_text().splitlines():
+            for line in cat_path.read_text(encoding="utf-8").split("\n"):
                 if line.strip():
                     d = json.loads(line)
                     products[d["id"]] = d["product"]
