@@ -32,8 +32,9 @@ from pathlib import Path
 
 from _util import emit, parser, table
 
-QUICK_BUILD = dict(recall_tasks=640, warmup_steps=20, explore_episodes=16, pick_tasks=200,
-                   steps=24, batch_size=16, max_hits=4, save_every=8)
+QUICK_BUILD = dict(short_drills=640, warmup_steps=10, short_replay=64, lookup_drills=64,
+                   explore_episodes=8, pick_tasks=100, steps=16, batch_size=16, max_hits=4,
+                   save_every=8)
 
 
 def main() -> None:
@@ -47,6 +48,8 @@ def main() -> None:
     p.add_argument("--options", default="{}", help="JSON of build options (PretrainConfig)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1: much faster than 2 on a busy 2-core machine)")
+    p.add_argument("--no-scratch", action="store_true",
+                   help="skip the SFT from the not pre-trained preset (the comparison arm)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args()
     import torch
@@ -87,7 +90,8 @@ def main() -> None:
         cfg = TrainConfig(lr=1e-3, max_steps=sft_steps, batch_size=sft_batch,
                           max_tokens=1536, warmup_ratio=0.05, save_every=10 ** 9)
         res = {}
-        for name, base in (("pretrained", path), ("scratch", scratch)):
+        arms = [("pretrained", path)] + ([] if a.no_scratch else [("scratch", scratch)])
+        for name, base in arms:
             t1 = time.time()
             train_sft(str(base), sft_data, tmp / f"sft-{name}", cfg, progress=progress)
             minutes = (time.time() - t1) / 60
@@ -106,8 +110,9 @@ def main() -> None:
             f"{r_pre['pick_accuracy']:.1%}", "-"],
            ["pre-trained + SFT", f"{res['pretrained']['copy_rate']:.1%}",
             f"{res['pretrained']['pick_accuracy']:.1%}", res["pretrained"]["sft_minutes"]],
-           ["no pre-training + SFT", f"{res['scratch']['copy_rate']:.1%}",
-            f"{res['scratch']['pick_accuracy']:.1%}", res["scratch"]["sft_minutes"]],
+           *([["no pre-training + SFT", f"{res['scratch']['copy_rate']:.1%}",
+               f"{res['scratch']['pick_accuracy']:.1%}", res["scratch"]["sft_minutes"]]]
+             if "scratch" in res else []),
            ["click the first hit", "100%", f"{first_hit:.1%}", "-"]])
     table("build", ["what", "value"],
           [["build minutes (this call)", f"{build_s / 60:.1f}" + (" (cached)" if cached else "")],
@@ -120,7 +125,7 @@ def main() -> None:
           "pretrain_tokens": info["tokens"], "copy_rate_pretrained": r_pre["copy_rate"],
           "pick_accuracy_pretrained_no_sft": r_pre["pick_accuracy"],
           "pretrained": {k: v for k, v in res["pretrained"].items() if k != "examples"},
-          "scratch": {k: v for k, v in res["scratch"].items() if k != "examples"},
+          "scratch": {k: v for k, v in res.get("scratch", {}).items() if k != "examples"},
           "first_hit": first_hit, "test_pages": len(test),
           "test_pages_with_target": len(with_target), "sft_examples": len(sft_data),
           "sft_steps": sft_steps, "sft_batch": sft_batch, "quick": a.quick, "threads": a.threads,

@@ -33,6 +33,10 @@ def runs(mask: list[int]) -> list[tuple[int, int]]:
     return out
 
 
+def _lowercases(tok) -> bool:
+    return tok.decode(tok("Wireless", add_special_tokens=False)["input_ids"]) == "wireless"
+
+
 def test_mask_covers_exactly_the_trained_turns(fmt):
     traj = make_traj(4, untrained=(1,))
     traj.steps[1].action = "click[harmful]"
@@ -44,7 +48,10 @@ def test_mask_covers_exactly_the_trained_turns(fmt):
     for (a, b), i in zip(r, [0, 2, 3]):
         got = tok.decode(ex.input_ids[a:b]).strip()
         got = got.replace(" " + fmt.end_of_turn, fmt.end_of_turn)  # llama2: "... </s>"
-        assert got == f"{traj.steps[i].turn}{fmt.end_of_turn}", (fmt.template, got)
+        want = f"{traj.steps[i].turn}{fmt.end_of_turn}"
+        if _lowercases(tok):  # the preset tokenizer reads text lower-cased
+            got, want = got.lower(), want.lower()
+        assert got == want, (fmt.template, got)
         # the tokens right before / after are template or observation tokens, never trained
         before = tok.decode(ex.input_ids[:a])
         assert not before.rstrip().endswith(traj.steps[i].turn)
@@ -83,16 +90,26 @@ def test_system_message_is_never_trained(fmt):
 
 
 def test_identifiers_tokenise_the_same_in_observation_and_action():
-    tok = make_tokenizer("tiny")
-    for a in ASINS:
+    tok = make_tokenizer("tiny")  # ASINS[:2] are identifier tokens, ASINS[2:] are not
+    for i, a in enumerate(ASINS):
         in_obs = tok(f"Observation: x [SEP] {a} [SEP] y", add_special_tokens=False)["input_ids"]
         in_act = tok(f"Action: click[{a}]", add_special_tokens=False)["input_ids"]
         ident = tok(a, add_special_tokens=False)["input_ids"]
-        assert len(ident) == len(a)  # one token per character
+        if i < 2:
+            assert len(ident) == 1  # one token
+        else:  # outside the vocabulary: pieces, the same after a space and after "["
+            assert len(ident) > 1
+            ident = tok(f" {a}", add_special_tokens=False)["input_ids"]
 
         def has(seq):
             return any(seq[i:i + len(ident)] == ident for i in range(len(seq)))
-        assert has(in_obs) and has(in_act)
+        assert has(in_obs) and has(in_act), (a, tok.convert_ids_to_tokens(in_act))
+        assert tok.decode(in_act) == f"action: click[{a if i < 2 else a.lower()}]"  # lower-cased
+    # words are the same tokens in the text and in an action argument
+    w = tok(" wireless", add_special_tokens=False)["input_ids"]
+    act = tok("search[wireless mouse]", add_special_tokens=False)["input_ids"]
+    assert any(act[i:i + len(w)] == w for i in range(len(act)))
+    assert tok.decode(act) == "search[wireless mouse]"
     assert len(tok("[SEP]", add_special_tokens=False)["input_ids"]) == 1
 
 
@@ -123,7 +140,7 @@ def test_prompt_longer_than_budget_is_cut_in_the_middle_and_counted():
     (ex,), rep = build_examples([traj], fmt, 120)
     assert len(ex.input_ids) == 120 and rep.prompt_tokens_cut > 0
     assert fmt.tokenizer.decode([t for t, m in zip(ex.input_ids, ex.mask) if m]).startswith(
-        traj.steps[0].turn)
+        traj.steps[0].turn.lower())  # the preset tokenizer reads text lower-cased
 
 
 def test_turn_longer_than_budget_is_dropped_with_a_warning(caplog):
@@ -146,8 +163,8 @@ def test_inference_prompt_keeps_task_and_recent_steps():
     assert len(ids) <= len(full) // 2
     assert ids[:len(head) - len(gen)] == head[:-len(gen)]
     assert ids[-len(gen):] == gen
-    assert fmt.tokenizer.decode(ids).removesuffix("<|assistant|>").endswith(
-        traj.steps[-1].observation + "<|end|>\n")
+    assert fmt.tokenizer.decode(ids).removesuffix("<|assistant|>").lower().endswith(
+        (traj.steps[-1].observation + "<|end|>\n").lower())  # the preset lower-cases text
 
 
 # -- bad input -------------------------------------------------------------------------------

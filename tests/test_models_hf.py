@@ -139,7 +139,8 @@ def test_sft_learns_the_turns_and_act_stops_after_the_action(trained_dir):
     pol = load_policy(f"hf:{trained_dir}")
     ctx = fixed_task(3)
     out = pol.act([ctx[0].prefix(0), ctx[1].prefix(1)], Sampling(max_new_tokens=40))
-    assert out == ["Thought: I search\nAction: search[shoes]", "Action: click[buy now]"]
+    # the preset tokenizer reads text lower-cased, so its model writes lower case
+    assert out == ["thought: i search\naction: search[shoes]", "action: click[buy now]"]
     log = [json.loads(x) for x in (trained_dir / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < 0.2 * log[0]["loss"]
     saved = json.loads((trained_dir / "eef_train.json").read_text())

@@ -48,7 +48,8 @@ def test_openai_backend_against_eef_serve_32_concurrent(server):
     contexts = [t.prefix(i % 2) for i, t in enumerate(ctx)]
     t0 = len(server["app"].state.batcher.batches)
     out = pol.act(contexts, Sampling(max_new_tokens=40))
-    want = ["Thought: I search\nAction: search[shoes]", "Action: click[buy now]"]
+    # the preset tokenizer reads text lower-cased, so its model writes lower case
+    want = ["thought: i search\naction: search[shoes]", "action: click[buy now]"]
     assert out == [want[i % 2] for i in range(32)]
     assert out == server["policy"].act(contexts, Sampling(max_new_tokens=40))
     sizes = server["app"].state.batcher.batches[t0:]

@@ -48,7 +48,7 @@ def make_tokenizer(kind: str):
 
     if kind == "tiny":
         from eef.models.preset import train_tokenizer
-        return train_tokenizer(corpus(), 600, ["[SEP]"])
+        return train_tokenizer(corpus(), 600, ["[SEP]"], identifiers=ASINS[:2])
     if kind == "smollm2":  # the real SmolLM2-135M-Instruct tokenizer and chat template
         from transformers import AutoTokenizer
 

@@ -10,8 +10,8 @@ import pytest
 
 pytestmark = pytest.mark.needs_data
 
-SMALL = dict(recall_tasks=8, warmup_steps=0, explore_episodes=4, pick_tasks=12, steps=3,
-             batch_size=4, max_tokens=1000, max_hits=3, save_every=1)
+SMALL = dict(short_drills=8, short_replay=4, lookup_drills=8, warmup_steps=0, explore_episodes=4,
+             pick_tasks=12, steps=3, batch_size=4, max_tokens=1000, max_hits=3, save_every=1)
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +71,11 @@ def test_copy_targets_are_listed_train_products(env, corpus):
         m = re.fullmatch(r"click\[(.+)\]", click.action)
         assert m and m.group(1) in listed, (click.action, listed)
         target = m.group(1)
-        if t.source.get("relabelled"):
+        assert target in env.cat.products
+        if t.source.get("relabelled"):  # any catalogue ASIN, an arbitrary label
             relabelled += 1
-            assert target not in env.cat.products  # a fresh identifier, never a real one
-        else:
+        else:  # the named product is a train product
+            assert target in train
             assert target in train
             title = env.cat.products[target]["Title"].lower()
             named = t.instruction.split(" with ")[0].split()[-1]
@@ -85,19 +86,35 @@ def test_copy_targets_are_listed_train_products(env, corpus):
     assert 0 < relabelled < len(picks)
 
 
-def test_recall_drills_repeat_their_list(env):
-    from eef.models.pretrain import recall_tasks
-    drills = list(recall_tasks(env, 40, seed=2, distinct=0.5))
+def test_lookup_drills_copy_listed_identifiers(env):
+    from eef.experts.webshop import parse_page
+    from eef.models.pretrain import _words, lookup_drills
+    train = set(env.cat.split["train"])
+    drills = list(lookup_drills(env, 40, seed=2))
     assert len(drills) == 40
-    n_distinct = 0
+    titles = {p["Title"].lower() for a, p in env.cat.products.items() if a in train}
     for t in drills:
-        ids = t.initial_observation.split(" [SEP] ")
-        (s,) = t.steps
-        assert s.train and s.thought == t.initial_observation
-        assert s.action[len("click["):-1] in ids
-        assert all(len(i) == 10 and i not in env.cat.products for i in ids)
-        n_distinct += len(set("".join(ids))) == 10 * len(ids)
-    assert 5 < n_distinct < 35
+        search, click = t.steps
+        assert not search.train and click.train
+        hits = parse_page(search.observation)["hits"]
+        assert 2 <= len(hits) <= 6
+        # titles are the first words of train products' titles only
+        assert all(any(tt.startswith(h[1].lower()) for tt in titles) for h in hits)
+        ids = [h[0] for h in hits]
+        assert set(ids) <= set(env.cat.products) and len(set(ids)) == len(ids)
+        assert click.action[len("click["):-1] in ids
+        # every lookup in the thought names a word of that hit's title, unique on the page
+        for word, ident in re.findall(r"(.+?) is (\w{10})\. ?", click.thought):
+            (hit,) = [h for h in hits if h[0] == ident]
+            others = [h for h in hits if h[0] != ident]
+            assert set(word.split()) <= set(_words(hit[1]))
+            assert not any(set(word.split()) <= set(_words(o[1])) for o in others)
+        named = t.instruction.split(", ")[0].split()[-1]  # the first word named is clicked
+        assert click.thought.startswith(f"{named} is ") or f" {named} is " in click.thought
+        assert click.thought.split(" is ")[1].split(".")[0] == click.action[len("click["):-1]
+    # the identifiers are drawn at random: they do not follow the titles
+    first = [t.steps[0].observation.split(" [SEP] ")[3] for t in drills]
+    assert len(set(first)) > 30
 
 
 def test_options_are_validated_and_key_changes(cache):
@@ -110,7 +127,7 @@ def test_options_are_validated_and_key_changes(cache):
     with pytest.raises(PretrainError, match="unknown preset option"):
         build_preset("test", "webshop", progress=False, bogus=1)
     with pytest.raises(PretrainError, match="warmup_steps"):
-        build_preset("test", "webshop", progress=False, recall_tasks=0, warmup_steps=3)
+        build_preset("test", "webshop", progress=False, short_drills=0, warmup_steps=3)
     with pytest.raises(PretrainError, match="relabel"):
         build_preset("test", "webshop", progress=False, relabel=2.0)
     with pytest.raises(PretrainError, match="no pre-training corpus"):
@@ -127,7 +144,7 @@ def test_build_is_cached_and_recorded(cache, monkeypatch):
     info = json.loads((path / P.INFO_FILE).read_text())
     pt = info["pretraining"]
     assert pt["steps"] == 3 and pt["tokens"] > 0 and pt["options"]["pick_tasks"] == 12
-    assert pt["corpus"]["pick"]["sequences"] == 12 and pt["corpus"]["recall"]["sequences"] == 8
+    assert pt["corpus"]["pick"]["sequences"] == 12 and pt["corpus"]["lookup"]["sequences"] == 8
     assert pt["corpus"]["explore"]["trained_actions"] > 0
     assert (path / "config.json").exists() and (path / "tokenizer.json").exists()
 

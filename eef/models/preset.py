@@ -5,13 +5,22 @@
 the tokenizer saw) that loads through ``hf:DIR`` like any model.  The weights are randomly
 initialised (seeded); pre-training on environment text is a separate step.
 
-Tokenizer.  Byte-level BPE (any text round-trips) with a pre-tokenizer that keeps identifiers
-tokenised the same way wherever they appear: every whitespace character is its own piece (so a
-word is the same token after a space, a bracket or a line start), every digit is a piece, letters
-next to a digit and runs of capitals are split into single characters (an ASIN such as
-``B06Y3VLDFB`` is ten one-character tokens in the observation and in ``click[B06Y3VLDFB]``), and
-punctuation is split off.  This addresses the mismatch measured with a plain byte-level BPE,
-which tokenised the same ASIN differently after a space and after ``[``.
+Tokenizer.  Byte-level BPE whose pieces are a letter run, a digit or a punctuation character,
+each with the space before it (``" candles"``), and any other whitespace character alone.  So
+that a word is the same token in the text and in an action argument, a normaliser writes
+``[`` followed by a non-space as ``[ `` (``search[ scented candles]``: `` scented`` as in the
+instruction) and the decoder removes that space again (the one thing that does not round-trip
+is a space typed right after ``[``).  Text is lower-cased first: an instruction's
+``wireless`` and a title's ``Wireless`` are one token, which a tiny model would otherwise have
+to learn are the same (WebShop and ScienceWorld read actions case-insensitively; the model's
+own text comes out lower-case, identifiers excepted).  The env's **identifiers** (WebShop:
+the catalogue's ASINs) are added tokens: ``B06Y3VLDFB`` is ONE token in the observation and
+in ``click[B06Y3VLDFB]``, so choosing a listed product is copying one token, not spelling ten
+characters (a from-scratch model given one-character pieces did not learn to copy them
+within a CPU budget: see ``docs/tiny-preset.md``).  An identifier outside the vocabulary (a
+product added later) is spelled in pieces, the same after a space and after ``[``.  This
+also removes the mismatch measured with a plain
+byte-level BPE, which tokenised the same ASIN differently after a space and after ``[``.
 """
 
 from __future__ import annotations
@@ -28,8 +37,7 @@ from eef.models.format import DEFAULT_CHAT_TEMPLATE
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 
 #: pieces of the pre-tokenizer (see module doc)
-PRETOKENIZE_PATTERN = (r"\s|[0-9]|(?<=[0-9])[A-Za-z]|[A-Za-z](?=[0-9])"
-                       r"|(?<=[A-Z])[A-Z]|[A-Z](?=[A-Z])|[^\w\s]")
+PRETOKENIZE_PATTERN = r" ?[a-z]+| ?[0-9]| ?[^\sa-z0-9]|\s"
 
 
 class PresetError(ValueError):
@@ -44,7 +52,8 @@ class Preset:
     num_hidden_layers: int = field(metadata={"help": "transformer blocks"})
     num_attention_heads: int = field(metadata={"help": "attention heads (head dim = d / heads)"})
     intermediate_size: int = field(metadata={"help": "SwiGLU MLP width"})
-    vocab_size: int = field(metadata={"help": "BPE vocabulary size (incl. special tokens)"})
+    vocab_size: int = field(metadata={"help": "BPE vocabulary size (incl. special tokens and "
+                                                "markers; identifier tokens come on top)"})
     max_position_embeddings: int = field(default=2048, metadata={"help": "longest context (RoPE)"})
     help: str = ""
 
@@ -61,18 +70,25 @@ PRESETS: dict[str, Preset] = {
 
 # -- tokenizer --------------------------------------------------------------------------------
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096,
-                    extra_tokens: Iterable[str] = (), min_frequency: int = 2) -> Any:
+                    extra_tokens: Iterable[str] = (), min_frequency: int = 2,
+                    identifiers: Iterable[str] = ()) -> Any:
     """Train the preset tokenizer on ``texts`` (any iterable of strings: env observations,
-    instructions, actions) and return a ``PreTrainedTokenizerFast`` with the chat template."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    instructions, actions) and return a ``PreTrainedTokenizerFast`` with the chat template.
+
+    ``extra_tokens`` (markers such as ``[SEP]``) count towards ``vocab_size``;
+    ``identifiers`` become one added token each, on top of it."""
+    from tokenizers import (Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers,
+                            trainers)
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.Sequence([normalizers.Lowercase(),
+                                           normalizers.Replace(Regex(r"\[(?=\S)"), "[ ")])
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(PRETOKENIZE_PATTERN), "isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
-    tok.decoder = decoders.ByteLevel()
+    tok.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Replace("[ ", "[")])
     extra = [t for t in extra_tokens if t not in SPECIAL_TOKENS]
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size - len(extra), min_frequency=min_frequency,
@@ -89,9 +105,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096,
     tok.train_from_iterator(counted(), trainer=trainer)
     if n[0] == 0:
         raise PresetError("cannot train a tokenizer on an empty corpus")
-    if extra:  # frequent multi-character markers such as "[SEP]" become single tokens
+    ids = [t for t in dict.fromkeys(identifiers) if t and t not in extra]
+    if extra or ids:  # markers such as "[SEP]" and identifiers become single tokens
         from tokenizers import AddedToken
-        tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in extra])
+        tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in extra + ids])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|end|>", pad_token="<|pad|>",
         chat_template=DEFAULT_CHAT_TEMPLATE, padding_side="left",
@@ -108,9 +125,12 @@ def webshop_corpus(data_dir: str | os.PathLike | None = None) -> Iterator[str]:
     if not path.exists():
         raise DataNotFoundError(f"{path} not found: get the WebShop data first (eef data "
                                 "download webshop) or set EEF_DATA_DIR")
-    yield ("Instruction: [SEP] WebShop [SEP] Search Back to Search < Prev Next > "
-           "Description Features Reviews Buy Now search[ click[ ] Thought: Action: "
-           "Observation: Page 1 (Total results: 50) Your score (min 0.0, max 1.0)")
+    # the env's fixed interface words, repeated so that each is a token of its own
+    for _ in range(200):
+        yield ("Instruction: [SEP] WebShop [SEP] Search Back to Search < Prev Next > "
+               "Description Features Reviews Buy Now search[ click[ ] Thought: Action: "
+               "Observation: Page 1 (Total results: 50) Your score (min 0.0, max 1.0) "
+               "i need i want i am looking for find me with and price lower than dollars")
     with open(path, encoding="utf-8") as f:
         for line in f:
             d = json.loads(line)
@@ -127,10 +147,37 @@ def webshop_corpus(data_dir: str | os.PathLike | None = None) -> Iterator[str]:
 
 
 #: text corpora of the tokenizer by env; other envs pass ``texts=`` to ``init_preset``
+def sciworld_corpus(data_dir: str | os.PathLike | None = None) -> Iterator[str]:
+    """ScienceWorld text of train variations only (``eef.models.pretrain_sciworld``)."""
+    from eef.models.pretrain_sciworld import sciworld_texts
+    return sciworld_texts(data_dir)
+
+
 CORPORA: dict[str, Callable[..., Iterable[str]]] = {
     "webshop": webshop_corpus,
+    "sciworld": sciworld_corpus,
 }
 EXTRA_TOKENS: dict[str, list[str]] = {"webshop": ["[SEP]"]}
+#: what each env's tokenizer corpus holds (recorded in ``eef_preset.json``)
+CORPUS_WHAT = {
+    "webshop": "webshop catalogue text and the action vocabulary only (no instructions, expert "
+               "or test trajectories)",
+    "sciworld": "sciworld action templates and text of train variations only (task "
+                "descriptions, rooms, object names, random actions; no dev/test variation, no "
+                "expert)",
+}
+
+
+def webshop_identifiers(data_dir: str | os.PathLike | None = None) -> list[str]:
+    """The catalogue's ASINs (upper case, as pages show them), sorted: added tokens."""
+    from eef.config import data_dir as _dd
+    path = Path(_dd(data_dir)) / "webshop" / "products_1k.jsonl"
+    with open(path, encoding="utf-8") as f:
+        return sorted({str(json.loads(line)["id"]).upper() for line in f if line.strip()})
+
+
+#: identifier tokens by env (one added token each; see the module doc)
+IDENTIFIERS: dict[str, Callable[..., list[str]]] = {"webshop": webshop_identifiers}
 
 
 # -- model ------------------------------------------------------------------------------------
@@ -180,7 +227,9 @@ def init_preset(preset: str, env: str | None, out: str | os.PathLike, *,
             corpus_info["chars"] += len(t)
             yield t
 
-    tok = train_tokenizer(counting(texts), p.vocab_size, EXTRA_TOKENS.get(env or "", []))
+    ids = IDENTIFIERS[env](data_dir) if env in IDENTIFIERS and not given else []
+    tok = train_tokenizer(counting(texts), p.vocab_size, EXTRA_TOKENS.get(env or "", []),
+                          identifiers=ids)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(preset_config(p, tok))
     out = Path(out)
@@ -190,9 +239,8 @@ def init_preset(preset: str, env: str | None, out: str | os.PathLike, *,
     info = {"preset": preset, "env": env, "seed": seed, "size": asdict(p),
             "parameters": sum(t.numel() for t in model.parameters()),
             "tokenizer_corpus": {**corpus_info, "what": (
-                "texts given by the caller" if given else
-                f"{env} catalogue / text corpus only (no instructions, expert or test "
-                "trajectories)")},
+                "texts given by the caller" if given else CORPUS_WHAT.get(env, env))},
+            "identifier_tokens": len(ids),
             "weights": "random initialisation (no pre-training)"}
     (out / "eef_preset.json").write_text(json.dumps(info, indent=2))
     return out

@@ -7,15 +7,25 @@ picks memorised train ASINs and reached 0% on test products (``tiny-model-probe.
 project notes); a pretrained LLM copies for free.  ``build_preset`` gives the preset that
 ability with environment text alone.
 
-What the model sees (``eef_preset.json`` of a build records the counts):
+What the model sees (``eef_preset.json`` of a build records the counts).  Every identifier
+is one token of the preset tokenizer (``eef.models.preset``), so copying an ASIN is copying one
+token.  The drills and relabelled sequences use the catalogue's ASINs as arbitrary labels:
+drawn at random from ALL of them and attached to train products' titles.  A test product's
+title, goal or page is never a drill, and a test product is never a target, but its ASIN
+token does occur as a label: when labels were drawn from the train products' ASINs only, the
+model learnt never to output any other identifier token (all 43 of its copies on the 116 test
+pages were train ASINs although 42% of the listed ASINs were test ones; pick accuracy 0%), the
+tied output embedding of a token that is never a target being pushed down by every softmax.
 
-* ``recall``: dense copy drills: the prompt lists 1-4 fresh identifiers (``[SEP]``-separated,
-  as on a page), the trained turn repeats the list in its thought and clicks one.  With
-  ``warmup_steps`` the build first trains on the drills whose identifiers have all-different
-  characters alone (copying forms fastest on such repeats), then on the whole corpus.
+* ``lookup_short`` (the warm-up, ``warmup_steps`` of ``warmup_batch_size``): 1-4 hits of 1-3
+  title words each, with identifiers drawn at random from the catalogue's ASINs; the
+  instruction names hits by one word each, the thought looks them up (``<word> is <id>.``)
+  and the action clicks the first.  Copying formed on these after a plateau of ~150-250 steps
+  of 64 and did not form within the same budget on page-length sequences (docs/tiny-preset.md).
+* ``lookup``: the same on page-shaped drills (2-6 hits of 3-8 words, page header, search step).
 * ``explore``: random-exploration transcripts: the ``expert:random`` policy on **train** goals
   (uniform clicks, searches of 3 random instruction words), cut before the purchase, so no
-  done page and no score (goal-outcome information) is ever shown.  Loss on every action.
+  done page and no score (goal-outcome information) is ever shown.  Loss on every valid action.
 * ``pick``: copy tasks built from the catalogue.  A results page from a search with a few title
   words of a random train product; the "instruction" names one listed **train** product by a
   few words of its title (words that single it out on that page); the trained action is
@@ -23,8 +33,8 @@ What the model sees (``eef_preset.json`` of a build records the counts):
   Test products appear only as distractors.  Optionally (``option_share``) the item page
   follows and the named option values are clicked: ``click[<value>]``.
 * ``relabel``: the share of transcripts and copy tasks whose ASINs are all replaced (the same
-  way in pages and actions) by fresh random ASIN-shaped strings, so an identifier can only be
-  produced by copying it from the page, never by recalling it.
+  way in pages and actions) by other catalogue ASINs drawn at random, so an identifier can
+  only be produced by copying it from the page, never by recalling it.
 
 No expert, no goal instruction of a test product, no reward and no goal-outcome enters the
 corpus; the trained actions are random clicks or the naming tasks' answers.  Training uses
@@ -57,7 +67,7 @@ if TYPE_CHECKING:
     from eef.envs.webshop import WebShopEnv
 
 #: bump when the corpus or the training recipe changes: cached presets are rebuilt
-CODE_VERSION = "2"
+CODE_VERSION = "4"
 
 #: the file a finished build writes last (its presence marks a complete preset directory)
 INFO_FILE = "eef_preset.json"
@@ -71,17 +81,22 @@ class PretrainError(PresetError):
 class PretrainConfig:
     """Options of a preset build (``build_preset(..., **options)``); all enter the cache key."""
 
-    recall_tasks: int = field(default=16000, metadata={
-        "help": "dense copy drills: a list of 1-4 identifiers, repeated in the thought"})
-    recall_distinct: float = field(default=0.8, metadata={
-        "help": "share of drills whose identifiers have all-different characters (the "
-                "warm-up trains on these); the others are fresh ASIN-shaped strings"})
-    warmup_steps: int = field(default=600, metadata={
-        "help": "optimizer steps on the all-different-character drills alone before the "
-                "whole corpus (0: none); copying began forming after ~250-330 steps of 32"})
-    explore_episodes: int = field(default=200, metadata={
+    short_drills: int = field(default=25600, metadata={
+        "help": "short lookup drills (the warm-up corpus): 1-4 hits of 1-3 title words with "
+                "random train identifiers, no page header; the thought looks the named hits up"})
+    warmup_steps: int = field(default=400, metadata={
+        "help": "optimizer steps on the short drills alone (constant learning rate) before "
+                "the whole corpus (0: none); copying formed after ~150-250 steps of 64"})
+    warmup_batch_size: int = field(default=64, metadata={
+        "help": "sequences per warm-up step"})
+    short_replay: int = field(default=1000, metadata={
+        "help": "short drills that also enter the main phase (the rest are warm-up only)"})
+    lookup_drills: int = field(default=1500, metadata={
+        "help": "page-shaped lookup drills in the main phase: 2-6 hits of 3-8 title words, "
+                "page header and search step"})
+    explore_episodes: int = field(default=100, metadata={
         "help": "random-exploration episodes on train goals (purchase step removed)"})
-    pick_tasks: int = field(default=3000, metadata={
+    pick_tasks: int = field(default=1500, metadata={
         "help": "copy tasks: a results page, then click[ASIN] of the product named by a few of "
                 "its title words"})
     option_share: float = field(default=0.25, metadata={
@@ -89,9 +104,9 @@ class PretrainConfig:
                 "value>]"})
     thought_share: float = field(default=0.5, metadata={
         "help": "share of copy-task turns with a short thought naming what is clicked"})
-    relabel: float = field(default=0.5, metadata={
-        "help": "share of transcripts / copy tasks whose ASINs are replaced by fresh random "
-                "ASIN-shaped strings (copying cannot be replaced by recall)"})
+    relabel: float = field(default=1.0, metadata={
+        "help": "share of transcripts / copy tasks whose ASINs are replaced by other catalogue "
+                "ASINs drawn at random (copying cannot be replaced by recall)"})
     min_hits: int = field(default=2, metadata={
         "help": "fewest hits of a copy task's results page (pages are cut to a random number "
                 "of hits in [min_hits, max_hits]: shorter sequences, more steps)"})
@@ -101,7 +116,7 @@ class PretrainConfig:
         "help": "title words naming the target (more are added until they single it out)"})
     steps: int = field(default=0, metadata={
         "help": "optimizer steps (0: one pass over the corpus)"})
-    batch_size: int = field(default=32, metadata={"help": "sequences per optimizer step"})
+    batch_size: int = field(default=16, metadata={"help": "sequences per main-phase step"})
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW, cosine)"})
     max_tokens: int = field(default=1536, metadata={"help": "context budget per example"})
     seed: int = field(default=0, metadata={"help": "seed of the corpus, init and data order"})
@@ -119,21 +134,23 @@ class PretrainConfig:
             raise PretrainError(f"unknown preset option(s) {', '.join(bad)}; known: "
                                 f"{', '.join(known)}")
         cfg = cls(**options)
-        for name in ("option_share", "thought_share", "relabel", "recall_distinct"):
+        for name in ("option_share", "thought_share", "relabel"):
             v = getattr(cfg, name)
             if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise PretrainError(f"preset option {name} must be in [0, 1], got {v!r}")
-        for name in ("recall_tasks", "warmup_steps", "explore_episodes", "pick_tasks", "steps"):
+        for name in ("short_drills", "short_replay", "lookup_drills", "warmup_steps",
+                     "explore_episodes", "pick_tasks", "steps"):
             if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 0:
                 raise PretrainError(f"preset option {name} must be an int >= 0")
-        if cfg.recall_tasks + cfg.explore_episodes + cfg.pick_tasks == 0:
-            raise PretrainError("empty pre-training corpus: recall_tasks, explore_episodes and "
-                                "pick_tasks are all 0")
-        if cfg.warmup_steps and not cfg.recall_tasks:
-            raise PretrainError("warmup_steps > 0 needs recall_tasks > 0 (the warm-up trains "
-                                "on the drills)")
+        if min(cfg.short_replay, cfg.short_drills) + cfg.lookup_drills + cfg.explore_episodes \
+                + cfg.pick_tasks == 0:
+            raise PretrainError("empty main-phase corpus: short_replay, lookup_drills, "
+                                "explore_episodes and pick_tasks are all 0")
+        if cfg.warmup_steps and not cfg.short_drills:
+            raise PretrainError("warmup_steps > 0 needs short_drills > 0 (the warm-up trains "
+                                "on them)")
         if not 1 <= cfg.min_hits <= cfg.max_hits <= 10 or cfg.name_words < 1 \
-                or cfg.batch_size < 1:
+                or cfg.batch_size < 1 or cfg.warmup_batch_size < 1:
             raise PretrainError("preset options need 1 <= min_hits <= max_hits <= 10, "
                                 "name_words >= 1, batch_size >= 1")
         return cfg
@@ -164,20 +181,25 @@ def _join_page(head: list[str], hits: Sequence[tuple[str, str, str]]) -> str:
 
 
 class _Relabel:
-    """Consistent replacement of real ASINs by fresh random ones (shape of the catalogue's
-    ASINs: per position, characters drawn from those seen there)."""
+    """Consistent replacement of the catalogue's ASINs by other identifiers drawn from
+    ``pool`` (the catalogue's ASINs used as arbitrary labels; each is one token of the preset
+    tokenizer)."""
 
-    def __init__(self, asins: Sequence[str], rng: random.Random):
+    def __init__(self, asins: Sequence[str], rng: random.Random,
+                 pool: Sequence[str] | None = None):
         self.rng = rng
         self.real = set(asins)
-        self.chars = [sorted({a[i] for a in asins if len(a) == 10}) for i in range(10)]
+        self.pool = sorted(pool if pool is not None else asins)
         self.map: dict[str, str] = {}
         self.pattern = re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9]{10}(?![A-Za-z0-9])")
 
     def fresh(self) -> str:
+        used = set(self.map.values())
+        if len(used) >= len(self.pool):
+            raise PretrainError("identifier pool exhausted")
         while True:
-            a = "".join(self.rng.choice(c) for c in self.chars)
-            if a not in self.real and a not in self.map.values():
+            a = self.rng.choice(self.pool)
+            if a not in used:
                 return a
 
     def __call__(self, text: str) -> str:
@@ -223,7 +245,7 @@ def explore_transcripts(env: "WebShopEnv", n: int, seed: int = 0, relabel: float
     rng = random.Random(f"explore/{seed}")
     goals = [t.id for t in env.tasks("train")]
     policy = make_expert(env, "random")
-    asins = list(env.cat.products)
+    asins = pool = sorted(env.cat.products)
     for i in range(n):
         tid = rng.choice(goals)
         t = strip_outcome(run_episode(env, policy, tid, seed=rng.randrange(1 << 30)))
@@ -234,7 +256,8 @@ def explore_transcripts(env: "WebShopEnv", n: int, seed: int = 0, relabel: float
         t.task_id = f"pretrain/explore/{i}"
         t.source = {"kind": "pretrain", "task": "explore", "goal_split": "train"}
         if rng.random() < relabel:
-            t = _Relabel(asins, random.Random(f"relabel/explore/{seed}/{i}")).trajectory(t)
+            t = _Relabel(asins, random.Random(f"relabel/explore/{seed}/{i}"),
+                         pool).trajectory(t)
             t.source["relabelled"] = True
         yield t
 
@@ -266,7 +289,7 @@ def _naming_words(target: str, others: Sequence[str], k: int, rng: random.Random
 def pick_tasks(env: "WebShopEnv", n: int, seed: int = 0, *, min_hits: int = 3,
                max_hits: int = 10,
                name_words: int = 3, option_share: float = 0.25, thought_share: float = 0.5,
-               relabel: float = 0.0) -> Iterator[Trajectory]:
+               relabel: float = 0.0, title_words: int = 0) -> Iterator[Trajectory]:
     """``n`` copy tasks (see module doc).  Each is a trajectory: a search page whose
     instruction names the target, ``search[<words of another train product>]`` (not trained),
     the results page (cut to a random number of hits), ``click[<target ASIN>]`` (trained), and
@@ -293,6 +316,8 @@ def pick_tasks(env: "WebShopEnv", n: int, seed: int = 0, *, min_hits: int = 3,
         if not hits:
             continue
         hits = hits[: rng.randint(min(min_hits, len(hits)), min(max_hits, len(hits)))]
+        if title_words:  # short drills: titles cut to their first words
+            hits = [(a, " ".join(tt.split()[:title_words]), pr) for a, tt, pr in hits]
         cands = [i for i, h in enumerate(hits) if h[0] in train_set]
         if not cands:
             continue
@@ -329,37 +354,76 @@ def pick_tasks(env: "WebShopEnv", n: int, seed: int = 0, *, min_hits: int = 3,
                        source={"kind": "pretrain", "task": "pick", "target_rank": ti,
                                "hits": len(hits), "options": len(with_opts)})
         if rng.random() < relabel:
-            t = _Relabel(asins, random.Random(f"relabel/pick/{seed}/{made}")).trajectory(t)
+            t = _Relabel(asins, random.Random(f"relabel/pick/{seed}/{made}"),
+                         asins).trajectory(t)
             t.source["relabelled"] = True
         made += 1
         yield t
 
 
-def recall_tasks(env: "WebShopEnv", n: int, seed: int = 0, min_ids: int = 1,
-                 max_ids: int = 4, distinct: float = 0.5) -> Iterator[Trajectory]:
-    """``n`` dense copy drills: the prompt lists identifiers (``[SEP]`` separated, as on a
-    results page); the trained turn repeats the list in its thought and clicks one of them.
-    Repeating a sequence is what forms copying ("induction") circuits fastest.  A share
-    ``distinct`` of the drills use identifiers whose characters are all different (a
-    character then says where to continue, the easy case), the others fresh ASIN-shaped ones
-    (``B0`` + 8 characters: continuing needs the last few characters)."""
-    rng = random.Random(f"recall/{seed}")
-    relabel = _Relabel(list(env.cat.products), rng)
-    alphabet = sorted({c for cs in relabel.chars[2:] for c in cs})
-    for i in range(n):
-        k = rng.randint(min_ids, max_ids)
-        easy = rng.random() < distinct
-        if easy:
-            k = min(k, len(alphabet) // 10)
-            chars = rng.sample(alphabet, 10 * k)
-            ids = ["".join(chars[10 * j:10 * j + 10]) for j in range(k)]
-        else:
-            ids = [relabel.fresh() for _ in range(k)]
-        listed = _SEP.join(ids)
-        yield Trajectory(f"pretrain/recall/{i}", "webshop", "", listed,
-                         [Step(f"click[{rng.choice(ids)}]", "", listed)],
-                         source={"kind": "pretrain", "task": "recall", "ids": len(ids),
-                                 "distinct": easy})
+def lookup_drills(env: "WebShopEnv", n: int, seed: int = 0, *, min_hits: int = 2,
+                  max_hits: int = 6, min_words: int = 3, max_words: int = 8,
+                  short: bool = False) -> Iterator[Trajectory]:
+    """``n`` dense copy drills in the shape of a results page.  Each lists ``min_hits`` to
+    ``max_hits`` hits ``<id> [SEP] <first words of a train product's title> [SEP] <price>``
+    whose identifiers are drawn at random from all catalogue ASINs (so they say nothing
+    about the titles: only copying from the page can produce them).  The instruction names
+    one or more hits by a word of their title each (unique on the page); the trained turn
+    looks them up in that order in its thought (``<word> is <id>.``) and clicks the first.
+    Every looked-up identifier is a copy: many copy targets per short sequence.  ``short``
+    drills show the hits alone (no page header, no search step): a few dozen tokens."""
+    from eef.envs.webshop.env import SEP
+    rng = random.Random(f"lookup/{seed}")
+    train = sorted(env.cat.split["train"])
+    pool = sorted(env.cat.products)  # labels: any catalogue ASIN (see the module doc)
+    titles = [env.cat.products[a]["Title"] for a in train]
+    prices = [env.cat.products[a].get("pricing") or env.cat.products[a].get("Price")
+              for a in train]
+    made = tries = 0
+    while made < n:
+        tries += 1
+        if tries > 20 * n + 100:
+            raise PretrainError(f"could not build {n} lookup drills ({made} after {tries})")
+        k = rng.randint(min_hits, max_hits)
+        src = rng.sample(range(len(train)), k)
+        ids = rng.sample(pool, k)
+        hits = []
+        for i, a in zip(src, ids):
+            words = str(titles[i]).split()
+            hits.append((a, " ".join(words[:rng.randint(min_words, max_words)]),
+                         _price_text(prices[i])))
+        unique = []
+        for j, h in enumerate(hits):
+            others = [x[1] for i, x in enumerate(hits) if i != j]
+            w = _naming_words(h[1], others, 1, rng)
+            unique.append(w)
+        ok = [j for j, w in enumerate(unique) if w]
+        if not ok:
+            continue
+        looked = rng.sample(ok, rng.randint(1, len(ok)))
+        named = looked[0]
+        thought = " ".join(f"{' '.join(unique[j])} is {hits[j][0]}." for j in looked)
+        page = _join_page(["Back to Search", "Page 1 (Total results: 50)", "Next >"], hits)
+        text = rng.choice(_NAMING).format(w=", ".join(" ".join(unique[j]) for j in looked))
+        first = SEP.join(["WebShop", "Instruction:", text, "Search"])
+        click = Step(f"click[{hits[named][0]}]", "", thought)
+        steps = [Step(f"search[{' '.join(unique[named])}]", page, train=False), click]
+        if short:
+            first, steps = _join_page([], hits), [click]
+        yield Trajectory(f"pretrain/lookup/{made}", "webshop", text, first, steps,
+                         source={"kind": "pretrain", "hits": k,
+                                 "task": "lookup_short" if short else "lookup",
+                                 "lookups": len(looked), "short": short})
+        made += 1
+
+
+def _price_text(p: Any) -> str:
+    if isinstance(p, (list, tuple)) and p:
+        p = p[0]
+    try:
+        return f"${float(p):.2f}"
+    except (TypeError, ValueError):
+        return "$10.00"
 
 
 def webshop_corpus(cfg: PretrainConfig, data_dir: str | os.PathLike | None = None
@@ -367,7 +431,9 @@ def webshop_corpus(cfg: PretrainConfig, data_dir: str | os.PathLike | None = Non
     """The whole WebShop pre-training corpus of ``cfg`` (deterministic given ``cfg.seed``)."""
     from eef.envs.webshop import WebShopEnv
     env = WebShopEnv(str(data_dir) if data_dir else None)
-    yield from recall_tasks(env, cfg.recall_tasks, cfg.seed, distinct=cfg.recall_distinct)
+    yield from lookup_drills(env, cfg.short_drills, cfg.seed, short=True, min_hits=1,
+                             max_hits=4, min_words=1, max_words=3)
+    yield from lookup_drills(env, cfg.lookup_drills, cfg.seed + 1)
     yield from explore_transcripts(env, cfg.explore_episodes, cfg.seed, cfg.relabel)
     yield from pick_tasks(env, cfg.pick_tasks, cfg.seed, min_hits=cfg.min_hits,
                           max_hits=cfg.max_hits,
@@ -460,11 +526,19 @@ def evaluate_picks(policy: Any, pages: Sequence[PickPage], max_new_tokens: int =
 
 
 # -- the build ---------------------------------------------------------------------------------
-CORPUS_BUILDERS = {"webshop": webshop_corpus}
+def _sciworld_corpus(cfg: PretrainConfig, data_dir: str | os.PathLike | None = None
+                     ) -> Iterator[Trajectory]:
+    from eef.models.pretrain_sciworld import sciworld_corpus
+    return sciworld_corpus(cfg, data_dir)
+
+
+CORPUS_BUILDERS = {"webshop": webshop_corpus, "sciworld": _sciworld_corpus}
 #: data files each env's corpus reads (under ``<data dir>/<env>/``; the first existing of a tuple)
 DATA_FILES: dict[str, list[tuple[str, ...]]] = {
     "webshop": [("products_1k.jsonl", "items_shuffle_1000.json"), ("items_ins_v2_1000.json",),
                 ("split.json",)],
+    "sciworld": [("train_indices.json",), ("dev_indices.json",), ("test_indices.json",),
+                 ("max_steps.json",)],
 }
 
 
@@ -497,6 +571,9 @@ def build_key(preset: str, env: str, cfg: PretrainConfig,
     payload = {"preset": preset, "size": asdict(get_preset(preset)), "env": env,
                "data": data_checksums(env, data_dir), "options": asdict(cfg),
                "code_version": CODE_VERSION}
+    if env == "sciworld":  # the simulator's text differs between versions
+        import scienceworld
+        payload["simulator"] = getattr(scienceworld, "__version__", "unknown")
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     return digest, payload
 
@@ -590,21 +667,22 @@ def _build(preset: str, env: str, cfg: PretrainConfig, key: str, payload: dict[s
         if not corpus.exists():
             tmp = work / "corpus.jsonl.tmp"
             write_jsonl(tmp, _progress(CORPUS_BUILDERS[env](cfg, data_dir),
-                                       cfg.recall_tasks + cfg.explore_episodes
+                                       cfg.short_drills + cfg.lookup_drills
+                                       + cfg.explore_episodes
                                        + cfg.pick_tasks,
                                        f"{preset}/{env} corpus", progress))
             tmp.rename(corpus)
         trajs = list(iter_jsonl(corpus))
-        drills = [t for t in trajs if t.source.get("task") == "recall"]
-        easy = [t for t in drills if t.source.get("distinct")]
+        short = [t for t in trajs if t.source.get("short")]
+        main = [t for t in trajs if not t.source.get("short")] + short[:cfg.short_replay]
         # the warm-up keeps its learning rate: copying forms late and abruptly (docs)
-        phases = [("warmup", easy or drills, cfg.warmup_steps, "constant")] \
+        phases = [("warmup", short, cfg.warmup_steps, "constant", cfg.warmup_batch_size)] \
             if cfg.warmup_steps else []
-        phases.append(("model", trajs, cfg.steps, "cosine"))
+        phases.append(("model", main, cfg.steps, "cosine", cfg.batch_size))
         start, results = init, []
-        for name, data, steps, schedule in phases:
+        for name, data, steps, schedule, batch in phases:
             res = train_pretrain(start, data, work / name, cfg, steps=steps, schedule=schedule,
-                                 progress=progress, stop_after=stop_after)
+                                 batch_size=batch, progress=progress, stop_after=stop_after)
             results.append(res)
             if res["steps"] < res["total_steps"]:
                 raise BuildInterrupted(f"build of {final} stopped at step {res['steps']} of "
@@ -615,11 +693,13 @@ def _build(preset: str, env: str, cfg: PretrainConfig, key: str, payload: dict[s
         info["pretraining"] = {
             "key": key, "code_version": CODE_VERSION, "options": asdict(cfg),
             "data": payload["data"], "corpus": _corpus_stats(trajs),
-            "what": ("copy drills (repeat a list of fresh identifiers), random-exploration "
-                     "transcripts on train goals (purchase step and score removed) and copy "
-                     "tasks on catalogue pages (click the listed train product named by words "
-                     "of its title, then its named option values); no expert, no reward, no "
-                     "test-product goal or target"),
+            "what": ("short and page-shaped lookup drills (hits with random train-product "
+                     "identifiers, the thought looks named hits up by a title word), "
+                     "random-exploration transcripts on train goals (purchase step and score "
+                     "removed) and copy tasks on catalogue pages (click the listed train "
+                     "product named by words of its title, then its named option values); no "
+                     "expert, no reward, no test product's goal, title or page as a target; "
+                     "identifiers are arbitrary labels drawn from the whole catalogue"),
             "sequences": res["examples"], "warmup_steps": cfg.warmup_steps,
             "steps": sum(r["steps"] for r in results),
             "tokens": sum(r["tokens"] for r in results),
@@ -631,21 +711,24 @@ def _build(preset: str, env: str, cfg: PretrainConfig, key: str, payload: dict[s
         (work / "model").rename(final)
 
 
-def pretrain_train_config(cfg: PretrainConfig, steps: int, schedule: str = "cosine") -> Any:
+def pretrain_train_config(cfg: PretrainConfig, steps: int, schedule: str = "cosine",
+                          batch_size: int | None = None) -> Any:
     from eef.models.train import TrainConfig
-    return TrainConfig(lr=cfg.lr, epochs=1.0, max_steps=steps, batch_size=cfg.batch_size,
+    return TrainConfig(lr=cfg.lr, epochs=1.0, max_steps=steps,
+                       batch_size=batch_size or cfg.batch_size,
                        max_tokens=cfg.max_tokens, weight_decay=0.0, warmup_ratio=0.03,
                        schedule=schedule, seed=cfg.seed, save_every=cfg.save_every)
 
 
 def train_pretrain(init: Path, trajs: Sequence[Trajectory], out: Path, cfg: PretrainConfig, *,
-                   steps: int, schedule: str = "cosine", progress: bool = True,
-                   stop_after: int | None = None) -> dict[str, Any]:
+                   steps: int, schedule: str = "cosine", batch_size: int | None = None,
+                   progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
     """Train ``init`` on ``trajs`` with ``train_sft`` (action-token loss, resumable)."""
     from eef.models.train import train_sft
     if (out / "eef_phase.json").exists():  # this phase finished in an earlier call
         return json.loads((out / "eef_phase.json").read_text())
-    res = train_sft(str(init), trajs, out, pretrain_train_config(cfg, steps, schedule),
+    res = train_sft(str(init), trajs, out, pretrain_train_config(cfg, steps, schedule,
+                                                                 batch_size),
                     progress=progress, stop_after=stop_after)
     if res["steps"] >= res["total_steps"]:
         (out / "eef_phase.json").write_text(json.dumps(
