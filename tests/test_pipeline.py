@@ -104,3 +104,19 @@ def test_config_errors(tmp_path):
     assert r.returncode == 2 and "ppo" in r.stderr
     for f in Path(__file__).resolve().parents[1].glob("configs/*.yaml"):
         load_config(f)  # every shipped config loads
+
+
+def test_model_key_follows_a_lora_adapter(tmp_path):
+    import os
+
+    from eef.algorithms.common import _dir_key
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "adapter_model.safetensors").write_bytes(b"a" * 10)
+    k1 = _dir_key(d)
+    (d / "adapter_model.safetensors").write_bytes(b"b" * 12)  # a retrained adapter
+    os.utime(d / "adapter_model.safetensors", (1, 1))
+    assert _dir_key(d) != k1 and _dir_key(d).startswith("adapter_model")
+    (d / "adapter_model.safetensors").unlink()
+    (d / "model.safetensors").write_bytes(b"c")
+    assert _dir_key(d).startswith("model.safetensors")

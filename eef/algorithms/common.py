@@ -148,10 +148,13 @@ def train_stage(ctx: Context, name: str, init: Path, data: list[Trajectory]) -> 
 
 
 def _dir_key(p: Path) -> str:
-    f = p / "model.safetensors"
-    if f.exists():
-        st = f.stat()
-        return f"{st.st_size}-{int(st.st_mtime)}"
+    """What identifies a trained model directory: its weights file's size and time (a LoRA
+    run's adapter file when there is one, so a retrained adapter is never taken for the old)."""
+    for name in ("adapter_model.safetensors", "model.safetensors"):
+        f = p / name
+        if f.exists():
+            st = f.stat()
+            return f"{name}-{st.st_size}-{int(st.st_mtime)}"
     return str(p)
 
 
