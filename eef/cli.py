@@ -98,7 +98,7 @@ def tasks(env: str = typer.Argument(..., help="Env name (webshop, sciworld)."),
 def _run_policy(env_name: str, policy: str, split: str | None, tasks_file: Path | None,
                 limit: int | None, out: Path | None, env_opt: list[str] | None,
                 max_steps: int | None, seed: int, temperature: float, num_envs: int = 1,
-                **policy_kw):
+                max_new_tokens: int | None = None, **policy_kw):
     """Scripted experts play sequentially (they are fast); model policies (and any policy with
     ``num_envs > 1``) go through the batched rollout engine.  Both resume from ``out``."""
     from eef.policy import PolicySpecError, Sampling, load_policy
@@ -111,7 +111,8 @@ def _run_policy(env_name: str, policy: str, split: str | None, tasks_file: Path 
         pol = load_policy(policy, env, **policy_kw)
     except PolicySpecError as e:
         _fail(str(e))
-    sampling = Sampling(temperature=temperature)
+    sampling = Sampling(temperature=temperature, **(
+        {"max_new_tokens": max_new_tokens} if max_new_tokens else {}))
     try:
         if policy.startswith("expert:") and num_envs <= 1:
             trajs = collect(env, pol, ids, out, sampling=sampling, seed=seed,
@@ -148,12 +149,21 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
              temperature: float = typer.Option(0.0, help="Sampling temperature (models)."),
              num_envs: int = typer.Option(0, help="Episodes in flight (batched engine; 0: "
                                           "16 for models, sequential for scripted experts)."),
+             max_new_tokens: Optional[int] = typer.Option(None, help="Longest model turn in "
+                                                          "tokens (models; default 96)."),
+             system: Optional[str] = typer.Option(None, help="System message of hf:/openai: "
+                                                  "policies."),
              data_dir: Optional[Path] = DataDir):
     """Evaluate a policy: win rate (success share) and mean score (0-100)."""
     from eef.rollout.episode import summarize
     set_data_dir(data_dir)
+    if system and policy.startswith("expert:"):
+        _fail("--system is for hf: and openai: policies")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        _fail("--max-new-tokens must be >= 1")
     trajs = _run_policy(env, policy, split if tasks_file is None else None, tasks_file, limit,
-                        out, env_opt, max_steps, seed, temperature, num_envs)
+                        out, env_opt, max_steps, seed, temperature, num_envs, max_new_tokens,
+                        **({"system": system} if system else {}))
     summary = {"env": env, "policy": policy, "split": split if tasks_file is None else None,
                **summarize(trajs),
                "tasks": [{"id": t.task_id, "reward": t.reward, "success": t.success,
@@ -192,7 +202,7 @@ def expert_collect(env: str = typer.Argument(..., help="Env name."),
         _fail("--policy is only for --expert llm")
     trajs = _run_policy(env, f"expert:{expert}", split if tasks_file is None else None,
                         tasks_file, limit, out, env_opt, max_steps, seed, temperature,
-                        16 if expert == "llm" else 1, **kw)
+                        16 if expert == "llm" else 1, None, **kw)
     s = summarize(trajs)
     typer.echo(f"{len(trajs)} trajectories in {out}: success {s['win_rate']:.1%}, "
                f"mean score {s['mean_score']:.1f}", err=True)
@@ -322,6 +332,8 @@ def serve(model: str = typer.Argument(..., help="Model spec, e.g. hf:DIR."),
           max_batch: int = typer.Option(64, help="Requests decoded together at most."),
           max_wait_ms: float = typer.Option(10.0, help="Batching window."),
           max_body_bytes: int = typer.Option(2_000_000, help="Largest request body."),
+          max_new_tokens: int = typer.Option(1024, help="Largest max_tokens a request may "
+                                             "ask for."),
           system: Optional[str] = typer.Option(None, help="System message."),
           data_dir: Optional[Path] = DataDir):
     """Serve a model over an OpenAI-compatible /v1/chat/completions API."""
@@ -329,7 +341,7 @@ def serve(model: str = typer.Argument(..., help="Model spec, e.g. hf:DIR."),
     from eef.models.serve import ServeConfig, serve as do_serve
     from eef.policy import PolicySpecError
     cfg = ServeConfig(host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                      max_body_bytes=max_body_bytes)
+                      max_body_bytes=max_body_bytes, max_new_tokens=max_new_tokens)
     try:
         do_serve(model, cfg, **({"system": system} if system else {}))
     except (PolicySpecError, ValueError, FileNotFoundError) as e:

@@ -62,6 +62,8 @@ def test_collect_writes_and_resumes(tmp_path):
     (("eval", "webshop", "--policy", "expert:oracle", "--tasks", "missing.txt"), "no such file"),
     (("expert", "collect", "webshop", "--expert", "llm", "--out", "x.jsonl"), "--policy"),
     (("data", "download", "nosuchdata"), "unknown data set"),
+    (("eval", "webshop", "--policy", "expert:oracle", "--system", "hi"), "--system is for"),
+    (("eval", "webshop", "--policy", "expert:oracle", "--max-new-tokens", "0"), ">= 1"),
 ])
 def test_bad_input_gets_one_clear_error(args, msg):
     r = runner.invoke(app, list(args))
@@ -121,3 +123,19 @@ def test_report_command(tmp_path):
     assert r.exit_code == 0, r.output
     html = (tmp_path / "r.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "Figure 1" in html
+
+
+def test_eval_model_with_system_and_turn_length(tmp_path):
+    from eef.models.preset import init_preset
+    model = init_preset("test", "webshop", tmp_path / "m")
+    out = tmp_path / "e.jsonl"
+    r = run("eval", "webshop", "--policy", f"hf:{model}", "--limit", "2", "--max-steps", "2",
+            "--max-new-tokens", "3", "--system", "You shop.", "--out", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["n"] == 2 and all(1 <= t["steps"] <= 2 for t in d["tasks"])
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(model)
+    for t in read_jsonl(out):  # a 3-token turn: the action is at most 3 tokens long
+        for s in t.steps:
+            assert len(tok(s.action, add_special_tokens=False)["input_ids"]) <= 3
