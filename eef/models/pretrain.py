@@ -498,6 +498,19 @@ def clicked_label(response: str) -> str | None:
     return m.group(1) if m else None
 
 
+def greedy_turns(policy: Any, contexts: Sequence[Trajectory], max_new_tokens: int
+                 ) -> list[str]:
+    """The greedy turns of ``policy`` (a Policy or an HF model directory) on ``contexts``."""
+    from eef.policy import Sampling
+    if isinstance(policy, (str, os.PathLike)):
+        from eef.models.hf import load_hf_policy
+        policy = load_hf_policy(str(policy))
+    if not contexts:
+        raise PretrainError("no pages to evaluate")
+    return policy.act(list(contexts), Sampling(0.0, 1.0, max_new_tokens),
+                      list(range(len(contexts))))
+
+
 def evaluate_picks(policy: Any, pages: Sequence[PickPage], max_new_tokens: int = 64
                    ) -> dict[str, Any]:
     """Greedy turns of ``policy`` (a Policy or an HF model directory) on ``pages``.
@@ -505,14 +518,7 @@ def evaluate_picks(policy: Any, pages: Sequence[PickPage], max_new_tokens: int =
     ``copy_rate``: share of all pages where the action is ``click[<an ASIN listed there>]``,
     exactly (same case).  ``pick_accuracy``: share of the pages listing the target where the
     action clicks it; ``first_hit``: the same for "click the first hit" on those pages."""
-    from eef.policy import Sampling
-    if isinstance(policy, (str, os.PathLike)):
-        from eef.models.hf import load_hf_policy
-        policy = load_hf_policy(str(policy))
-    if not pages:
-        raise PretrainError("no pages to evaluate")
-    outs = policy.act([p.context for p in pages], Sampling(0.0, 1.0, max_new_tokens),
-                      list(range(len(pages))))
+    outs = greedy_turns(policy, [p.context for p in pages], max_new_tokens)
     labels = [clicked_label(o) for o in outs]
     copied = [lab is not None and lab in p.listed for lab, p in zip(labels, pages)]
     with_target = [(lab, p) for lab, p in zip(labels, pages) if p.target_listed]

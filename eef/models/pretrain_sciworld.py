@@ -559,15 +559,9 @@ def evaluate_object_copies(policy: Any, pages: Sequence[ObjectPage], max_new_tok
     ``<verb> <target>``.  With ``seen`` (the object names of the training text, e.g.
     ``corpus_names(corpus)``), ``unseen_pages`` / ``unseen_target_rate`` restrict the target
     rate to the pages whose target name was never seen: those can only be copied."""
-    from eef.policy import Sampling
+    from eef.models.pretrain import greedy_turns
     from eef.react import parse_turn
-    if isinstance(policy, (str, os.PathLike)):
-        from eef.models.hf import load_hf_policy
-        policy = load_hf_policy(str(policy))
-    if not pages:
-        raise PretrainError("no pages to evaluate")
-    outs = policy.act([p.context for p in pages], Sampling(0.0, 1.0, max_new_tokens),
-                      list(range(len(pages))))
+    outs = greedy_turns(policy, [p.context for p in pages], max_new_tokens)
     actions = [parse_turn(o)[1] for o in outs]
     objs = [named_objects(a) for a in actions]
     n = len(pages)
