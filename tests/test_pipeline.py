@@ -120,3 +120,14 @@ def test_model_key_follows_a_lora_adapter(tmp_path):
     (d / "adapter_model.safetensors").unlink()
     (d / "model.safetensors").write_bytes(b"c")
     assert _dir_key(d).startswith("model.safetensors")
+
+
+def test_policy_device_option():
+    import torch
+
+    from eef.algorithms.common import policy_device
+    from eef.algorithms.config import load_config
+    assert load_config(None).model.device == "auto"
+    assert load_config(None, ["model.device=cuda:1"]).model.device == "cuda:1"
+    assert policy_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert policy_device("cuda:1") == "cuda:1" and policy_device("cpu") == "cpu"

@@ -158,9 +158,18 @@ def _dir_key(p: Path) -> str:
     return str(p)
 
 
+def policy_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; anything else unchanged."""
+    if device == "auto":
+        import torch
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def load_model_policy(ctx: Context, model: Path):
     from eef.policy import load_policy
-    return load_policy(f"hf:{model}", ctx.env, system=ctx.cfg.model.system)
+    return load_policy(f"hf:{model}", ctx.env, system=ctx.cfg.model.system,
+                       device=policy_device(ctx.cfg.model.device))
 
 
 def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRequest]

@@ -60,6 +60,8 @@ class ModelConfig:
     preset_options: dict[str, Any] = _h("Options of the preset build (PretrainConfig fields, "
                                         "see docs/tiny-preset.md).", factory=dict)
     system: str | None = _h("System message of the chat format.", None)
+    device: str = _h("Device of the rollout and evaluation policy: auto (cuda when available, "
+                     "else cpu), cpu, cuda, cuda:N.", "auto")
 
 
 @dataclass
