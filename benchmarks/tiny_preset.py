@@ -3,7 +3,8 @@
     python benchmarks/tiny_preset.py [--quick] [--json] [--sft-steps N] [--fresh]
 
 1. Build the pre-trained preset (``eef.models.pretrain.build_preset("tiny", "webshop")``;
-   cached per machine: ``--fresh`` builds into a temporary directory to time it).
+   cached per machine, and a build that differs only in its main phase reuses a cached
+   warm-up: ``--fresh`` builds everything into a temporary directory to time it).
 2. Held-out pages: for each TEST goal, the results page of the oracle's first search (the
    instruction's product phrase).  ``copy_rate`` = share of greedy turns whose action is
    ``click[<an ASIN listed on that page>]``, exactly.
@@ -72,7 +73,7 @@ def main() -> None:
         t0 = time.time()
         out = tmp / "preset" if (a.fresh or a.quick) else None
         path = build_preset("tiny", "webshop", out=out, progress=progress, threads=a.threads,
-                            **opts)
+                            reuse_warmup=not a.fresh, **opts)
         build_s = time.time() - t0
         info = json.loads((path / INFO_FILE).read_text())["pretraining"]
         cached = build_s < 60 and out is None
@@ -116,13 +117,15 @@ def main() -> None:
            ["click the first hit", "100%", f"{first_hit:.1%}", "-"]])
     table("build", ["what", "value"],
           [["build minutes (this call)", f"{build_s / 60:.1f}" + (" (cached)" if cached else "")],
-           ["pre-training steps / minutes", f"{info['steps']} / {info['train_minutes']}"],
+           ["pre-training steps / minutes", f"{info['steps']} / {info['train_minutes']}"
+            + (" (warm-up reused from the cache)" if info.get("warmup_reused") else "")],
            ["pre-training tokens (trained)", f"{info['tokens']:,} ({info['trained_tokens']:,})"],
            ["corpus", json.dumps(info["corpus"])],
            ["load average (1 min) during the run", " ".join(f"{x:.1f}" for x in load)]])
     emit({"build_minutes": round(build_s / 60, 2), "build_cached": cached,
           "pretrain_minutes": info["train_minutes"], "pretrain_steps": info["steps"],
-          "pretrain_tokens": info["tokens"], "copy_rate_pretrained": r_pre["copy_rate"],
+          "pretrain_tokens": info["tokens"], "warmup_reused": info.get("warmup_reused", False),
+          "copy_rate_pretrained": r_pre["copy_rate"],
           "pick_accuracy_pretrained_no_sft": r_pre["pick_accuracy"],
           "pretrained": {k: v for k, v in res["pretrained"].items() if k != "examples"},
           "scratch": {k: v for k, v in res.get("scratch", {}).items() if k != "examples"},

@@ -182,6 +182,33 @@ def test_interrupted_build_resumes(cache, tmp_path):
         P.build_preset("test", "webshop", out=out, progress=False, **SMALL)
 
 
+def test_warmup_is_shared_between_builds(cache, tmp_path):
+    """Builds that differ only in their main phase reuse one warm-up; other warm-ups do not."""
+    import torch
+    from safetensors.torch import load_file
+
+    import eef.models.pretrain as P
+    opts = {**SMALL, "steps": 2, "warmup_steps": 2}
+    a = P.build_preset("test", "webshop", out=tmp_path / "a", progress=False, **opts)
+    assert not json.loads((a / P.INFO_FILE).read_text())["pretraining"]["warmup_reused"]
+    stored = list((cache / "presets" / "warmup").iterdir())
+    assert len(stored) == 1 and not list(stored[0].glob("checkpoint*"))
+    b = P.build_preset("test", "webshop", out=tmp_path / "b", progress=False,
+                       **{**opts, "pick_tasks": 10})
+    info = json.loads((b / P.INFO_FILE).read_text())["pretraining"]
+    assert info["warmup_reused"] and info["steps"] == 4
+    c = P.build_preset("test", "webshop", out=tmp_path / "c", progress=False,
+                       **{**opts, "pick_tasks": 10, "warmup_steps": 3})
+    assert not json.loads((c / P.INFO_FILE).read_text())["pretraining"]["warmup_reused"]
+    assert len(list((cache / "presets" / "warmup").iterdir())) == 2
+    d = P.build_preset("test", "webshop", out=tmp_path / "d", progress=False, reuse_warmup=False,
+                       **{**opts, "pick_tasks": 10})
+    assert not json.loads((d / P.INFO_FILE).read_text())["pretraining"]["warmup_reused"]
+    # same warm-up and main phase, run or reused: the same weights
+    wb, wd = load_file(str(b / "model.safetensors")), load_file(str(d / "model.safetensors"))
+    assert all(torch.equal(wb[k], wd[k]) for k in wb)
+
+
 def test_pick_probe_scores_policies(env):
     from eef.experts import make_expert
     from eef.models.pretrain import evaluate_picks, webshop_pick_pages

@@ -44,7 +44,9 @@ Cache.  ``build_preset("tiny", "webshop")`` builds once per machine under
 ``<cache dir>/presets/<preset>-<env>-<key>``, the key hashing the preset, the env, the
 checksums of the data files, every option and ``CODE_VERSION``.  The build runs in
 ``<dir>.tmp`` (corpus, initial weights, SFT checkpoints: a killed build resumes there) and is
-renamed into place when done.
+renamed into place when done.  The warm-up phase is also kept under
+``<cache dir>/presets/warmup/`` (keyed by its initial weights, corpus and options), so builds
+that differ only in their main phase share it.
 """
 
 from __future__ import annotations
@@ -611,7 +613,7 @@ def _corpus_stats(trajs: Sequence[Trajectory]) -> dict[str, Any]:
 def build_preset(preset: str, env: str, *, out: str | os.PathLike | None = None,
                  progress: bool = True, data_dir: str | os.PathLike | None = None,
                  stop_after: int | None = None, threads: int | None = None,
-                 **options: Any) -> Path:
+                 reuse_warmup: bool = True, **options: Any) -> Path:
     """The pre-trained preset ``preset`` for ``env``: built once, then read from the cache.
 
     ``options`` are ``PretrainConfig`` fields.  The model goes to ``out`` when given, else to
@@ -621,7 +623,9 @@ def build_preset(preset: str, env: str, *, out: str | os.PathLike | None = None,
     (tests) stops a training phase after that many steps of this call and raises
     ``BuildInterrupted``.  ``threads`` sets torch's CPU threads for the build (on a busy
     2-core machine 1 thread is much faster than 2; see docs/models.md); it is not part of the
-    key.
+    key.  ``reuse_warmup``: take the warm-up phase from the cache when an earlier build ran
+    the same one (same initial weights, warm-up corpus and warm-up options; see
+    ``warmup_key``), and store it there after running it; False runs it (to time a build).
     Returns the model directory (``hf:<dir>`` loads it).
     """
     cfg = PretrainConfig.from_options(options)
@@ -644,7 +648,8 @@ def build_preset(preset: str, env: str, *, out: str | os.PathLike | None = None,
     if threads:
         torch.set_num_threads(threads)
     try:
-        _build(preset, env, cfg, key, payload, final, work, progress, data_dir, stop_after)
+        _build(preset, env, cfg, key, payload, final, work, progress, data_dir, stop_after,
+               reuse_warmup)
     finally:
         torch.set_num_threads(old_threads)
     shutil.rmtree(work, ignore_errors=True)
@@ -653,7 +658,7 @@ def build_preset(preset: str, env: str, *, out: str | os.PathLike | None = None,
 
 def _build(preset: str, env: str, cfg: PretrainConfig, key: str, payload: dict[str, Any],
            final: Path, work: Path, progress: bool, data_dir: str | os.PathLike | None,
-           stop_after: int | None) -> None:
+           stop_after: int | None, reuse_warmup: bool = True) -> None:
     with _Lock(work / "lock"):
         if _is_built(final, key):  # another process finished it while we waited
             return
@@ -685,14 +690,20 @@ def _build(preset: str, env: str, cfg: PretrainConfig, key: str, payload: dict[s
         phases = [("warmup", short, cfg.warmup_steps, "constant", cfg.warmup_batch_size)] \
             if cfg.warmup_steps else []
         phases.append(("model", main, cfg.steps, "cosine", cfg.batch_size))
-        start, results = init, []
+        start, results, reused = init, [], False
         for name, data, steps, schedule, batch in phases:
+            shared = None
+            if name == "warmup" and reuse_warmup:
+                shared = warmup_dir(preset, env, warmup_key(payload, cfg, data))
+                reused = _take_phase(shared, work / name)
             res = train_pretrain(start, data, work / name, cfg, steps=steps, schedule=schedule,
                                  batch_size=batch, progress=progress, stop_after=stop_after)
             results.append(res)
             if res["steps"] < res["total_steps"]:
                 raise BuildInterrupted(f"build of {final} stopped at step {res['steps']} of "
                                        f"{res['total_steps']} ({name}); call again to resume")
+            if shared is not None and not reused:
+                _keep_phase(work / name, shared)
             start = work / name
         info = json.loads((init / INFO_FILE).read_text())
         info["weights"] = "self-supervised pre-training (eef.models.pretrain)"
@@ -707,6 +718,7 @@ def _build(preset: str, env: str, cfg: PretrainConfig, key: str, payload: dict[s
                      "expert, no reward, no test product's goal, title or page as a target; "
                      "identifiers are arbitrary labels drawn from the whole catalogue"),
             "sequences": res["examples"], "warmup_steps": cfg.warmup_steps,
+            "warmup_reused": reused,
             "steps": sum(r["steps"] for r in results),
             "tokens": sum(r["tokens"] for r in results),
             "trained_tokens": sum(r["trained_tokens"] for r in results),
@@ -715,6 +727,49 @@ def _build(preset: str, env: str, cfg: PretrainConfig, key: str, payload: dict[s
         (work / "model" / INFO_FILE).write_text(json.dumps(info, indent=2))
         final.parent.mkdir(parents=True, exist_ok=True)
         (work / "model").rename(final)
+
+
+def warmup_key(payload: dict[str, Any], cfg: PretrainConfig, data: Sequence[Trajectory]
+               ) -> str:
+    """Key of a warm-up phase: what fixes its result (preset, env, data files, code version,
+    seed of the initial weights and data order, the warm-up's training options) and the
+    content of its corpus.  Builds that differ only in their main phase share it."""
+    h = hashlib.sha256(json.dumps(
+        {k: payload.get(k) for k in ("preset", "size", "env", "data", "simulator",
+                                     "code_version")}
+        | {"seed": cfg.seed, "lr": cfg.lr, "max_tokens": cfg.max_tokens,
+           "steps": cfg.warmup_steps, "batch_size": cfg.warmup_batch_size},
+        sort_keys=True).encode())
+    for t in data:
+        h.update(json.dumps(t.to_dict(), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def warmup_dir(preset: str, env: str, key: str) -> Path:
+    from eef.config import cache_dir
+    return cache_dir() / "presets" / "warmup" / f"{preset}-{env}-{key}"
+
+
+def _take_phase(shared: Path, dst: Path) -> bool:
+    """Copy a finished phase from the cache into the build (True when there was one)."""
+    if (dst / "eef_phase.json").exists() or not (shared / "eef_phase.json").exists():
+        return False
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(shared, dst)
+    return True
+
+
+def _keep_phase(src: Path, shared: Path) -> None:
+    """Store a finished phase (without its resume checkpoint) in the cache."""
+    if (shared / "eef_phase.json").exists() or not (src / "eef_phase.json").exists():
+        return
+    tmp = shared.with_name(shared.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoint*"))
+    try:
+        tmp.rename(shared)
+    except OSError:  # another build stored it first
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def pretrain_train_config(cfg: PretrainConfig, steps: int, schedule: str = "cosine",
