@@ -2,10 +2,15 @@
 chromedriver (Debian: ``apt-get install chromium chromium-driver``; ``pip install selenium``).
 The page loads without console errors, its plots render, the Figure 1 browser pages and filters
 by task id, and trajectory text injects nothing.  Skipped when Chromium, chromedriver or selenium
-is missing."""
+is missing.
+
+``EEF_REPORT_RUNS`` (run or ``eef compare`` output directories, separated by ``os.pathsep``)
+also checks the report of those real runs: ``EEF_REPORT_RUNS=runs/compare python -m pytest
+tests/test_report_browser.py`` (docs/RESULTS.md)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -45,6 +50,16 @@ def page(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def real_page(tmp_path_factory):
+    """The report of real runs named by ``EEF_REPORT_RUNS`` (skipped when unset)."""
+    runs = [Path(p) for p in os.environ.get("EEF_REPORT_RUNS", "").split(os.pathsep) if p]
+    if not runs:
+        pytest.skip("EEF_REPORT_RUNS not set: no real run to check")
+    return build_report(runs, tmp_path_factory.mktemp("real") / "report.html",
+                        ReportConfig(progress=False))
+
+
+@pytest.fixture(scope="module")
 def driver(tmp_path_factory):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -67,15 +82,31 @@ def _entries(driver) -> list[str]:
         ".map(function (e) { return e.getAttribute('data-task'); });")
 
 
-def test_page_loads_without_errors_and_plots_render(driver, page):
+def _loads_and_renders(driver, page, min_plots: int) -> None:
     driver.get(page.resolve().as_uri())
     severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
     assert not severe, severe
     imgs = driver.execute_script(
         "return Array.from(document.querySelectorAll('img.plot'))"
         ".map(function (i) { return [i.complete, i.naturalWidth, i.naturalHeight]; });")
-    assert len(imgs) >= 5
+    assert len(imgs) >= min_plots
     assert all(c and w > 0 and h > 0 for c, w, h in imgs), imgs
+
+
+def test_page_loads_without_errors_and_plots_render(driver, page):
+    _loads_and_renders(driver, page, 5)
+
+
+def test_real_run_report_loads_and_renders(driver, real_page):
+    from selenium.webdriver.common.by import By
+    _loads_and_renders(driver, real_page, 1)
+    total = driver.execute_script(
+        "return JSON.parse(document.getElementById('fig1-data').textContent).length;")
+    assert driver.find_element(By.ID, "fig1-count").text.startswith(f"{total} of {total}")
+    if total:  # the search finds the first entry's task
+        task = _entries(driver)[0]
+        driver.find_element(By.ID, "fig1-search").send_keys(task)
+        assert _entries(driver) and all(task.lower() in t.lower() for t in _entries(driver))
 
 
 def test_figure1_pages_and_filters_by_task_id(driver, page):
