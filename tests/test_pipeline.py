@@ -49,9 +49,16 @@ def test_run_writes_the_run_dir(clean_run):
     assert (out / "config.yaml").exists() and (out / "expert.jsonl").exists()
     stages = {p.name for p in (out / "stages").iterdir()}
     for s in ("expert.json", "train__sft.json", "rollout__eval__sft.json",
-              "rollout__eef__it1__s0.json", "rollout__eef__it1__sim.json", "train__eef__it1.json",
+              "rollout__eef__it1__s0.json", "rollout__eef__it1__sim.json",
               "rollout__eval__eef__it1.json"):
         assert s in stages
+    # iteration 1 trained, or (no new sample: the same data as SFT) used the SFT model as is
+    rows = {r["stage"]: r for r in _metrics(out)}
+    if "train__eef__it1.json" not in stages:
+        assert rows["train/eef/it1"]["same_as"] == "train/sft"
+        assert rows["train/eef/it1"]["key"] == rows["train/sft"]["key"]
+        assert (out / "rollouts/eval/eef/it1.jsonl").read_bytes() == \
+            (out / "rollouts/eval/sft.jsonl").read_bytes()
     ev = _evals(out)
     assert set(ev) == {"expert", "eval/sft", "eval/eef/it1"}
     assert ev["eval/sft"][0] == 3

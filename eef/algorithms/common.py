@@ -142,6 +142,14 @@ def train_stage(ctx: Context, name: str, init: Path, data: list[Trajectory]) -> 
 
     key = {"init": str(init), "init_key": _dir_key(init), "data": digest([t.to_dict() for t in data]),
            "train": to_dict(ctx.cfg.train), "seed": ctx.cfg.seed, "system": ctx.cfg.model.system}
+    # the same training done under another name (e.g. an iteration that added no sample):
+    # its model is used as is, so the evaluations of that model are shared too
+    same = run.find_done("train/", digest(key))
+    if same is not None and same["stage"] != f"train/{name}":
+        write_jsonl(run / data_rel, data)
+        run.log_metrics({"stage": f"train/{name}", "key": digest(key), "examples": len(data),
+                         **(same.get("result") or {}), "same_as": same["stage"]})
+        return run / next(iter(same["outputs"]))
     res = run.stage(f"train/{name}", key, [rel], go)
     run.log_metrics({"stage": f"train/{name}", "key": digest(key), "examples": len(data), **res})
     return run / rel
@@ -188,7 +196,7 @@ def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRe
     key = {"model": str(model), "model_key": _dir_key(model),
            "requests": [(r.task_id, r.start_state, r.samples, r.seed, r.parent_id,
                          dataclasses.asdict(r.sampling) if r.sampling else None) for r in requests]}
-    run.stage(f"rollout/{name}", key, [rel], go)
+    run.stage(f"rollout/{name}", key, [rel], go, share="rollout/")  # same requests, same model
     return read_jsonl(run / rel)
 
 

@@ -50,6 +50,22 @@ def path_digest(p: Path) -> str:
     raise RunDirError(f"stage output {p} is missing")
 
 
+def _copy(src: Path, dst: Path) -> None:
+    """Copy a stage output (file or directory; times kept) via a temporary name."""
+    import shutil
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".copy")
+    if tmp.is_dir():
+        shutil.rmtree(tmp)
+    if src.is_dir():
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoint*"))
+        if dst.is_dir():
+            shutil.rmtree(dst)
+    else:
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
 class RunDir:
     def __init__(self, path: str | os.PathLike, config: dict[str, Any]):
         self.path = Path(path)
@@ -87,15 +103,38 @@ class RunDir:
             return None
         return rec
 
+    def find_done(self, prefix: str, key: str) -> dict[str, Any] | None:
+        """A finished stage whose name starts with ``prefix`` and whose input key is ``key``
+        (outputs intact), else None: the same work done under another name."""
+        for rec_path in sorted((self.path / "stages").glob("*.json")):
+            try:
+                name = json.loads(rec_path.read_text()).get("stage", "")
+            except json.JSONDecodeError:
+                continue
+            if str(name).startswith(prefix):
+                rec = self.done(name, key)
+                if rec is not None:
+                    return rec
+        return None
+
     def stage(self, name: str, key_obj: Any, outputs: list[str],
-              fn: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:
-        """Run ``fn`` unless the stage is done with the same inputs; record its outputs."""
+              fn: Callable[[], dict[str, Any] | None], share: str | None = None
+              ) -> dict[str, Any]:
+        """Run ``fn`` unless the stage is done with the same inputs; record its outputs.
+        ``share``: when a finished stage whose name starts with it had the same input key and
+        the same number of outputs, copy its outputs instead of running ``fn``."""
         key = digest(key_obj)
         rec = self.done(name, key)
         if rec is not None:
             return rec.get("result") or {}
         t0 = time.time()
-        result = fn() or {}
+        same = self.find_done(share, key) if share else None
+        if same is not None and len(same.get("outputs", {})) == len(outputs):
+            for src, dst in zip(same["outputs"], outputs):
+                _copy(self.path / src, self.path / dst)
+            result = {**(same.get("result") or {}), "copied_from": same["stage"]}
+        else:
+            result = fn() or {}
         rec = {"stage": name, "key": key, "seconds": round(time.time() - t0, 2),
                "outputs": {rel: path_digest(self.path / rel) for rel in outputs},
                "result": result}

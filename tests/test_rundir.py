@@ -1,0 +1,58 @@
+"""Run-dir stages: reuse by input key, shared work under another name, tampered outputs."""
+
+from eef.algorithms.rundir import RunDir, digest
+
+
+def _writer(run, rel, text, calls):
+    def go():
+        calls.append(rel)
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).write_text(text)
+        return {"n": len(text)}
+    return go
+
+
+def test_same_key_under_another_name_is_copied_not_rerun(tmp_path):
+    run, calls = RunDir(tmp_path / "r", {"a": 1}), []
+    run.stage("rollout/eval/sft", {"k": 1}, ["rollouts/eval/sft.jsonl"],
+              _writer(run, "rollouts/eval/sft.jsonl", "x\n", calls))
+    res = run.stage("rollout/eval/eef/it1", {"k": 1}, ["rollouts/eval/eef/it1.jsonl"],
+                    _writer(run, "rollouts/eval/eef/it1.jsonl", "never\n", calls),
+                    share="rollout/")
+    assert calls == ["rollouts/eval/sft.jsonl"]
+    assert res == {"n": 2, "copied_from": "rollout/eval/sft"}
+    assert (run / "rollouts/eval/eef/it1.jsonl").read_text() == "x\n"
+    # the copy is a stage of its own: rerunning it does nothing
+    run.stage("rollout/eval/eef/it1", {"k": 1}, ["rollouts/eval/eef/it1.jsonl"],
+              _writer(run, "rollouts/eval/eef/it1.jsonl", "never\n", calls), share="rollout/")
+    assert calls == ["rollouts/eval/sft.jsonl"]
+
+
+def test_other_key_prefix_or_tampered_output_runs_the_stage(tmp_path):
+    run, calls = RunDir(tmp_path / "r", {}), []
+    run.stage("rollout/a", {"k": 1}, ["a.jsonl"], _writer(run, "a.jsonl", "a\n", calls))
+    run.stage("rollout/b", {"k": 2}, ["b.jsonl"], _writer(run, "b.jsonl", "b\n", calls),
+              share="rollout/")  # another key
+    run.stage("train/c", {"k": 1}, ["c.jsonl"], _writer(run, "c.jsonl", "c\n", calls),
+              share="train/")  # another prefix
+    (run / "a.jsonl").write_text("tampered\n")
+    assert run.find_done("rollout/", digest({"k": 1})) is None
+    run.stage("rollout/d", {"k": 1}, ["d.jsonl"], _writer(run, "d.jsonl", "d\n", calls),
+              share="rollout/")  # its only match is tampered
+    assert calls == ["a.jsonl", "b.jsonl", "c.jsonl", "d.jsonl"]
+    assert run.find_done("rollout/", digest({"k": 1}))["stage"] == "rollout/d"
+
+
+def test_directory_outputs_are_copied_without_checkpoints(tmp_path):
+    run, calls = RunDir(tmp_path / "r", {}), []
+
+    def go():
+        calls.append(1)
+        (run / "models/a/checkpoint").mkdir(parents=True)
+        (run / "models/a/w.bin").write_bytes(b"123")
+        (run / "models/a/checkpoint/state").write_bytes(b"s")
+    run.stage("train/a", {"k": 1}, ["models/a"], go)
+    run.stage("train/b", {"k": 1}, ["models/b"], go, share="train/")
+    assert calls == [1]
+    assert (run / "models/b/w.bin").read_bytes() == b"123"
+    assert not (run / "models/b/checkpoint").exists()
