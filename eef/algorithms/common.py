@@ -144,8 +144,9 @@ def train_stage(ctx: Context, name: str, init: Path, data: list[Trajectory]) -> 
            "train": to_dict(ctx.cfg.train), "seed": ctx.cfg.seed, "system": ctx.cfg.model.system}
     # the same training done under another name (e.g. an iteration that added no sample):
     # its model is used as is, so the evaluations of that model are shared too
-    same = run.find_done("train/", digest(key))
-    if same is not None and same["stage"] != f"train/{name}":
+    k = digest(key)
+    same = None if run.done(f"train/{name}", k) else run.find_done("train/", k)
+    if same is not None:
         write_jsonl(run / data_rel, data)
         run.log_metrics({"stage": f"train/{name}", "key": digest(key), "examples": len(data),
                          **(same.get("result") or {}), "same_as": same["stage"]})
