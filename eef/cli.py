@@ -334,14 +334,18 @@ def serve(model: str = typer.Argument(..., help="Model spec, e.g. hf:DIR."),
           max_body_bytes: int = typer.Option(2_000_000, help="Largest request body."),
           max_new_tokens: int = typer.Option(1024, help="Largest max_tokens a request may "
                                              "ask for."),
+          max_adapters: int = typer.Option(4, help="LoRA adapters loaded at once at most "
+                                           "(POST /v1/load_lora_adapter; 0: none)."),
           system: Optional[str] = typer.Option(None, help="System message."),
           data_dir: Optional[Path] = DataDir):
-    """Serve a model over an OpenAI-compatible /v1/chat/completions API."""
+    """Serve a model over an OpenAI-compatible /v1/chat/completions API (LoRA adapters are
+    loaded at run time with vLLM's /v1/load_lora_adapter endpoints)."""
     set_data_dir(data_dir)
     from eef.models.serve import ServeConfig, serve as do_serve
     from eef.policy import PolicySpecError
     cfg = ServeConfig(host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                      max_body_bytes=max_body_bytes, max_new_tokens=max_new_tokens)
+                      max_body_bytes=max_body_bytes, max_new_tokens=max_new_tokens,
+                      max_adapters=max_adapters)
     try:
         do_serve(model, cfg, **({"system": system} if system else {}))
     except (PolicySpecError, ValueError, FileNotFoundError) as e:

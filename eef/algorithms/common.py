@@ -176,9 +176,22 @@ def policy_device(device: str) -> str:
 
 
 def load_model_policy(ctx: Context, model: Path):
+    """The policy of the model at ``model``: loaded in-process, or (``model.serve_url``) the
+    served base model / the LoRA adapter registered with the server.  ``release`` it."""
+    m = ctx.cfg.model
+    if m.serve_url:
+        from eef.models.served import served_policy
+        return served_policy(m.serve_url, model, base_dir=base_stage(ctx), base_name=m.serve_model,
+                             api_key_env=m.serve_api_key_env, system=m.system,
+                             concurrency=max(1, ctx.cfg.rollout.num_envs))
     from eef.policy import load_policy
-    return load_policy(f"hf:{model}", ctx.env, system=ctx.cfg.model.system,
-                       device=policy_device(ctx.cfg.model.device))
+    return load_policy(f"hf:{model}", ctx.env, system=m.system, device=policy_device(m.device))
+
+
+def release_policy(policy: Any) -> None:
+    """Free a policy of ``load_model_policy`` (unloads a served adapter)."""
+    from eef.models.served import release
+    release(policy)
 
 
 def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRequest]
@@ -190,7 +203,11 @@ def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRe
 
     def go() -> dict[str, Any]:
         pol = load_model_policy(ctx, model)
-        res = rollout(make_env_factory(ctx.cfg), pol, requests, run / rel, _engine_cfg(ctx, name))
+        try:
+            res = rollout(make_env_factory(ctx.cfg), pol, requests, run / rel,
+                          _engine_cfg(ctx, name))
+        finally:
+            release_policy(pol)
         b = Budget().add(res.trajectories)
         return {"budget": dataclasses.asdict(b), "failures": len(res.failures)}
 

@@ -62,6 +62,14 @@ class ModelConfig:
     system: str | None = _h("System message of the chat format.", None)
     device: str = _h("Device of the rollout and evaluation policy: auto (cuda when available, "
                      "else cpu), cpu, cuda, cuda:N.", "auto")
+    serve_url: str | None = _h("OpenAI-compatible server (e.g. vLLM started with --enable-lora "
+                               "and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True) serving model.base "
+                               "for rollouts and evaluations; each LoRA adapter is loaded into "
+                               "it by path (eef.models.served). None: in-process.", None)
+    serve_model: str | None = _h("Name of the base model on serve_url (None: the first one "
+                                 "GET /models lists).", None)
+    serve_api_key_env: str = _h("Env var holding serve_url's API key (unset: no key).",
+                                "OPENAI_API_KEY")
 
 
 @dataclass
@@ -213,6 +221,9 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"method.train_from: {m.train_from!r} is not base or continue")
     if not (cfg.model.base.startswith("preset:") or cfg.model.base.startswith("hf:")):
         raise ConfigError(f"model.base: {cfg.model.base!r} must be preset:NAME or hf:PATH")
+    if cfg.model.serve_url and cfg.train.lora_r <= 0:
+        raise ConfigError("model.serve_url needs LoRA training (train.lora_r > 0): a running "
+                          "server loads adapters but cannot swap in fully fine-tuned weights")
 
 
 def describe(cls: type = ExperimentConfig, prefix: str = "") -> list[tuple[str, str, str]]:

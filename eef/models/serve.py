@@ -9,6 +9,13 @@ that arrived within ``max_wait_ms`` of the first (up to ``max_batch``) and decod
 policy of ``eef.models.format``.  Supported fields: ``model``, ``messages``, ``temperature``,
 ``top_p``, ``max_tokens`` / ``max_completion_tokens``, ``seed``, ``stop``, ``n`` (1 only);
 ``stream`` is refused.
+
+LoRA adapters, with vLLM's endpoints (so a client that drives a vLLM server drives this one):
+``POST /v1/load_lora_adapter {"lora_name": NAME, "lora_path": DIR}`` loads the peft adapter in
+``DIR`` on top of the served base model, ``POST /v1/unload_lora_adapter {"lora_name": NAME}``
+drops it, and a chat request whose ``model`` is ``NAME`` is answered by it (requests are batched
+per adapter; any other ``model`` value is answered by the base model).  At most ``max_adapters`` are loaded at once; loading a name again with the same
+path is a no-op.
 """
 
 import asyncio
@@ -38,6 +45,9 @@ class ServeConfig:
     max_new_tokens: int = field(default=1024, metadata={"help": "largest max_tokens accepted"})
     model_name: str | None = field(default=None, metadata={
         "help": "model id reported to clients (default: the spec)"})
+    max_adapters: int = field(default=4, metadata={
+        "help": "LoRA adapters loaded at once at most (each holds its own copy of the model "
+                "on this server; 0: no adapter endpoints)"})
 
 
 class _Job:
@@ -100,22 +110,29 @@ class Batcher:
                     j.future.set_result(c)
 
 
-def create_app(policy: Any, cfg: ServeConfig | None = None) -> Any:
-    """The FastAPI app serving ``policy`` (an ``HFPolicy``)."""
+def create_app(policy: Any, cfg: ServeConfig | None = None, loader: Any = None) -> Any:
+    """The FastAPI app serving ``policy`` (an ``HFPolicy``).  ``loader(adapter_dir)`` returns
+    the policy of a LoRA adapter directory (None: no adapter endpoints)."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
     cfg = cfg or ServeConfig()
     name = cfg.model_name or getattr(policy, "spec", "model")
     batcher = Batcher(policy, cfg.max_batch, cfg.max_wait_ms)
+    adapters: dict[str, tuple[str, Batcher]] = {}  # name -> (path, batcher)
+    adapter_lock = asyncio.Lock()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any):
         yield
         batcher.close()
+        for _, b in list(adapters.values()):
+            b.close()
 
     app = FastAPI(title="eef model server", lifespan=lifespan)
     app.state.batcher = batcher
+    app.state.adapters = adapters
+    app.state.adapter_loads = []  # names loaded, in order (observability, tests)
 
     def error(status: int, msg: str, kind: str = "invalid_request_error") -> JSONResponse:
         return JSONResponse({"error": {"message": msg, "type": kind}}, status_code=status)
@@ -126,7 +143,66 @@ def create_app(policy: Any, cfg: ServeConfig | None = None) -> Any:
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "eef"}]}
+        return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "eef"}]
+                + [{"id": a, "object": "model", "owned_by": "eef", "parent": name}
+                   for a in adapters]}
+
+    async def small_json(request: Request) -> Any:
+        body = await request.body()
+        if len(body) > 65536:
+            raise ValueError("request body over 65536 bytes")
+        import json
+        data = json.loads(body or b"{}")
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        return data
+
+    @app.post("/v1/load_lora_adapter")
+    async def load_adapter(request: Request) -> Any:
+        if loader is None or cfg.max_adapters < 1:
+            return error(400, "this server loads no LoRA adapters")
+        try:
+            data = await small_json(request)
+        except ValueError as e:
+            return error(400, f"bad request: {e}")
+        a, path = data.get("lora_name"), data.get("lora_path")
+        if not isinstance(a, str) or not a or not isinstance(path, str) or not path:
+            return error(400, "lora_name and lora_path (strings) are required")
+        if a == name:
+            return error(400, f"{a!r} is the base model's name")
+        from pathlib import Path
+        if not (Path(path) / "adapter_config.json").is_file():
+            return error(400, f"{path}: not a LoRA adapter directory (no adapter_config.json)")
+        async with adapter_lock:
+            if a in adapters:
+                if adapters[a][0] == path:
+                    return {"status": "ok", "lora_name": a, "already_loaded": True}
+                return error(400, f"adapter {a!r} is already loaded from {adapters[a][0]}; "
+                                  "unload it first")
+            if len(adapters) >= cfg.max_adapters:
+                return error(400, f"{cfg.max_adapters} adapters are loaded (max_adapters); "
+                                  "unload one first")
+            try:
+                pol = await asyncio.to_thread(loader, path)
+            except Exception as e:
+                return error(400, f"cannot load adapter {path}: {type(e).__name__}: {e}")
+            adapters[a] = (path, Batcher(pol, cfg.max_batch, cfg.max_wait_ms))
+            app.state.adapter_loads.append(a)
+        return {"status": "ok", "lora_name": a}
+
+    @app.post("/v1/unload_lora_adapter")
+    async def unload_adapter(request: Request) -> Any:
+        try:
+            data = await small_json(request)
+        except ValueError as e:
+            return error(400, f"bad request: {e}")
+        a = data.get("lora_name")
+        async with adapter_lock:
+            if not isinstance(a, str) or a not in adapters:
+                return error(404, f"no adapter named {a!r} is loaded", "not_found_error")
+            _, b = adapters.pop(a)
+        b.close()
+        return {"status": "ok", "lora_name": a}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
@@ -152,7 +228,9 @@ def create_app(policy: Any, cfg: ServeConfig | None = None) -> Any:
         stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
         sampling = Sampling(temperature=req.temperature, top_p=req.top_p, max_new_tokens=max_new)
         msgs = [{"role": m.role, "content": m.content} for m in req.messages]
-        fut = batcher.submit(msgs, sampling, req.seed, stop)
+        # an adapter's name selects it; any other name is the base model
+        which = adapters[req.model][1] if req.model in adapters else batcher
+        fut = which.submit(msgs, sampling, req.seed, stop)
         try:
             c = await asyncio.wrap_future(fut)
         except ValueError as e:  # format errors: bad roles, template failures, budgets
@@ -160,7 +238,7 @@ def create_app(policy: Any, cfg: ServeConfig | None = None) -> Any:
         except Exception as e:  # pragma: no cover - a model failure
             return error(500, f"{type(e).__name__}: {e}", "server_error")
         return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
-                "created": int(time.time()), "model": name,
+                "created": int(time.time()), "model": req.model or name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
                              "finish_reason": c.finish_reason}],
                 "usage": {"prompt_tokens": c.prompt_tokens,
@@ -209,4 +287,7 @@ def serve(model: str, cfg: ServeConfig | None = None, **policy_kw: Any) -> None:
     policy = load_policy(model, **policy_kw)
     if not hasattr(policy, "complete"):
         raise ValueError(f"{model}: only hf: models can be served")
-    uvicorn.run(create_app(policy, cfg), host=cfg.host, port=cfg.port, log_level="warning")
+    def loader(path: str) -> Any:
+        return load_policy(f"hf:{path}", **policy_kw)
+    uvicorn.run(create_app(policy, cfg, loader), host=cfg.host, port=cfg.port,
+                log_level="warning")
