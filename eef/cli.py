@@ -447,7 +447,8 @@ def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML 
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         _fail(str(e), 1)
     _print_rows(f"{cfg.env.name}: final iteration on {cfg.env.eval_split} — {out}", table,
-                ["method", "seeds", "win_rate_mean", "win_rate_std", "score_mean", "score_std"])
+                ["method", "seeds", "win_rate_mean", "win_rate_std", "score_mean", "score_std",
+                 "env_steps_mean", "generated_tokens_mean"])
 
 
 def main() -> None:

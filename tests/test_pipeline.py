@@ -138,3 +138,35 @@ def test_policy_device_option():
     assert load_config(None, ["model.device=cuda:1"]).model.device == "cuda:1"
     assert policy_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert policy_device("cuda:1") == "cuda:1" and policy_device("cpu") == "cpu"
+
+
+def test_embedded_default_is_the_shipped_webshop_tiny_config():
+    from eef.algorithms.config import to_dict
+    shipped = Path(__file__).resolve().parents[1] / "configs/webshop-tiny.yaml"
+    assert to_dict(load_config(None)) == to_dict(load_config(shipped))
+
+
+def test_compare_runs_every_method_per_seed_at_matched_budget(tmp_path):
+    from eef.algorithms.pipeline import method_budget
+    out = tmp_path / "cmp"
+    r = _eef(["compare", "--methods", "sft,rft,rft_xn,eef", "--seeds", "2", "--out", str(out)]
+             + [x for s in SMALL + ["env.options={max_steps: 8}", "env.train_tasks=12"]
+                for x in ("--set", s)], timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = json.loads((out / "results.json").read_text())
+    assert [row["method"] for row in table] == ["eef", "sft", "rft", "rft_xn"]  # EEF first
+    assert all(row["seeds"] == 2 for row in table)
+    by = {row["method"]: row for row in table}
+    assert by["sft"]["env_steps_mean"] == 0 and by["eef"]["env_steps_mean"] > 0
+    for seed in (0, 1):
+        rows = _metrics(out / f"seed{seed}")
+        assert {m for m in ("sft", "rft", "rft_xn", "eef")
+                if any(x["stage"].startswith("eval/") and x.get("method") == m for x in rows)} \
+            == {"sft", "rft", "rft_xn", "eef"}
+        eef, xn = method_budget(rows, "eef"), method_budget(rows, "rft_xn")
+        n = next(x["n"] for x in rows if x["stage"] == "rft_xn/it1/budget")
+        one = method_budget(rows, "rft")["env_steps"]
+        # N was chosen so that RFT×N's env steps come closest to EEF's (one rollout per task
+        # costs what RFT's costs)
+        assert abs(xn["env_steps"] - eef["env_steps"]) <= one / 2 + 1e-9 or n == 1
+    assert "rft_xn" in r.stdout and "env_steps_mean" in r.stdout

@@ -84,15 +84,18 @@ def compare(cfg: ExperimentConfig, methods: list[str], seeds: list[int], out: st
     final iteration's test win rate and score, mean ± std over seeds."""
     order = sorted(methods, key=lambda m: (m != "eef", METHODS.index(m)))
     finals: dict[str, list[dict[str, Any]]] = {m: [] for m in order}
+    spent: dict[str, list[dict[str, int]]] = {m: [] for m in order}
     for seed in seeds:
         c = dataclasses.replace(cfg, seed=seed)
         ctx = prepare(c, Path(out) / f"seed{seed}")
         try:
             for m in order:
                 run_method(ctx, m)
-                evals = [r for r in ctx.run.metrics()
+                rows = ctx.run.metrics()
+                evals = [r for r in rows
                          if str(r.get("stage", "")).startswith("eval/") and r.get("method") == m]
                 finals[m].append(max(evals, key=lambda r: r.get("iteration") or 0))
+                spent[m].append(method_budget(rows, m))
         finally:
             ctx.env.close()
     table = []
@@ -101,10 +104,24 @@ def compare(cfg: ExperimentConfig, methods: list[str], seeds: list[int], out: st
         sc = [r["mean_score"] for r in finals[m]]
         table.append({"method": m, "seeds": len(wr),
                       "win_rate_mean": statistics.mean(wr), "win_rate_std": _std(wr),
-                      "score_mean": statistics.mean(sc), "score_std": _std(sc)})
+                      "score_mean": statistics.mean(sc), "score_std": _std(sc),
+                      **{f"{k}_mean": statistics.mean(b[k] for b in spent[m])
+                         for k in ("env_steps", "generated_tokens")}})
     import json
     (Path(out) / "results.json").write_text(json.dumps(table, indent=1))
     return table
+
+
+def method_budget(rows: list[dict[str, Any]], method: str) -> dict[str, int]:
+    """Env steps and generated tokens a method counted over all its iterations (its
+    ``<method>/itI/budget`` rows: rollouts from s_0 and, for EEF, simulations)."""
+    out = {"env_steps": 0, "generated_tokens": 0}
+    for r in rows:
+        st = str(r.get("stage", ""))
+        if st.startswith(f"{method}/it") and st.endswith("/budget") and "budget" in r:
+            for k in out:
+                out[k] += int(r["budget"].get(k, 0))
+    return out
 
 
 def _std(xs: list[float]) -> float:
