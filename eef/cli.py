@@ -98,7 +98,7 @@ def tasks(env: str = typer.Argument(..., help="Env name (webshop, sciworld)."),
 def _run_policy(env_name: str, policy: str, split: str | None, tasks_file: Path | None,
                 limit: int | None, out: Path | None, env_opt: list[str] | None,
                 max_steps: int | None, seed: int, temperature: float, num_envs: int = 1,
-                max_new_tokens: int | None = None, **policy_kw):
+                max_new_tokens: int | None = None, ground: bool = False, **policy_kw):
     """Scripted experts play sequentially (they are fast); model policies (and any policy with
     ``num_envs > 1``) go through the batched rollout engine.  Both resume from ``out``."""
     from eef.policy import PolicySpecError, Sampling, load_policy
@@ -114,7 +114,7 @@ def _run_policy(env_name: str, policy: str, split: str | None, tasks_file: Path 
     sampling = Sampling(temperature=temperature, **(
         {"max_new_tokens": max_new_tokens} if max_new_tokens else {}))
     try:
-        if policy.startswith("expert:") and num_envs <= 1:
+        if policy.startswith("expert:") and num_envs <= 1 and not ground:
             trajs = collect(env, pol, ids, out, sampling=sampling, seed=seed,
                             progress=sys.stderr.isatty())
         else:
@@ -123,7 +123,7 @@ def _run_policy(env_name: str, policy: str, split: str | None, tasks_file: Path 
             res = rollout(EnvSpec(env_name, env_kw), pol,
                           [RolloutRequest(t, sampling=sampling, seed=seed) for t in ids], out,
                           EngineConfig(num_envs=max(1, num_envs if num_envs > 1 else 16),
-                                       progress=sys.stderr.isatty()))
+                                       progress=sys.stderr.isatty(), ground_actions=ground))
             trajs = res.trajectories
     except TrajectoryFormatError as e:
         _fail(str(e))
@@ -153,6 +153,8 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
                                                           "tokens (models; default 96)."),
              system: Optional[str] = typer.Option(None, help="System message of hf:/openai: "
                                                   "policies."),
+             ground: bool = typer.Option(False, help="Map inadmissible actions to the closest "
+                                         "admissible one (eef.envs.grounding)."),
              data_dir: Optional[Path] = DataDir):
     """Evaluate a policy: win rate (success share) and mean score (0-100)."""
     from eef.rollout.episode import summarize
@@ -163,9 +165,10 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
         _fail("--max-new-tokens must be >= 1")
     trajs = _run_policy(env, policy, split if tasks_file is None else None, tasks_file, limit,
                         out, env_opt, max_steps, seed, temperature, num_envs, max_new_tokens,
-                        **({"system": system} if system else {}))
+                        ground, **({"system": system} if system else {}))
     summary = {"env": env, "policy": policy, "split": split if tasks_file is None else None,
-               **summarize(trajs),
+               **summarize(trajs), "grounded_steps": sum(len(t.meta.get("grounded", []))
+                                                         for t in trajs),
                "tasks": [{"id": t.task_id, "reward": t.reward, "success": t.success,
                           "steps": len(t)} for t in trajs]}
     if as_json:

@@ -139,3 +139,11 @@ def test_eval_model_with_system_and_turn_length(tmp_path):
     for t in read_jsonl(out):  # a 3-token turn: the action is at most 3 tokens long
         for s in t.steps:
             assert len(tok(s.action, add_special_tokens=False)["input_ids"]) <= 3
+
+
+def test_eval_ground_keeps_admissible_actions():
+    # the oracle only writes admissible actions (searches fill the template): nothing replaced
+    r = run("eval", "webshop", "--policy", "expert:oracle", "--ground", "--limit", "3", "--json")
+    assert r.exit_code == 0
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    assert d["n"] == 3 and d["win_rate"] == 1.0 and d["grounded_steps"] == 0

@@ -93,3 +93,60 @@ def test_sciworld_worker_killed_mid_episode_is_retried():
     retried = [t for t in res.trajectories if t.meta["retries"]]
     assert len(retried) == 1 and "died" in retried[0].meta["errors"][0]
     assert res.stats["retries"] == 1
+
+
+class _SloppyShopper:
+    """Searches, then clicks a *mangled* id of the first listed product, then a misspelt
+    ``buy now``: every action after the search is inadmissible as written."""
+
+    spec = "test:sloppy"
+
+    def act(self, contexts, sampling=None, seeds=None):
+        import re
+        out = []
+        for c in contexts:
+            obs = c.steps[-1].observation if c.steps else c.initial_observation
+            ids = re.findall(r"\[SEP\] (B0[0-9A-Z]{8}) \[SEP\]", obs)
+            if not c.steps:
+                out.append("Thought: look\nAction: search[shoes]")
+            elif ids:
+                out.append(f"Action: click[{ids[0][:-1]}Q]")
+            else:
+                out.append("Action: click[buy nwo]")
+        return out
+
+
+def test_grounding_maps_inadmissible_actions_to_admissible_ones(webshop):
+    from eef.envs.grounding import ground_action
+    tid = webshop.tasks("test")[0].id
+    pol = _SloppyShopper()
+    raw = run_episode(webshop, pol, tid)  # as written: nothing is ever clicked
+    assert len(raw) == webshop.max_steps and raw.reward == 0 and "grounded" not in raw.meta
+    assert [s.valid for s in raw.steps][1:3] == [False, False]
+    seq = run_episode(webshop, pol, tid, ground=True)
+    assert len(seq) == 3 and seq.done and seq.steps[-1].action == "click[buy now]"
+    assert all(s.valid for s in seq.steps)
+    assert [i for i, _ in seq.meta["grounded"]] == [1, 2]
+    assert seq.meta["grounded"][1][1] == "click[buy nwo]"
+    webshop.reset(tid)
+    webshop.step("search[shoes]")
+    assert seq.steps[1].action == ground_action(seq.meta["grounded"][0][1], webshop.available_actions())
+    res = rollout("webshop", pol, [RolloutRequest(tid, samples=2)],
+                  config=EngineConfig(num_envs=2, progress=False, ground_actions=True))
+    for t in res.trajectories:
+        assert same(t, seq) and t.meta["grounded"] == seq.meta["grounded"]
+    off = rollout("webshop", pol, [RolloutRequest(tid)], config=EngineConfig(num_envs=1, progress=False))
+    assert same(off.trajectories[0], raw) and "grounded" not in off.trajectories[0].meta
+
+
+def test_ground_action_rule():
+    from eef.envs.grounding import ground_action as g
+    page = ["search[<query>]", "click[back to search]", "click[< prev]", "click[next >]",
+            "click[b0abc12345]", "click[b0zzz99999]"]
+    assert g("search[red shoes]", page) == "search[red shoes]"  # fills the template
+    assert g("CLICK[Next >] ", page) == "CLICK[Next >] "          # admissible as written
+    assert g("click[b0abc1234x]", page) == "click[b0abc12345]"   # nearest listed id
+    assert g("clik[next]", page) == "click[next >]"
+    assert g("search[]", page) != "search[]"                     # an empty query fills nothing
+    assert g("click[x]", ["search[<query>]"]) == "click[x]"      # only a template: kept
+    assert g("anything", []) == "anything"

@@ -214,6 +214,8 @@ def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRe
     key = {"model": str(model), "model_key": _dir_key(model),
            "requests": [(r.task_id, r.start_state, r.samples, r.seed, r.parent_id,
                          dataclasses.asdict(r.sampling) if r.sampling else None) for r in requests]}
+    if ctx.cfg.rollout.ground_actions:  # other episodes: keys of earlier runs stay valid
+        key["ground_actions"] = True
     run.stage(f"rollout/{name}", key, [rel], go, share="rollout/")  # same requests, same model
     return read_jsonl(run / rel)
 

@@ -92,6 +92,9 @@ class EngineConfig:
         "help": "Restarts of an episode whose env died before it is recorded as failed."})
     max_episode_steps: int | None = field(default=None, metadata={
         "help": "Safety cap on policy steps per episode (None: the env's own limit)."})
+    ground_actions: bool = field(default=False, metadata={
+        "help": "Replace an action the state does not admit by the closest admissible one "
+                "(eef.envs.grounding; the model's text is kept in meta['grounded'])."})
     use_snapshots: bool = field(default=True, metadata={
         "help": "Replay once per env slot and restore snapshots, when the env supports them."})
     snapshot_cache: int = field(default=64, metadata={
@@ -470,11 +473,18 @@ class RolloutEngine:
                     stats["act_calls"] += 1
                     stats["act_batch_max"] = max(stats["act_batch_max"], len(eps))
                 # 3. step every env
-                outs = self.pool.run([(e.slot, "step", (a,)) for e, _, a in actions])
+                method = "step_grounded" if cfg.ground_actions else "step"
+                outs = self.pool.run([(e.slot, method, (a,)) for e, _, a in actions])
                 for (e, thought, action), res in zip(actions, outs):
                     if isinstance(res, BaseException):
                         env_error(e, res)
                         continue
+                    if cfg.ground_actions:
+                        executed, res = res
+                        if executed != action:
+                            e.traj.meta.setdefault("grounded", []).append(
+                                [len(e.traj.steps), action])
+                            action = executed
                     n_steps += 1
                     e.env_steps += 1
                     e.last = res

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from eef.envs.base import TextEnv
+from eef.envs.grounding import ground_action
 from eef.policy import Policy, Sampling
 from eef.react import parse_turn
 from eef.trajectory import Step, Trajectory, TrajectoryFormatError, dumps_line, iter_jsonl
@@ -23,9 +24,10 @@ def start_context(env: TextEnv, task_id: str, observation: str) -> Trajectory:
 
 def run_episode(env: TextEnv, policy: Policy, task_id: str, *, sampling: Sampling | None = None,
                 seed: int = 0, source: dict[str, Any] | None = None,
-                prefix: Trajectory | None = None) -> Trajectory:
+                prefix: Trajectory | None = None, ground: bool = False) -> Trajectory:
     """Play one episode of ``task_id``.  With ``prefix`` (a recorded trajectory cut at state
-    s_k), its actions are replayed first and kept in the context (``source.start_state = k``)."""
+    s_k), its actions are replayed first and kept in the context (``source.start_state = k``).
+    ``ground``: map inadmissible actions to admissible ones (``eef.envs.grounding``)."""
     if prefix is not None and prefix.steps:
         rep = env.replay(task_id, prefix.actions, prefix.observations)
         traj = prefix.prefix(len(prefix.steps))
@@ -44,6 +46,11 @@ def run_episode(env: TextEnv, policy: Policy, task_id: str, *, sampling: Samplin
     while not done:
         response = policy.act([traj], sampling, [seed + len(traj.steps)])[0]
         thought, action = parse_turn(response)
+        if ground:
+            executed = ground_action(action, env.available_actions())
+            if executed != action:
+                traj.meta.setdefault("grounded", []).append([len(traj.steps), action])
+                action = executed
         last = env.step(action)
         traj.steps.append(Step(action, last.observation, thought, float(last.reward),
                                train=True, valid=bool(last.info.get("valid", True))))

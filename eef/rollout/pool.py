@@ -228,6 +228,14 @@ class EnvHost:
     def step(self, action: str) -> StepResult:
         return self._env().step(action)
 
+    def step_grounded(self, action: str) -> tuple[str, StepResult]:
+        """Ground ``action`` in the state's admissible actions (``eef.envs.grounding``), then
+        step; returns the executed action and the step's result."""
+        from eef.envs.grounding import ground_action
+        env = self._env()
+        executed = ground_action(action, env.available_actions())
+        return executed, env.step(executed)
+
     def available_actions(self) -> list[str]:
         return self._env().available_actions()
 
