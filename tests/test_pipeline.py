@@ -170,3 +170,28 @@ def test_compare_runs_every_method_per_seed_at_matched_budget(tmp_path):
         # costs what RFT's costs)
         assert abs(xn["env_steps"] - eef["env_steps"]) <= one / 2 + 1e-9 or n == 1
     assert "rft_xn" in r.stdout and "env_steps_mean" in r.stdout
+
+
+def test_replay_mixes_pretraining_sequences_into_training(tmp_path):
+    from eef.trajectory import read_jsonl
+    with pytest.raises(ConfigError, match="model.replay"):
+        load_config(None, ["model.base=hf:somewhere", "model.replay=3"])
+    with pytest.raises(ConfigError, match="model.replay"):
+        load_config(None, ["model.pretrain=false", "model.replay=3"])
+    with pytest.raises(ConfigError, match="model.replay"):
+        load_config(None, ["model.replay=-1"])
+    out = tmp_path / "replay"
+    opts = ("model.preset_options={explore_episodes: 2, lookup_drills: 3, pick_tasks: 4, "
+            "search_drills: 3, short_drills: 2, short_replay: 1, warmup_steps: 0, steps: 2, "
+            "batch_size: 4, max_tokens: 1000, max_hits: 3}")
+    args = ["run", "--out", str(out)] + [x for s in SMALL + [
+        "model.pretrain=true", "method.name=sft", "model.replay=6", opts] for x in ("--set", s)]
+    r = _eef(args, timeout=900, env={**os.environ, "EEF_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = read_jsonl(out / "data/sft.jsonl")
+    replayed = [t for t in data if t.source.get("kind") == "pretrain"]
+    experts = [t for t in data if t.source.get("kind") != "pretrain"]
+    assert len(replayed) == 6 and all(t.success for t in experts)
+    assert {t.source["task"] for t in replayed} <= {"lookup", "explore", "search", "pick"}
+    row = next(m for m in _metrics(out) if m["stage"] == "train/sft")
+    assert row["examples"] == len(data)

@@ -222,3 +222,42 @@ def test_pick_probe_scores_policies(env):
     assert r["first_hit"] == sum(p.listed[0] == p.target for p in with_target) / len(with_target)
     ex = with_target[0].sft_example()
     assert [s.train for s in ex.steps] == [False, True] and ex.steps[-1].action.startswith("click[")
+
+
+def test_search_drills_carry_the_train_instruction_into_the_query(env):
+    from eef.experts.webshop import instruction_parts
+    from eef.models.pretrain import search_drills
+    drills = list(search_drills(env, 30, seed=2))
+    assert len(drills) == 30
+    train = {t.id: t for t in env.tasks("train")}
+    for d in drills:
+        goal = next(t for t in train.values() if t.instruction == d.instruction)
+        assert goal.split == "train" and d.initial_observation == env.reset(goal.id)
+        (step,) = d.steps
+        assert step.train and step.action.startswith("search[") and step.action.endswith("]")
+        words = step.action[7:-1].split()
+        phrase = instruction_parts(goal.instruction)[0].lower()
+        assert words and all(w in phrase for w in words) and "find" not in words
+        assert "price" not in words and not step.observation  # no results page, no score
+    assert [d.steps[0].action for d in search_drills(env, 30, seed=2)] == \
+        [d.steps[0].action for d in drills]  # deterministic
+
+
+def test_search_drills_key_and_replay(env):
+    from eef.models.pretrain import (PretrainConfig, PretrainError, build_key,
+                                     replay_sequences)
+    k0, p0 = build_key("test", "webshop", PretrainConfig.from_options(SMALL))
+    k1, p1 = build_key("test", "webshop", PretrainConfig.from_options({**SMALL, "search_drills": 0}))
+    k2, p2 = build_key("test", "webshop", PretrainConfig.from_options({**SMALL, "search_drills": 5}))
+    assert k0 == k1 != k2  # a build without search drills keeps its earlier key
+    assert "search_drills" not in p0["options"] and p2["options"]["search_drills"] == 5
+    opts = {**SMALL, "search_drills": 6}
+    rep = replay_sequences("webshop", opts, 20, seed=1)
+    assert len(rep) == 20 and all(t.source["kind"] == "pretrain" for t in rep)
+    assert not any(t.source.get("task") == "lookup_short" for t in rep)  # warm-up drills stay out
+    assert [t.task_id for t in replay_sequences("webshop", opts, 20, seed=1)] == \
+        [t.task_id for t in rep]
+    assert len(replay_sequences("webshop", opts, 10_000, seed=1)) == 8 + 4 + 6 + 12  # all of it
+    assert replay_sequences("webshop", opts, 0) == []
+    with pytest.raises(PretrainError, match="no pre-training corpus"):
+        replay_sequences("nowhere", opts, 3)

@@ -49,6 +49,7 @@ class Context:
     eval_ids: list[str] = field(default_factory=list)
     experts: list[Trajectory] = field(default_factory=list)
     base: Path | None = None
+    replay: list[Trajectory] | None = None  # model.replay sequences, made once per run
 
     @property
     def expert_successes(self) -> list[Trajectory]:
@@ -126,9 +127,24 @@ def base_stage(ctx: Context) -> Path:
     return out
 
 
+def replay_data(ctx: Context) -> list[Trajectory]:
+    """``model.replay`` sequences of the base preset's pre-training corpus (seeded by the
+    run's seed; the same for every training stage of the run)."""
+    m = ctx.cfg.model
+    if not m.replay:
+        return []
+    if ctx.replay is None:
+        from eef.models.pretrain import replay_sequences
+        ctx.replay = replay_sequences(ctx.cfg.env.name, dict(m.preset_options), m.replay,
+                                      ctx.cfg.seed)
+    return ctx.replay
+
+
 def train_stage(ctx: Context, name: str, init: Path, data: list[Trajectory]) -> Path:
-    """Fine-tune ``init`` on ``data`` into ``models/NAME`` (resumable, cached by content)."""
+    """Fine-tune ``init`` on ``data`` (plus ``model.replay`` pre-training sequences) into
+    ``models/NAME`` (resumable, cached by content)."""
     from eef.models.train import train_sft
+    data = list(data) + replay_data(ctx)
     run = ctx.run
     rel = f"models/{name}"
     data_rel = f"data/{name}.jsonl"

@@ -59,6 +59,9 @@ class ModelConfig:
                         "built once per machine and cached). False: random initialisation.", True)
     preset_options: dict[str, Any] = _h("Options of the preset build (PretrainConfig fields, "
                                         "see docs/tiny-preset.md).", factory=dict)
+    replay: int = _h("Pre-training sequences of the preset (a seeded sample of its corpus, "
+                     "eef.models.pretrain.replay_sequences) added to every training stage's "
+                     "data against forgetting; 0: none.  Needs a pre-trained preset base model.", 0)
     system: str | None = _h("System message of the chat format.", None)
     device: str = _h("Device of the rollout and evaluation policy: auto (cuda when available, "
                      "else cpu), cpu, cuda, cuda:N.", "auto")
@@ -222,6 +225,11 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"method.train_from: {m.train_from!r} is not base or continue")
     if not (cfg.model.base.startswith("preset:") or cfg.model.base.startswith("hf:")):
         raise ConfigError(f"model.base: {cfg.model.base!r} must be preset:NAME or hf:PATH")
+    if cfg.model.replay < 0 or (cfg.model.replay and not (
+            cfg.model.base.startswith("preset:") and cfg.model.pretrain)):
+        raise ConfigError("model.replay must be >= 0 and needs a pre-trained preset base model "
+                          "(preset:NAME with model.pretrain true): it replays that preset's "
+                          "pre-training corpus")
     if cfg.model.serve_url and cfg.train.lora_r <= 0:
         raise ConfigError("model.serve_url needs LoRA training (train.lora_r > 0): a running "
                           "server loads adapters but cannot swap in fully fine-tuned weights")

@@ -26,6 +26,10 @@ tied output embedding of a token that is never a target being pushed down by eve
 * ``explore``: random-exploration transcripts: the ``expert:random`` policy on **train** goals
   (uniform clicks, searches of 3 random instruction words), cut before the purchase, so no
   done page and no score (goal-outcome information) is ever shown.  Loss on every valid action.
+* ``search`` (``search_drills``, off by default): a **train** goal's first page, then the
+  trained action ``search[<content words of the instruction's product phrase>]``: the first
+  turn of an episode, which SFT on a few expert successes otherwise unlearns
+  (docs/tiny-preset.md, "The agent after SFT").
 * ``pick``: copy tasks built from the catalogue.  A results page from a search with a few title
   words of a random train product; the "instruction" names one listed **train** product by a
   few words of its title (words that single it out on that page); the trained action is
@@ -98,6 +102,9 @@ class PretrainConfig:
                 "page header and search step"})
     explore_episodes: int = field(default=100, metadata={
         "help": "random-exploration episodes on train goals (purchase step removed)"})
+    search_drills: int = field(default=0, metadata={
+        "help": "search drills (WebShop): a train goal's first page, then the trained action "
+                "search[<content words of the goal's product phrase>] (0: none)"})
     pick_tasks: int = field(default=1500, metadata={
         "help": "copy tasks: a results page, then click[ASIN] of the product named by a few of "
                 "its title words"})
@@ -141,13 +148,13 @@ class PretrainConfig:
             if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise PretrainError(f"preset option {name} must be in [0, 1], got {v!r}")
         for name in ("short_drills", "short_replay", "lookup_drills", "warmup_steps",
-                     "explore_episodes", "pick_tasks", "steps"):
+                     "explore_episodes", "search_drills", "pick_tasks", "steps"):
             if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 0:
                 raise PretrainError(f"preset option {name} must be an int >= 0")
         if min(cfg.short_replay, cfg.short_drills) + cfg.lookup_drills + cfg.explore_episodes \
-                + cfg.pick_tasks == 0:
+                + cfg.search_drills + cfg.pick_tasks == 0:
             raise PretrainError("empty main-phase corpus: short_replay, lookup_drills, "
-                                "explore_episodes and pick_tasks are all 0")
+                                "explore_episodes, search_drills and pick_tasks are all 0")
         if cfg.warmup_steps and not cfg.short_drills:
             raise PretrainError("warmup_steps > 0 needs short_drills > 0 (the warm-up trains "
                                 "on them)")
@@ -262,6 +269,31 @@ def explore_transcripts(env: "WebShopEnv", n: int, seed: int = 0, relabel: float
                          pool).trajectory(t)
             t.source["relabelled"] = True
         yield t
+
+
+def search_drills(env: "WebShopEnv", n: int, seed: int = 0) -> Iterator[Trajectory]:
+    """``n`` one-step drills on **train** goals: the goal's first page (its instruction), then
+    the trained action ``search[<content words of the instruction's product phrase>]`` (the
+    phrase before the options and the price cap; stop words and "find me" dropped).  They
+    teach the first turn of an episode: carry the instruction's words into the query."""
+    from eef.experts.webshop import content_words, instruction_parts
+    rng = random.Random(f"search/{seed}")
+    goals = env.tasks("train")
+    made = 0
+    for _ in range(20 * n + 100):
+        if made >= n:
+            return
+        t = rng.choice(goals)
+        words = [w for w in content_words(instruction_parts(t.instruction)[0])
+                 if w not in ("find", "me")]
+        if not words:
+            continue
+        obs = env.reset(t.id)
+        yield Trajectory(f"pretrain/search/{made}", "webshop", t.instruction, obs,
+                         [Step(f"search[{' '.join(words)}]", "", "", train=True)],
+                         source={"kind": "pretrain", "task": "search", "goal_split": "train"})
+        made += 1
+    raise PretrainError(f"could not build {n} search drills ({made} built)")
 
 
 def _words(text: str) -> list[str]:
@@ -437,6 +469,7 @@ def webshop_corpus(cfg: PretrainConfig, data_dir: str | os.PathLike | None = Non
                              max_hits=4, min_words=1, max_words=3)
     yield from lookup_drills(env, cfg.lookup_drills, cfg.seed + 1)
     yield from explore_transcripts(env, cfg.explore_episodes, cfg.seed, cfg.relabel)
+    yield from search_drills(env, cfg.search_drills, cfg.seed)
     yield from pick_tasks(env, cfg.pick_tasks, cfg.seed, min_hits=cfg.min_hits,
                           max_hits=cfg.max_hits,
                           name_words=cfg.name_words, option_share=cfg.option_share,
@@ -572,12 +605,45 @@ def data_checksums(env: str, data_dir: str | os.PathLike | None = None) -> dict[
     return out
 
 
+def replay_sequences(env: str, options: dict[str, Any], n: int, seed: int = 0,
+                     data_dir: str | os.PathLike | None = None) -> list[Trajectory]:
+    """``n`` sequences of the pre-training corpus of a preset built with ``options`` (a seeded
+    sample of its main-phase tasks; the warm-up's short drills left out), for mixing into
+    fine-tuning data against forgetting (``model.replay`` of the pipeline)."""
+    if n <= 0:
+        return []
+    if env not in CORPUS_BUILDERS:
+        raise PretrainError(f"no pre-training corpus for env {env!r} (known: "
+                            f"{', '.join(CORPUS_BUILDERS)})")
+    cfg = PretrainConfig.from_options(options)
+    pool = [t for t in CORPUS_BUILDERS[env](cfg, data_dir)
+            if t.source.get("task") != "lookup_short"]
+    if not pool:
+        raise PretrainError("the pre-training corpus has no main-phase sequence to replay")
+    rng = random.Random(f"replay/{seed}")
+    picked = rng.sample(range(len(pool)), min(n, len(pool)))
+    return [pool[i] for i in sorted(picked)]
+
+
+#: options added after builds were cached: left out of the key while at their default, so
+#: the keys (and caches) of builds that do not use them stay valid
+_LATER_OPTIONS = {"search_drills": 0}
+
+
+def _key_options(cfg: PretrainConfig) -> dict[str, Any]:
+    opts = asdict(cfg)
+    for k, default in _LATER_OPTIONS.items():
+        if opts.get(k) == default:
+            del opts[k]
+    return opts
+
+
 def build_key(preset: str, env: str, cfg: PretrainConfig,
               data_dir: str | os.PathLike | None = None) -> tuple[str, dict[str, Any]]:
     """The cache key of a build and what it hashes (preset size, env, data checksums, every
     option, ``CODE_VERSION``)."""
     payload = {"preset": preset, "size": asdict(get_preset(preset)), "env": env,
-               "data": data_checksums(env, data_dir), "options": asdict(cfg),
+               "data": data_checksums(env, data_dir), "options": _key_options(cfg),
                "code_version": CODE_VERSION}
     if env == "sciworld":  # the simulator's text differs between versions
         import scienceworld
@@ -716,7 +782,9 @@ def _build(preset: str, env: str, cfg: PretrainConfig, key: str, payload: dict[s
                      "removed) and copy tasks on catalogue pages (click the listed train "
                      "product named by words of its title, then its named option values); no "
                      "expert, no reward, no test product's goal, title or page as a target; "
-                     "identifiers are arbitrary labels drawn from the whole catalogue"),
+                     "identifiers are arbitrary labels drawn from the whole catalogue"
+                     + ("; search drills: a train goal's instruction, then search[<its product "
+                        "phrase's content words>]" if cfg.search_drills else "")),
             "sequences": res["examples"], "warmup_steps": cfg.warmup_steps,
             "warmup_reused": reused,
             "steps": sum(r["steps"] for r in results),

@@ -271,6 +271,7 @@ def sample_origins(runs: list[Run]) -> list[OriginRow]:
                 row = acc.setdefault((m, it), OriginRow(m, it, 0, {o: 0 for o in ORIGINS}))
                 row.runs += 1
                 for t in data:
-                    row.counts[sample_origin(t)] += 1
+                    if t.source.get("kind") != "pretrain":  # model.replay: not a sample
+                        row.counts[sample_origin(t)] += 1
     ms = _method_order({k[0] for k in acc})
     return [acc[k] for k in sorted(acc, key=lambda k: (ms.index(k[0]), k[1]))]
