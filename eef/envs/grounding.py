@@ -20,9 +20,12 @@ how often grounding acted.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from rapidfuzz import fuzz, process
+
+if TYPE_CHECKING:
+    from eef.trajectory import Trajectory
 
 _TEMPLATE = re.compile(r"^(\w+)\[<[^<>\]]*>\]$")
 
@@ -50,3 +53,11 @@ def ground_action(action: str, available: Sequence[str]) -> str:
         return action
     best = process.extractOne(a, norms, scorer=fuzz.ratio)
     return concrete[best[2]]
+
+
+def note_grounding(traj: "Trajectory", raw: str, executed: str) -> str:
+    """Record in ``traj.meta["grounded"]`` that the next step executes ``executed`` for the
+    model's ``raw`` action (nothing when they are equal); returns ``executed``."""
+    if executed != raw:
+        traj.meta.setdefault("grounded", []).append([len(traj.steps), raw])
+    return executed

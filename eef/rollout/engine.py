@@ -43,6 +43,7 @@ from typing import Any, Callable, Literal, Sequence
 
 from eef.envs.base import EnvDiedError, StepResult, TextEnv, UnknownTaskError
 from eef.policy import Policy, Sampling
+from eef.envs.grounding import note_grounding
 from eef.react import parse_turn
 from eef.rollout.pool import EnvPool, EnvSpec, LocalPool, ProcessPool, StartResult
 from eef.trajectory import Step, Trajectory, TrajectoryFormatError, dumps_line, iter_jsonl
@@ -481,10 +482,7 @@ class RolloutEngine:
                         continue
                     if cfg.ground_actions:
                         executed, res = res
-                        if executed != action:
-                            e.traj.meta.setdefault("grounded", []).append(
-                                [len(e.traj.steps), action])
-                            action = executed
+                        action = note_grounding(e.traj, action, executed)
                     n_steps += 1
                     e.env_steps += 1
                     e.last = res

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from eef.envs.base import TextEnv
-from eef.envs.grounding import ground_action
+from eef.envs.grounding import ground_action, note_grounding
 from eef.policy import Policy, Sampling
 from eef.react import parse_turn
 from eef.trajectory import Step, Trajectory, TrajectoryFormatError, dumps_line, iter_jsonl
@@ -47,10 +47,7 @@ def run_episode(env: TextEnv, policy: Policy, task_id: str, *, sampling: Samplin
         response = policy.act([traj], sampling, [seed + len(traj.steps)])[0]
         thought, action = parse_turn(response)
         if ground:
-            executed = ground_action(action, env.available_actions())
-            if executed != action:
-                traj.meta.setdefault("grounded", []).append([len(traj.steps), action])
-                action = executed
+            action = note_grounding(traj, action, ground_action(action, env.available_actions()))
         last = env.step(action)
         traj.steps.append(Step(action, last.observation, thought, float(last.reward),
                                train=True, valid=bool(last.info.get("valid", True))))
