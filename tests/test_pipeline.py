@@ -98,6 +98,16 @@ def test_kill_9_then_resume_gives_the_same_results(clean_run, tmp_path):
     assert _evals(out) == _evals(clean_run[0])
 
 
+def test_round_robin_by_type():
+    from eef.algorithms.common import round_robin_by_type
+    ids = ["sw/boil/1", "sw/boil/2", "sw/boil/3", "sw/melt/7", "sw/find-animal/4", "sw/find-animal/5"]
+    got = round_robin_by_type(ids)
+    assert got == ["sw/boil/1", "sw/melt/7", "sw/find-animal/4", "sw/boil/2", "sw/find-animal/5",
+                   "sw/boil/3"]
+    assert sorted(got) == sorted(ids) and round_robin_by_type([]) == []
+    assert round_robin_by_type(["webshop/3", "webshop/1"]) == ["webshop/3", "webshop/1"]
+
+
 def test_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(None, ["method.nope=1"])
@@ -107,6 +117,8 @@ def test_config_errors(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="no such config"):
         load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="eval_order"):
+        load_config(None, ["env.eval_order=random"])
     r = _eef(["run", str(bad)])
     assert r.returncode == 2 and "ppo" in r.stderr
     for f in Path(__file__).resolve().parents[1].glob("configs/*.yaml"):

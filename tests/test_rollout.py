@@ -330,3 +330,47 @@ class EnvSpecLike:
 
     def __call__(self):
         return CountingEnv(hang_flag=self.flag)
+
+
+# -- policy replicas (eef.rollout.replicas) ---------------------------------------------------
+def test_shard_bounds_cover_in_order():
+    from eef.rollout.replicas import shard_bounds
+    assert shard_bounds(7, 3) == [(0, 3), (3, 5), (5, 7)]
+    assert shard_bounds(2, 3) == [(0, 1), (1, 2), (2, 2)]
+    assert shard_bounds(0, 2) == [(0, 0), (0, 0)]
+
+
+def test_replicated_policy_answers_like_one_policy():
+    from eef.models.errors import EndpointError
+    from eef.rollout.engine import rollout
+    from eef.rollout.replicas import ReplicatedPolicy
+    made: list[CountingPolicy] = []
+
+    def factory():
+        made.append(CountingPolicy(noise=0.3))
+        return made[-1]
+
+    reqs = [RolloutRequest(f"t{i}", samples=2, seed=i) for i in range(6)]
+    conf = EngineConfig(num_envs=5, progress=False)
+    one = rollout(CountingEnv, CountingPolicy(noise=0.3), reqs, config=conf)
+    rep = ReplicatedPolicy([factory, factory, factory])
+    many = rollout(CountingEnv, rep, reqs, config=conf)
+    assert [(t.steps, t.reward, t.source) for t in one.trajectories] == \
+        [(t.steps, t.reward, t.source) for t in many.trajectories]
+    assert [b.generated_tokens for b in one.budgets] == [b.generated_tokens for b in many.budgets]
+    assert all(m.batches for m in made) and sum(rep.calls) == sum(sum(m.batches) for m in made)
+    assert min(rep.calls) > 0  # every replica answered
+    closed = []
+    rep.release_fn = closed.append
+    rep.release()
+    assert closed == made and rep.replicas == []
+
+    class Short(CountingPolicy):
+        def act(self, contexts, sampling=None, seeds=None):
+            return super().act(contexts, sampling, seeds)[:-1]
+
+    bad = ReplicatedPolicy([CountingPolicy, Short])
+    with pytest.raises(EndpointError, match="replica 1 returned 1 answers for 2"):
+        bad.act([run_episode(CountingEnv(), CountingPolicy(), "t4", seed=3).prefix(1)] * 4)
+    with pytest.raises(ValueError, match="at least one"):
+        ReplicatedPolicy([])

@@ -70,3 +70,28 @@ def test_ray_actor_killed_mid_episode_is_retried(local_ray):
     ref = rollout(rollout_fakes.CountingEnv, CountingPolicy(), reqs,
                   config=EngineConfig(num_envs=2, progress=False))
     assert all(same(x, y) for x, y in zip(res.trajectories, ref.trajectories))
+
+
+def test_policy_replicas_as_ray_actors(local_ray):
+    """Policy replicas in Ray actors (as for one vLLM server per node) answer like one policy;
+    a dead replica is a clear EndpointError."""
+    from functools import partial
+
+    from eef.models.errors import EndpointError
+    from eef.rollout.replicas import ReplicatedPolicy
+    reqs = [RolloutRequest(f"t{i}", samples=2, seed=i) for i in range(6)]
+    conf = EngineConfig(num_envs=4, progress=False)
+    factory = partial(CountingPolicy, noise=0.3, spec="test:replica")
+    rep = ReplicatedPolicy([factory, factory], "ray", num_cpus=0)
+    try:
+        assert rep.spec == "test:replica"
+        a = rollout(rollout_fakes.CountingEnv, rep, reqs, config=conf)
+        b = rollout(rollout_fakes.CountingEnv, factory(), reqs, config=conf)
+        assert all(same(x, y) for x, y in zip(a.trajectories, b.trajectories))
+        assert [x.generated_tokens for x in a.budgets] == [x.generated_tokens for x in b.budgets]
+        assert min(rep.calls) > 0
+        ray.kill(rep.replicas[1].actor, no_restart=True)
+        with pytest.raises(EndpointError, match="policy replica died"):
+            rollout(rollout_fakes.CountingEnv, rep, reqs, config=conf)
+    finally:
+        rep.release()

@@ -141,17 +141,25 @@ def test_pipeline_through_a_server_matches_in_process(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     base = cache_dir() / "presets" / f"test-webshop-init-{digest({})}"
     assert (base / "config.json").exists()
-    srv = _Server(base, max_adapters=2)
+    srv, srv2 = _Server(base, max_adapters=2), _Server(base, max_adapters=2)
     try:
         r = _run(tmp_path / "served", [f"model.serve_url={srv.url}"])
         assert r.returncode == 0, r.stderr[-3000:]
         loads = list(srv.app.state.adapter_loads)
         assert loads and not srv.app.state.adapters  # every adapter was released after use
+        # two replicas of the server (eef.rollout.replicas): every batch split over both
+        r = _run(tmp_path / "replicas", [f"model.serve_url={srv.url}",
+                                         f"model.serve_urls=[{srv2.url}]"])
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert srv2.app.state.adapter_loads == srv.app.state.adapter_loads[len(loads):]
+        assert srv2.app.state.adapter_loads and not srv2.app.state.adapters
+        assert srv2.app.state.chat_requests > 0
     finally:
         srv.stop()
+        srv2.stop()
     local, served = _rollouts(tmp_path / "local"), _rollouts(tmp_path / "served")
     assert set(local) == set(served) and any(local.values())
-    assert local == served
+    assert local == served == _rollouts(tmp_path / "replicas")
 
 
 def test_serve_url_needs_lora():
@@ -159,3 +167,5 @@ def test_serve_url_needs_lora():
     with pytest.raises(ConfigError, match="lora_r"):
         load_config(None, ["model.serve_url=http://127.0.0.1:8000/v1"])
     load_config(None, ["model.serve_url=http://127.0.0.1:8000/v1", "train.lora_r=8"])
+    with pytest.raises(ConfigError, match="serve_urls"):
+        load_config(None, ["model.serve_urls=[http://127.0.0.1:8001/v1]", "train.lora_r=8"])

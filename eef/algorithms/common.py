@@ -61,9 +61,20 @@ def make_env(cfg: ExperimentConfig) -> TextEnv:
     return envs.make(cfg.env.name, **cfg.env.options)
 
 
+def round_robin_by_type(ids: list[str]) -> list[str]:
+    """Interleave task ids over their types (the id up to its last '/'), types in order of first
+    appearance, each type's ids in their given order: a prefix of the result covers every type."""
+    groups: dict[str, list[str]] = {}
+    for i in ids:
+        groups.setdefault(i.rsplit("/", 1)[0], []).append(i)
+    lanes = list(groups.values())
+    return [lane[k] for k in range(max(map(len, lanes), default=0)) for lane in lanes
+            if k < len(lane)]
+
+
 def select_tasks(env: TextEnv, cfg: ExperimentConfig) -> tuple[list[str], list[str], list[str]]:
     """(train ids, dev ids, eval ids): a seeded subset of the train split (the dev slice is
-    held out of it), and the first ``eval_tasks`` of the eval split."""
+    held out of it), and the first ``eval_tasks`` of the eval split (in ``eval_order``)."""
     train = [t.id for t in env.tasks(cfg.env.train_split)]
     random.Random(cfg.seed).shuffle(train)
     dev = train[: cfg.env.dev_tasks]
@@ -71,6 +82,8 @@ def select_tasks(env: TextEnv, cfg: ExperimentConfig) -> tuple[list[str], list[s
     if cfg.env.train_tasks is not None:
         train = train[: cfg.env.train_tasks]
     ev = [t.id for t in env.tasks(cfg.env.eval_split)]
+    if cfg.env.eval_order == "by_type":
+        ev = round_robin_by_type(ev)
     if cfg.env.eval_tasks is not None:
         ev = ev[: cfg.env.eval_tasks]
     return sorted(train), sorted(dev), ev
@@ -194,12 +207,21 @@ def policy_device(device: str) -> str:
 def load_model_policy(ctx: Context, model: Path):
     """The policy of the model at ``model``: loaded in-process, or (``model.serve_url``) the
     served base model / the LoRA adapter registered with the server.  ``release`` it."""
-    m = ctx.cfg.model
+    m, r = ctx.cfg.model, ctx.cfg.rollout
     if m.serve_url:
-        from eef.models.served import served_policy
-        return served_policy(m.serve_url, model, base_dir=base_stage(ctx), base_name=m.serve_model,
-                             api_key_env=m.serve_api_key_env, system=m.system,
-                             concurrency=max(1, ctx.cfg.rollout.num_envs))
+        from functools import partial
+
+        from eef.models.served import release, served_policy
+        kw = dict(base_dir=base_stage(ctx), base_name=m.serve_model,
+                  api_key_env=m.serve_api_key_env, system=m.system,
+                  concurrency=max(1, r.num_envs))
+        if not m.serve_urls:
+            return served_policy(m.serve_url, model, **kw)
+        from eef.rollout.replicas import ReplicatedPolicy
+        return ReplicatedPolicy([partial(served_policy, u, model, **kw)
+                                 for u in [m.serve_url, *m.serve_urls]],
+                                "ray" if r.backend == "ray" else "local",
+                                ray_address=r.ray_address, release_fn=release)
     from eef.policy import load_policy
     return load_policy(f"hf:{model}", ctx.env, system=m.system, device=policy_device(m.device))
 

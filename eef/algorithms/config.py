@@ -41,6 +41,10 @@ class EnvConfig:
                         0)
     eval_split: str = _h("Split evaluated after every stage.", "test")
     eval_tasks: int | None = _h("Evaluate on the first N tasks of eval_split (None: all).", None)
+    eval_order: str = _h("Order of eval_split before taking eval_tasks: 'split' (the split's own "
+                         "order) or 'by_type' (round-robin over task types, a type being the task "
+                         "id up to its last '/', e.g. sciworld/boil; spreads a subset over all "
+                         "types).", "split")
 
 
 @dataclass
@@ -69,6 +73,11 @@ class ModelConfig:
                                "and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True) serving model.base "
                                "for rollouts and evaluations; each LoRA adapter is loaded into "
                                "it by path (eef.models.served). None: in-process.", None)
+    serve_urls: list[str] = _h("More servers of the same base model (e.g. one vLLM server per "
+                               "GPU node): every act batch is split over serve_url and these "
+                               "(eef.rollout.replicas).  With rollout.backend ray each server's "
+                               "client runs in a Ray actor.  Every server must see the adapter "
+                               "paths (shared file system).", factory=list)
     serve_model: str | None = _h("Name of the base model on serve_url (None: the first one "
                                  "GET /models lists).", None)
     serve_api_key_env: str = _h("Env var holding serve_url's API key (unset: no key).",
@@ -217,6 +226,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def validate(cfg: ExperimentConfig) -> None:
     m = cfg.method
+    if cfg.env.eval_order not in ("split", "by_type"):
+        raise ConfigError(f"env.eval_order: {cfg.env.eval_order!r} is not split or by_type")
     if m.name not in ("sft", "rft", "rft_xn", "eef"):
         raise ConfigError(f"method.name: {m.name!r} is not one of sft, rft, rft_xn, eef")
     if m.iterations < 0 or m.M < 0 or m.samples_per_state < 1 or m.rft_n < 0:
@@ -230,6 +241,9 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError("model.replay must be >= 0 and needs a pre-trained preset base model "
                           "(preset:NAME with model.pretrain true): it replays that preset's "
                           "pre-training corpus")
+    if cfg.model.serve_urls and not cfg.model.serve_url:
+        raise ConfigError("model.serve_urls lists more servers besides model.serve_url: set "
+                          "model.serve_url first")
     if cfg.model.serve_url and cfg.train.lora_r <= 0:
         raise ConfigError("model.serve_url needs LoRA training (train.lora_r > 0): a running "
                           "server loads adapters but cannot swap in fully fine-tuned weights")

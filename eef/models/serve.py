@@ -133,6 +133,7 @@ def create_app(policy: Any, cfg: ServeConfig | None = None, loader: Any = None) 
     app.state.batcher = batcher
     app.state.adapters = adapters
     app.state.adapter_loads = []  # names loaded, in order (observability, tests)
+    app.state.chat_requests = 0  # chat completions answered
 
     def error(status: int, msg: str, kind: str = "invalid_request_error") -> JSONResponse:
         return JSONResponse({"error": {"message": msg, "type": kind}}, status_code=status)
@@ -237,6 +238,7 @@ def create_app(policy: Any, cfg: ServeConfig | None = None, loader: Any = None) 
             return error(400, str(e))
         except Exception as e:  # pragma: no cover - a model failure
             return error(500, f"{type(e).__name__}: {e}", "server_error")
+        app.state.chat_requests += 1
         return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
                 "created": int(time.time()), "model": req.model or name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
