@@ -7,6 +7,8 @@
    time, one ``act`` per step) vs the engine (``--num-envs`` episodes in flight, one batched
    ``act`` per round).  JSON key ``speedup_vs_sequential`` (episodes/s ratio).  The same two
    loops with a scripted expert show the engine's own overhead (the policy is nearly free).
+   The engine again with the policy's prefix cache off, on (the default), and on with prompts
+   trimmed in blocks of 4 exchanges (JSON key ``prefix_cache_gain``: on vs off).
 2. ScienceWorld: one env vs a pool of worker processes (one JVM each): env steps/s and RSS per
    worker (Python worker + its JVM).
 3. Starting from expert state k (replay of k recorded actions) vs from the start: WebShop with
@@ -46,6 +48,7 @@ def bench_webshop_model(n_tasks: int, n_seq: int, num_envs: int, max_context: in
                       batch_size=num_envs)
     pol.act([run_episode(env, _First(), tasks[0])], sampling, [0])  # warm-up
 
+    pol.prefix_cache.clear()  # each timed run starts with an empty prefix cache
     t0 = time.perf_counter()
     seq = [run_episode(env, pol, tid, sampling=sampling, seed=i)
            for i, tid in enumerate(tasks[:n_seq])]
@@ -54,13 +57,43 @@ def bench_webshop_model(n_tasks: int, n_seq: int, num_envs: int, max_context: in
     reqs = [RolloutRequest(tid, sampling=sampling, seed=i) for i, tid in enumerate(tasks)]
     with _warm(RolloutEngine("webshop", pol, EngineConfig(num_envs=num_envs, progress=False)),
                tasks[0]) as eng:
+        pol.prefix_cache.clear()
         t0 = time.perf_counter()
         res = eng.run(reqs)
         eng_s = time.perf_counter() - t0
     same = sum(a.actions == b.actions for a, b in zip(seq, res.trajectories))
     seq_steps = sum(len(t) for t in seq)
     eng_steps = sum(len(t) for t in res.trajectories)
+
+    # the prefix cache (keys/values of earlier turns reused): off, on (default), on with
+    # prompts trimmed in blocks of 4 exchanges (a window that stays put for several turns)
+    from eef.models.decode import PrefixCache
+    variants = {}
+    for name, cache, block in (("cache_off", False, 1), ("cache_on", True, 1),
+                               ("cache_on_trim4", True, 4)):
+        pol.prefix_cache = PrefixCache() if cache else None
+        pol.trim_block = block
+        before = (pol.stats.prompt_tokens, pol.stats.reused_tokens)
+        with _warm(RolloutEngine("webshop", pol, EngineConfig(num_envs=num_envs,
+                                                              progress=False)), tasks[0]) as eng:
+            t0 = time.perf_counter()
+            r = eng.run(reqs)
+            dt = time.perf_counter() - t0
+        prompt = pol.stats.prompt_tokens - before[0]
+        variants[name] = {"episodes_per_s": n_tasks / dt,
+                          "steps_per_s": sum(len(t) for t in r.trajectories) / dt,
+                          "reused_share": (pol.stats.reused_tokens - before[1]) / max(1, prompt),
+                          "same_actions_as_engine": sum(a.actions == b.actions for a, b in
+                                                        zip(r.trajectories, res.trajectories))}
+    pol.prefix_cache, pol.trim_block = PrefixCache(), 1
     return {"tasks": n_tasks, "seq_tasks": n_seq, "num_envs": num_envs,
+            "prefix_cache": variants,
+            "prefix_cache_gain": variants["cache_on"]["steps_per_s"]
+            / variants["cache_off"]["steps_per_s"],
+            # the engine with the cache and block trimming against the sequential loop (its
+            # episodes take other actions, so steps/s, not episodes/s)
+            "trim4_engine_vs_sequential_steps": variants["cache_on_trim4"]["steps_per_s"]
+            / (seq_steps / seq_s),
             "max_context": max_context, "max_new_tokens": max_new,
             "seq_episodes_per_s": n_seq / seq_s, "engine_episodes_per_s": n_tasks / eng_s,
             "seq_steps_per_s": seq_steps / seq_s, "engine_steps_per_s": eng_steps / eng_s,
@@ -274,6 +307,17 @@ def main() -> None:
             f"{m['same_actions']}/{m['seq_tasks']}"],
            ["expert:heuristic (no model)", e["seq_episodes_per_s"], e["engine_episodes_per_s"],
             e["ratio"], f"{e['identical']}/{n if not args.quick else 100}"]])
+
+    v = m["prefix_cache"]
+    figs["prefix_cache_gain"] = m["prefix_cache_gain"]
+    table(f"Engine with the policy's prefix cache (earlier turns' keys/values reused), "
+          f"{n} WebShop episodes, context {m['max_context']}",
+          ["variant", "engine ep/s", "steps/s", "vs cache off (steps/s)", "prompt tokens reused",
+           "same actions"],
+          [[k, x["episodes_per_s"], x["steps_per_s"],
+            x["steps_per_s"] / v["cache_off"]["steps_per_s"],
+            f"{x['reused_share']:.0%}", f"{x['same_actions_as_engine']}/{n}"]
+           for k, x in v.items()])
 
     if not args.skip_sciworld:
         sizes = [1, 2] if args.quick else [1, 2, 4]

@@ -167,6 +167,28 @@ def test_inference_prompt_keeps_task_and_recent_steps():
         (traj.steps[-1].observation + "<|end|>\n").lower())  # the preset lower-cases text
 
 
+def test_trim_block_keeps_the_window_still_for_several_turns():
+    """Past the budget, trim_block=1 shifts the kept window every turn (no reusable prefix);
+    trim_block=4 drops 4 exchanges at a time, so consecutive prompts extend each other."""
+    fmt = ChatFormat(make_tokenizer("tiny"))
+    traj = make_traj(24, obs_words=30)
+    budget = len(fmt.encode_prompt(traj.prefix(8), 100_000))
+
+    def extends(a, b, gen):  # b starts with a's prompt (without the generation prompt)
+        return b[:len(a) - gen] == a[:len(a) - gen]
+
+    gen = len(fmt.tokenizer("<|assistant|>", add_special_tokens=False)["input_ids"])
+    ext = {}
+    for block in (1, 4):
+        prompts = [fmt.encode_prompt(traj.prefix(k), budget, block) for k in range(9, 24)]
+        assert all(len(p) <= budget for p in prompts)
+        ext[block] = sum(extends(a, b, gen) for a, b in zip(prompts, prompts[1:]))
+        # the most recent exchange and the task are always there
+        tail = fmt.tokenizer.decode(prompts[-1]).removesuffix("<|assistant|>").lower()
+        assert tail.endswith((traj.steps[22].observation + "<|end|>\n").lower())
+    assert ext[1] <= 2 and ext[4] >= 9, ext  # of 14 consecutive pairs
+
+
 # -- bad input -------------------------------------------------------------------------------
 def test_all_zero_masks_and_empty_dataset_raise():
     fmt = ChatFormat(make_tokenizer("tiny"))

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from eef.models.decode import DecodeStats, decode
+from eef.models.decode import DecodeStats, PrefixCache, decode
 from eef.models.errors import ModelMismatchError, ModelNotFoundError
 from eef.models.format import EmptyMaskError
 from eef.models.hf import HFPolicy
@@ -103,6 +103,57 @@ def test_fast_decode_equals_generate_greedy(policy):
                              min_new_tokens=12, do_sample=False, pad_token_id=0,
                              eos_token_id=None)[:, P:].tolist()
     assert fast == ref and loop == ref
+
+
+def test_prefix_cache_reuses_earlier_turns_with_the_same_outputs(policy):
+    """A prompt that extends an earlier sequence prefills only its new part: same logits
+    (greedy tokens) as a full prefill, in batches mixing hits, partial hits and misses."""
+    model = policy.model
+    g = torch.Generator().manual_seed(1)
+    turn1 = [torch.randint(5, 300, (n,), generator=g).tolist() for n in (40, 57, 35)]
+    cache, st = PrefixCache(min_tokens=8), DecodeStats()
+    first = decode(model, turn1, max_new_tokens=6, fast=True, prefix_cache=cache, stats=st)
+    assert st.reused_tokens == 0 and len(cache.entries) == 3
+    obs = [torch.randint(5, 300, (n,), generator=g).tolist() for n in (9, 21, 4)]
+    turn2 = [p + o[:-1] + x for p, o, x in zip(turn1, first, obs)]  # prompt + answer fed + new
+    turn2[2] = turn1[2][:20] + obs[2]  # diverges after 20 tokens: a partial hit
+    turn2.append(torch.randint(5, 300, (30,), generator=g).tolist())  # unrelated: a miss
+    want = decode(model, turn2, max_new_tokens=8, fast=True)
+    got = decode(model, turn2, max_new_tokens=8, fast=True, prefix_cache=cache, stats=st)
+    assert got == want
+    assert st.reused_tokens == len(turn1[0]) + 5 + len(turn1[1]) + 5 + 20
+    # the first logits agree closely, not just the argmax
+    from eef.models.decode import _FastLoop
+    hits = [cache.lookup(p) for p in turn2]
+    ids = torch.zeros(len(turn2), max(map(len, turn2)), dtype=torch.long)
+    pad = torch.tensor([ids.shape[1] - len(p) for p in turn2])
+    for i, p in enumerate(turn2):
+        ids[i, pad[i]:] = torch.tensor(p)
+    with torch.inference_mode():
+        a = _FastLoop(model, ids.clone(), pad, 4, 16, hits).first()
+        b = _FastLoop(model, ids.clone(), pad, 4, 16).first()
+    assert torch.allclose(a, b, atol=1e-4)
+    # a budget too small for one sequence keeps nothing; clear() empties it
+    tiny = PrefixCache(max_bytes=1000, min_tokens=8)
+    decode(model, turn1, max_new_tokens=3, fast=True, prefix_cache=tiny)
+    assert not tiny.entries and tiny.bytes == 0
+    cache.clear()
+    assert not cache.entries and cache.lookup(turn2[0]) == (0, None)
+
+
+def test_policy_turns_reuse_the_cache(policy):
+    """Through the policy: the second turn of a conversation reuses the first's keys/values
+    and answers as a policy without the cache."""
+    from eef.models.hf import HFPolicy
+    plain = HFPolicy(policy.model, policy.tokenizer, prefix_cache_mb=0)
+    cached = HFPolicy(policy.model, policy.tokenizer)
+    s = Sampling(max_new_tokens=10)
+    trajs = [make_traj(3, seed=k) for k in range(3)]
+    for k in range(1, 4):
+        ctx = [t.prefix(k) for t in trajs]
+        assert cached.act(ctx, s) == plain.act(ctx, s)
+    assert plain.prefix_cache is None and cached.stats.reused_tokens > 0
+    assert cached.stats.reused_tokens > cached.stats.prompt_tokens / 3
 
 
 def test_decode_stops_rows_independently(policy):

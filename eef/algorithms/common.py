@@ -223,7 +223,8 @@ def load_model_policy(ctx: Context, model: Path):
                                 "ray" if r.backend == "ray" else "local",
                                 ray_address=r.ray_address, release_fn=release)
     from eef.policy import load_policy
-    return load_policy(f"hf:{model}", ctx.env, system=m.system, device=policy_device(m.device))
+    return load_policy(f"hf:{model}", ctx.env, system=m.system, device=policy_device(m.device),
+                       trim_block=m.trim_block)
 
 
 def release_policy(policy: Any) -> None:

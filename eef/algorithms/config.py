@@ -67,6 +67,10 @@ class ModelConfig:
                      "eef.models.pretrain.replay_sequences) added to every training stage's "
                      "data against forgetting; 0: none.  Needs a pre-trained preset base model.", 0)
     system: str | None = _h("System message of the chat format.", None)
+    trim_block: int = _h("In-process policy: a prompt over the model's context drops its "
+                         "oldest exchanges in blocks of this many, so the kept window stays "
+                         "put for several turns and earlier turns' keys/values are reused "
+                         "(eef.models.decode.PrefixCache); 1: drop one at a time.", 1)
     device: str = _h("Device of the rollout and evaluation policy: auto (cuda when available, "
                      "else cpu), cpu, cuda, cuda:N.", "auto")
     serve_url: str | None = _h("OpenAI-compatible server (e.g. vLLM started with --enable-lora "
@@ -226,6 +230,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def validate(cfg: ExperimentConfig) -> None:
     m = cfg.method
+    if cfg.model.trim_block < 1:
+        raise ConfigError(f"model.trim_block must be >= 1, not {cfg.model.trim_block}")
     if cfg.env.eval_order not in ("split", "by_type"):
         raise ConfigError(f"env.eval_order: {cfg.env.eval_order!r} is not split or by_type")
     if m.name not in ("sft", "rft", "rft_xn", "eef"):

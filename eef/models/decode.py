@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -32,6 +33,81 @@ class DecodeStats:
     new_tokens: int = 0
     steps: int = 0
     fast: bool = False
+    reused_tokens: int = 0  # prompt tokens whose keys/values came from the prefix cache
+
+
+class PrefixCache:
+    """Keys/values of recent sequences, so that a prompt which extends one (an agent's next
+    turn: the same conversation plus its last answer and the new observation) prefills only
+    what is new.  The reusable part of a prompt is its longest common prefix with a stored
+    sequence (keys/values of a position depend only on the tokens up to it), at most all but
+    its last token, and only from ``min_tokens`` up.  Least recently used sequences are
+    dropped beyond ``max_bytes``; a sequence that extends a stored one replaces it.
+
+    The stored values belong to the weights that computed them: ``clear()`` after changing
+    the model's weights in place."""
+
+    def __init__(self, max_bytes: int = 512 << 20, min_tokens: int = 32):
+        from collections import OrderedDict
+        self.max_bytes, self.min_tokens = int(max_bytes), int(min_tokens)
+        self.entries: OrderedDict[int, tuple[np.ndarray, list, int]] = OrderedDict()
+        self.bytes, self._next = 0, 0
+        self.lookups = self.hits = 0
+        import threading
+        self.lock = threading.Lock()  # one policy may decode in several threads
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+            self.bytes = 0
+
+    def lookup(self, prompt: Sequence[int]) -> tuple[int, list | None]:
+        """``(n, kv)``: the first ``n`` tokens of ``prompt`` have the keys/values ``kv``
+        (per layer, at least ``n`` positions long); ``(0, None)`` when nothing reusable."""
+        with self.lock:
+            return self._lookup(prompt)
+
+    def _lookup(self, prompt: Sequence[int]) -> tuple[int, list | None]:
+        self.lookups += 1
+        if not self.entries:
+            return 0, None
+        t = np.asarray(prompt, dtype=np.int64)
+        best, best_key = 0, None
+        for key, (toks, _, _) in self.entries.items():
+            n = min(len(toks), len(t) - 1)
+            if n <= best:
+                continue
+            eq = toks[:n] == t[:n]
+            m = int(np.argmin(eq)) if not eq.all() else n
+            if m > best:
+                best, best_key = m, key
+        if best < self.min_tokens or best_key is None:
+            return 0, None
+        self.entries.move_to_end(best_key)
+        self.hits += 1
+        return best, self.entries[best_key][1]
+
+    def add(self, tokens: Sequence[int], kv: list) -> None:
+        with self.lock:
+            self._add(tokens, kv)
+
+    def _add(self, tokens: Sequence[int], kv: list) -> None:
+        t = np.asarray(tokens, dtype=np.int64)
+        if len(t) < self.min_tokens:
+            return
+        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
+        if size > self.max_bytes:
+            return
+        for key, (toks, _, nb) in list(self.entries.items()):  # superseded: a prefix of t
+            if len(toks) <= len(t) and bool((toks == t[:len(toks)]).all()):
+                del self.entries[key]
+                self.bytes -= nb
+        self.entries[self._next] = (t, kv, size)
+        self._next += 1
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, (_, _, nb) = self.entries.popitem(last=False)
+            self.bytes -= nb
 
 
 def _base(model: Any) -> Any:
@@ -142,11 +218,13 @@ class _LlamaRunner:
             q = self._rot(q, cos, sin)
             if T == 1:  # one query per row: plain matmuls beat the CPU flash kernel here
                 o = self._attend_one(q, kc[:, :, :, :end], vc[:, :, :end], mask, scaling)
-            else:  # the prefill: attends to its own keys only
-                if start:
-                    raise ValueError("multi-token forward after the prefill is not supported")
+            elif not start:  # the prefill: attends to its own keys only
                 o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling,
                                                    enable_gqa=gqa)
+            else:  # the prefill after a reused prefix: attends to the cached keys too
+                o = F.scaled_dot_product_attention(q, kc[:, :, :, :end].transpose(-1, -2),
+                                                   vc[:, :, :end], attn_mask=mask,
+                                                   scale=scaling, enable_gqa=gqa)
             x = x + o_proj(o.transpose(1, 2).reshape(B, T, qd))
             gu = F.linear(self._norm(x, ln2), gu_w)
             g, u = gu.chunk(2, dim=-1)
@@ -177,12 +255,15 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int 
            stop_ids: Sequence[int] = (), pad_id: int = 0,
            stop_check: Callable[[int, list[int]], bool] | None = None,
            check_ids: set[int] | None = None, fast: bool | None = None,
-           prefill_rows: int = 16, stats: DecodeStats | None = None) -> list[list[int]]:
+           prefill_rows: int = 16, stats: DecodeStats | None = None,
+           prefix_cache: "PrefixCache | None" = None) -> list[list[int]]:
     """New tokens for each prompt (stop token included when one ended the row).
 
     ``stop_check(row, new_ids) -> bool`` is called after a token in ``check_ids`` (every token
     when ``check_ids`` is None) and ends that row when it returns True.  ``fast=None`` uses the
-    static-cache path when the architecture supports it.
+    static-cache path when the architecture supports it.  ``prefix_cache`` (fast path only):
+    keys/values of earlier sequences; a prompt that starts like one of them prefills only the
+    rest, and every row's sequence is added to it at the end.
     """
     if not prompts:
         return []
@@ -198,10 +279,18 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int 
                                                        torch.randint(0, 2**31 - 1, (B,))]
         gens = [torch.Generator(device=dev).manual_seed(int(s)) for s in seeds]
     P = max(len(p) for p in prompts)
-    lens = torch.tensor([len(p) for p in prompts], device=dev)
+    reuse = prefix_cache if fast else None
+    hits = [reuse.lookup(p) for p in prompts] if reuse is not None else None
+    # batch rows in order of the first column they must compute, so that the prefill's row
+    # chunks group rows with long reused prefixes (rows[j]: the prompt in batch row j)
+    rows = list(range(B))
+    if hits is not None:
+        rows.sort(key=lambda i: P - len(prompts[i]) + hits[i][0])
+        hits = [hits[i] for i in rows]
+    lens = torch.tensor([len(prompts[i]) for i in rows], device=dev)
     ids = torch.full((B, P), pad_id, dtype=torch.long, device=dev)
-    for i, p in enumerate(prompts):
-        ids[i, P - len(p):] = torch.tensor(list(p), dtype=torch.long)
+    for j, i in enumerate(rows):
+        ids[j, P - len(prompts[i]):] = torch.tensor(list(prompts[i]), dtype=torch.long)
     pad = P - lens  # left padding per row
     stop = torch.tensor(sorted(set(stop_ids)) or [-1], device=dev)
     out: list[list[int]] = [[] for _ in range(B)]
@@ -211,11 +300,19 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int 
     if max_new_tokens <= 0:
         return out
     if fast:
-        step = _FastLoop(model, ids, pad, max_new_tokens, prefill_rows)
+        step = _FastLoop(model, ids, pad, max_new_tokens, prefill_rows, hits)
+        if stats is not None and hits is not None:
+            stats.reused_tokens += sum(n for n, _ in hits)
     else:
         step = _HFLoop(model, ids, pad)
     logits = step.first()
-    rows = list(range(B))  # original index of each active row
+
+    def keep_kv(js: list[int]) -> None:  # rows leaving the batch: their K/V to the cache
+        if reuse is not None:
+            for j in js:
+                r = rows[j]
+                fed = list(prompts[r]) + out[r][:-1]  # the last token was never fed
+                reuse.add(fed, step.export(j, len(out[r]) - 1))
     for t in range(max_new_tokens):
         nxt = _sample(logits, temperature, top_p, [gens[r] for r in rows])
         done = torch.isin(nxt, stop)
@@ -232,8 +329,10 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int 
             stats.new_tokens += len(rows)
             stats.steps += 1
         if not keep or t == max_new_tokens - 1:
+            keep_kv(list(range(len(rows))))
             break
         if len(keep) < len(rows):
+            keep_kv([j for j in range(len(rows)) if j not in set(keep)])
             idx = torch.tensor(keep, device=dev)
             step.select(idx)
             nxt = nxt[idx]
@@ -244,30 +343,62 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int 
 
 class _FastLoop:
     def __init__(self, model: Any, ids: torch.Tensor, pad: torch.Tensor, max_new: int,
-                 prefill_rows: int):
+                 prefill_rows: int, hits: list[tuple[int, Any]] | None = None):
         B, P = ids.shape
         self.r = _LlamaRunner(model, P + max_new)
         self.P, self.t = P, 0
         self.cache = self.r.alloc(B, P + max_new)
         self.pad = pad
         self.ids, self.prefill_rows = ids, prefill_rows
+        # reused prefixes: row i's first n_i tokens (columns pad_i .. pad_i+n_i) come cached
+        self.reused = torch.zeros(B, dtype=torch.long, device=pad.device)
+        for i, (n, kv) in enumerate(hits or []):
+            if n:
+                p0 = int(pad[i])
+                for (kc, vc), (k, v) in zip(self.cache, kv):
+                    kc[i, :, :, p0:p0 + n] = k[:, :, :n]
+                    vc[i, :, p0:p0 + n] = v[:, :n]
+                self.reused[i] = n
 
     def first(self) -> torch.Tensor:
         B, P = self.ids.shape
         ar = torch.arange(P, device=self.ids.device)
         outs = []
-        for a in range(0, B, self.prefill_rows):  # prefill in row chunks to bound memory
-            b = min(B, a + self.prefill_rows)
+        for a, b in self._chunks():  # prefill in row chunks to bound memory
             pad = self.pad[a:b]
-            pos = (ar[None] - pad[:, None]).clamp(min=0)
+            # the first column any row of the chunk must compute (rows with a longer cached
+            # prefix recompute a few cached columns: same values)
+            S = int((pad + self.reused[a:b]).min())
+            q = ar[S:]
+            pos = (q[None] - pad[:, None]).clamp(min=0)
             key_ok = ar[None] >= pad[:, None]  # [b, P]
-            causal = ar[None, :] <= ar[:, None]  # [P, P]
+            causal = ar[None, :] <= q[:, None]  # [P-S, P]
             mask = causal[None] & key_ok[:, None, :]
-            mask = mask | torch.eye(P, dtype=torch.bool, device=mask.device)[None]
+            mask = mask | (ar[None, :] == q[:, None])[None]  # a pad column attends to itself
             sub = [(k[a:b], v[a:b]) for k, v in self.cache]
-            outs.append(self.r.forward(self.ids[a:b], pos, sub, 0, mask[:, None]))
+            outs.append(self.r.forward(self.ids[a:b, S:], pos, sub, S, mask[:, None]))
         del self.ids
         return torch.cat(outs)
+
+    def _chunks(self) -> list[tuple[int, int]]:
+        """Row ranges of at most ``prefill_rows`` rows; with reused prefixes (rows sorted by
+        their first column to compute), a new chunk also starts where skipping the columns a
+        chunk's rows share saves more than the extra chunk's fixed cost, so that one row
+        without a reusable prefix does not make its neighbours recompute theirs."""
+        B = self.ids.shape[0]
+        start = (self.pad + self.reused).tolist()
+        out, a = [], 0
+        for i in range(1, B + 1):
+            if i == B or i - a >= self.prefill_rows or \
+                    (start[i] - start[a]) * min(B - i, self.prefill_rows) > 256:
+                out.append((a, i))
+                a = i
+        return out
+
+    def export(self, j: int, n_new: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Copies of row ``j``'s keys/values: its prompt and its first ``n_new`` new tokens."""
+        lo, hi = int(self.pad[j]), self.P + n_new
+        return [(k[j, :, :, lo:hi].clone(), v[j, :, lo:hi].clone()) for k, v in self.cache]
 
     def select(self, idx: torch.Tensor) -> None:
         self.cache = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in self.cache]

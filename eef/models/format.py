@@ -395,11 +395,17 @@ class ChatFormat:
         return examples, rep
 
     # -- inference prompts ---------------------------------------------------------------------
-    def encode_messages(self, messages: Sequence[dict[str, str]], max_tokens: int) -> list[int]:
+    def encode_messages(self, messages: Sequence[dict[str, str]], max_tokens: int,
+                        trim_block: int = 1) -> list[int]:
         """Prompt tokens (ending with the generation prompt) of a chat within ``max_tokens``:
         the messages before the first assistant message are always kept; then the most recent
         (assistant, user) exchanges that fit.  If even the last exchange does not fit, the middle
-        of the prompt is cut (its first half and its last half of the budget are kept)."""
+        of the prompt is cut (its first half and its last half of the budget are kept).
+
+        ``trim_block`` > 1 drops the oldest exchanges in blocks: the number dropped is rounded
+        up to a multiple of it, so the kept window starts at the same exchange for several
+        turns in a row and a prefix cache (``eef.models.decode.PrefixCache``) can reuse it;
+        with 1, every turn past the budget drops one more exchange and shifts the window."""
         if max_tokens < 2:
             raise FormatError(f"context budget of {max_tokens} tokens is too small")
         segs = self.segments(messages, (), generation_prompt=True)
@@ -413,19 +419,27 @@ class ChatFormat:
                 groups.append([])
             groups[-1].extend(s.ids)
         kept: list[int] = []
+        n_kept = 0
         for g in reversed(groups):
             if len(head) + len(g) + len(kept) > max_tokens and kept:
                 break
             kept = g + kept
+            n_kept += 1
+        dropped = len(groups) - n_kept
+        if trim_block > 1 and dropped and n_kept > 1:
+            more = min(n_kept - 1, -dropped % trim_block)  # never drop the last exchange
+            kept = [t for g in groups[dropped + more:] for t in g]
         ids = head + kept
         if len(ids) > max_tokens:
             half = max_tokens // 2
             ids = ids[:half] + ids[len(ids) - (max_tokens - half):]
         return ids
 
-    def encode_prompt(self, traj: "Trajectory", max_tokens: int) -> list[int]:
+    def encode_prompt(self, traj: "Trajectory", max_tokens: int, trim_block: int = 1
+                      ) -> list[int]:
         """Prompt tokens for the agent's next turn in the (partial) trajectory ``traj``."""
-        return self.encode_messages(trajectory_messages(traj, self.system), max_tokens)
+        return self.encode_messages(trajectory_messages(traj, self.system), max_tokens,
+                                    trim_block)
 
 
 def build_examples(trajs: Iterable["Trajectory"], fmt: ChatFormat, max_tokens: int

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from eef.models.decode import DecodeStats, decode
+from eef.models.decode import DecodeStats, PrefixCache, decode
 from eef.models.errors import ModelMismatchError, ModelNotFoundError
 from eef.models.format import ChatFormat, cut_after_action, trajectory_messages
 from eef.policy import Sampling
@@ -101,13 +101,21 @@ class HFPolicy:
 
     def __init__(self, model: Any, tokenizer: Any, spec: str = "hf:model",
                  system: str | None = None, max_context: int | None = None,
-                 batch_size: int = 64, fast: bool | None = None):
+                 batch_size: int = 64, fast: bool | None = None, prefix_cache_mb: int = 512,
+                 trim_block: int = 1):
         self.model, self.tokenizer, self.spec = model, tokenizer, spec
+        #: keys/values of recent turns, reused by the next turn of the same conversation
+        #: (fast decoder only; ``prefix_cache_mb=0`` turns it off; ``clear()`` it after
+        #: changing the weights in place)
+        self.prefix_cache = PrefixCache(prefix_cache_mb << 20) if prefix_cache_mb > 0 else None
         self.format = ChatFormat(tokenizer, system=system)
         cfg = getattr(model, "config", None)
         self.max_context = int(max_context or getattr(cfg, "max_position_embeddings", 2048))
         self.batch_size = batch_size
         self.fast = fast
+        #: prompts over max_context drop their oldest exchanges in blocks of this many
+        #: (``ChatFormat.encode_messages``): a stable window the prefix cache can reuse
+        self.trim_block = max(1, int(trim_block))
         self.stats = DecodeStats()
         newline = {i for i in range(len(tokenizer))
                    if "\n" in tokenizer.decode([i], skip_special_tokens=False)}
@@ -145,7 +153,7 @@ class HFPolicy:
         if self.format.system and not system_in_chats:
             chats = [c if c and c[0]["role"] == "system" else
                      [{"role": "system", "content": self.format.system}, *c] for c in chats]
-        prompts = [self.format.encode_messages(c, budget) for c in chats]
+        prompts = [self.format.encode_messages(c, budget, self.trim_block) for c in chats]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[Completion] = [Completion("", 0, 0, "length")] * len(prompts)
         stop = [x for x in stop if x]
@@ -187,7 +195,7 @@ class HFPolicy:
                      temperature=s.temperature, top_p=s.top_p, seeds=seeds,
                      stop_ids=self._stop.ids, pad_id=int(tok.pad_token_id),
                      stop_check=check if text_checks else None, check_ids=check_ids,
-                     fast=self.fast, stats=self.stats)
+                     fast=self.fast, stats=self.stats, prefix_cache=self.prefix_cache)
         out = []
         for p, ids in zip(prompts, new):
             n = len(ids)
@@ -203,12 +211,14 @@ class HFPolicy:
 def load_hf_policy(rest: str, env: "TextEnv | None" = None, **kw: Any) -> HFPolicy:
     """The policy of spec ``hf:<rest>``.  Keywords: ``device`` (``cpu``), ``dtype``
     (e.g. ``bfloat16``), ``system`` (system message), ``max_context``, ``batch_size``,
-    ``fast`` (force/skip the static-cache decoder)."""
+    ``fast`` (force/skip the static-cache decoder), ``prefix_cache_mb`` (memory for reusing
+    earlier turns' keys/values; 0: off), ``trim_block`` (drop the oldest exchanges of an
+    over-long prompt in blocks of this many)."""
     if not rest:
         raise ModelNotFoundError("hf: needs a model id or directory (hf:PATH)")
     model, tok = load_model_and_tokenizer(rest, device=kw.pop("device", "cpu"),
                                           dtype=kw.pop("dtype", None))
-    known = {"system", "max_context", "batch_size", "fast"}
+    known = {"system", "max_context", "batch_size", "fast", "prefix_cache_mb", "trim_block"}
     unknown = set(kw) - known
     if unknown:
         raise TypeError(f"load_hf_policy: unknown options {sorted(unknown)}")
