@@ -17,6 +17,8 @@ Sampling: temperature and top-p; with ``seeds``, row ``i`` draws from its own
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -48,12 +50,10 @@ class PrefixCache:
     the model's weights in place."""
 
     def __init__(self, max_bytes: int = 512 << 20, min_tokens: int = 32):
-        from collections import OrderedDict
         self.max_bytes, self.min_tokens = int(max_bytes), int(min_tokens)
         self.entries: OrderedDict[int, tuple[np.ndarray, list, int]] = OrderedDict()
         self.bytes, self._next = 0, 0
         self.lookups = self.hits = 0
-        import threading
         self.lock = threading.Lock()  # one policy may decode in several threads
 
     def clear(self) -> None:
@@ -332,13 +332,18 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int 
             keep_kv(list(range(len(rows))))
             break
         if len(keep) < len(rows):
-            keep_kv([j for j in range(len(rows)) if j not in set(keep)])
+            kept = set(keep)
+            keep_kv([j for j in range(len(rows)) if j not in kept])
             idx = torch.tensor(keep, device=dev)
             step.select(idx)
             nxt = nxt[idx]
             rows = [rows[j] for j in keep]
         logits = step.next(nxt)
     return out
+
+
+#: prefill token-rows a new row chunk must save to be worth its smaller, less efficient matmuls
+_SPLIT_GAIN = 256
 
 
 class _FastLoop:
@@ -382,15 +387,15 @@ class _FastLoop:
 
     def _chunks(self) -> list[tuple[int, int]]:
         """Row ranges of at most ``prefill_rows`` rows; with reused prefixes (rows sorted by
-        their first column to compute), a new chunk also starts where skipping the columns a
-        chunk's rows share saves more than the extra chunk's fixed cost, so that one row
-        without a reusable prefix does not make its neighbours recompute theirs."""
+        their first column to compute), a new chunk also starts where that saves more than
+        ``_SPLIT_GAIN`` token-rows of prefill, so that one row without a reusable prefix does
+        not make its neighbours recompute theirs."""
         B = self.ids.shape[0]
         start = (self.pad + self.reused).tolist()
         out, a = [], 0
         for i in range(1, B + 1):
             if i == B or i - a >= self.prefill_rows or \
-                    (start[i] - start[a]) * min(B - i, self.prefill_rows) > 256:
+                    (start[i] - start[a]) * min(B - i, self.prefill_rows) > _SPLIT_GAIN:
                 out.append((a, i))
                 a = i
         return out
