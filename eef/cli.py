@@ -155,6 +155,9 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
                                                   "policies."),
              ground: bool = typer.Option(False, help="Map inadmissible actions to the closest "
                                          "admissible one (eef.envs.grounding)."),
+             trim_block: int = typer.Option(1, help="hf: policies: drop the oldest turns of an "
+                                            "over-long prompt in blocks of this many (lets the "
+                                            "prefix cache reuse earlier turns)."),
              data_dir: Optional[Path] = DataDir):
     """Evaluate a policy: win rate (success share) and mean score (0-100)."""
     from eef.rollout.episode import summarize
@@ -163,9 +166,14 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
         _fail("--system is for hf: and openai: policies")
     if max_new_tokens is not None and max_new_tokens < 1:
         _fail("--max-new-tokens must be >= 1")
+    if trim_block < 1 or (trim_block > 1 and not policy.startswith("hf:")):
+        _fail("--trim-block must be >= 1, and above 1 only for hf: policies")
+    kw: dict = {"system": system} if system else {}
+    if trim_block > 1:
+        kw["trim_block"] = trim_block
     trajs = _run_policy(env, policy, split if tasks_file is None else None, tasks_file, limit,
                         out, env_opt, max_steps, seed, temperature, num_envs, max_new_tokens,
-                        ground, **({"system": system} if system else {}))
+                        ground, **kw)
     summary = {"env": env, "policy": policy, "split": split if tasks_file is None else None,
                **summarize(trajs), "grounded_steps": sum(len(t.meta.get("grounded", []))
                                                          for t in trajs),

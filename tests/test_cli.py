@@ -139,6 +139,11 @@ def test_eval_model_with_system_and_turn_length(tmp_path):
     for t in read_jsonl(out):  # a 3-token turn: the action is at most 3 tokens long
         for s in t.steps:
             assert len(tok(s.action, add_special_tokens=False)["input_ids"]) <= 3
+    r = run("eval", "webshop", "--policy", f"hf:{model}", "--limit", "1", "--max-steps", "2",
+            "--max-new-tokens", "3", "--trim-block", "4", "--json")
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["eval", "webshop", "--policy", "expert:oracle", "--trim-block", "4"])
+    assert r.exit_code != 0 and "--trim-block" in r.output
 
 
 def test_eval_ground_keeps_admissible_actions():
