@@ -53,7 +53,6 @@ class PrefixCache:
         self.max_bytes, self.min_tokens = int(max_bytes), int(min_tokens)
         self.entries: OrderedDict[int, tuple[np.ndarray, list, int]] = OrderedDict()
         self.bytes, self._next = 0, 0
-        self.lookups = self.hits = 0
         self.lock = threading.Lock()  # one policy may decode in several threads
 
     def clear(self) -> None:
@@ -68,7 +67,6 @@ class PrefixCache:
             return self._lookup(prompt)
 
     def _lookup(self, prompt: Sequence[int]) -> tuple[int, list | None]:
-        self.lookups += 1
         if not self.entries:
             return 0, None
         t = np.asarray(prompt, dtype=np.int64)
@@ -84,7 +82,6 @@ class PrefixCache:
         if best < self.min_tokens or best_key is None:
             return 0, None
         self.entries.move_to_end(best_key)
-        self.hits += 1
         return best, self.entries[best_key][1]
 
     def add(self, tokens: Sequence[int], kv: list) -> None:

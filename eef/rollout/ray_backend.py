@@ -26,6 +26,16 @@ def _ray():
     return ray
 
 
+def connect(address: str | None = None):
+    """Ray, initialised: joined at ``address`` (``"auto"``, ``"ray://h:10001"``) or a local
+    instance started (None), unless this process is connected already."""
+    ray = _ray()
+    if not ray.is_initialized():
+        ray.init(address=address, ignore_reinit_error=True, include_dashboard=False,
+                 log_to_driver=False)
+    return ray
+
+
 class _HostActor:
     """An ``EnvHost`` inside a Ray actor."""
 
@@ -46,10 +56,7 @@ class RayPool(EnvPool):
                  num_cpus: float = 1.0, snapshot_cache: int = 64, call_timeout_s: float = 300.0):
         if size < 1:
             raise ValueError(f"pool size must be >= 1, got {size}")
-        ray = _ray()
-        if not ray.is_initialized():
-            ray.init(address=address, ignore_reinit_error=True, include_dashboard=False,
-                     log_to_driver=False)
+        ray = connect(address)
         self.size, self.factory, self.snapshot_cache = size, factory, snapshot_cache
         self.call_timeout_s = call_timeout_s
         self._cls = ray.remote(num_cpus=num_cpus, max_restarts=0)(_HostActor)

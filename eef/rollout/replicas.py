@@ -106,11 +106,8 @@ class ReplicatedPolicy:
             raise ValueError(f"replica backend must be local or ray, not {backend!r}")
         self.backend, self.release_fn = backend, release_fn
         if backend == "ray":
-            from eef.rollout.ray_backend import _ray
-            ray = _ray()
-            if not ray.is_initialized():
-                ray.init(address=ray_address, ignore_reinit_error=True, include_dashboard=False,
-                         log_to_driver=False)
+            from eef.rollout.ray_backend import connect
+            connect(ray_address)
         self.replicas: list[Any] = []
         try:
             for f in factories:
