@@ -130,7 +130,7 @@ class ExperimentConfig:
 
 
 #: the embedded default (= configs/webshop-tiny.yaml): WebShop-1k, heuristic expert, tiny
-#: preset, EEF, a budget of 9.5 min measured on 2 CPU cores
+#: preset, EEF, a budget of 5.8 min measured on 2 CPU cores
 DEFAULT_YAML = """
 env: {name: webshop, options: {max_steps: 10}, train_tasks: 40, eval_split: test, eval_tasks: 40}
 expert: {policy: "expert:heuristic"}
