@@ -10,14 +10,15 @@
    ``click[<an ASIN listed on that page>]``, exactly.
 3. SFT on the oracle's pick turns of TRAIN goals (results page -> ``click[target]``, the pages
    listing the target), then ``pick_accuracy`` on the test pages listing the target, against
-   clicking the first hit on the same pages.
+   clicking the first hit and the page-reading rule of ``eef.models.pretrain.rule_pick`` (hits
+   under the price cap, then the best title-word overlap) on the same pages.
 4. The same SFT budget from the preset with NO pre-training (random initialisation, same
    tokenizer), so the benefit is measured in the same run.
 
 ``--quick`` uses a small build and SFT budget (minutes; the figures then only check the path).
 JSON keys: ``build_minutes``, ``build_cached``, ``pretrain_steps``, ``pretrain_tokens``,
 ``copy_rate_pretrained``, and per model (``pretrained``, ``scratch``) ``copy_rate``,
-``pick_accuracy``, ``sft_minutes``; ``first_hit``, ``test_pages``, ``test_pages_with_target``,
+``pick_accuracy``, ``sft_minutes``; ``first_hit``, ``rule_pick``, ``test_pages``, ``test_pages_with_target``,
 ``sft_examples``, ``load_avg``.
 """
 
@@ -100,7 +101,7 @@ def main() -> None:
             res[name] = {"copy_rate": r["copy_rate"], "pick_accuracy": r["pick_accuracy"],
                          "sft_minutes": round(minutes, 2), "examples": r["examples"][:3]}
             load.append(os.getloadavg()[0])
-        first_hit = r_pre["first_hit"]
+        first_hit, rule = r_pre["first_hit"], r_pre["rule_pick"]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -114,7 +115,8 @@ def main() -> None:
            *([["no pre-training + SFT", f"{res['scratch']['copy_rate']:.1%}",
                f"{res['scratch']['pick_accuracy']:.1%}", res["scratch"]["sft_minutes"]]]
              if "scratch" in res else []),
-           ["click the first hit", "100%", f"{first_hit:.1%}", "-"]])
+           ["click the first hit", "100%", f"{first_hit:.1%}", "-"],
+           ["page-reading rule (price cap, then title words)", "100%", f"{rule:.1%}", "-"]])
     table("build", ["what", "value"],
           [["build minutes (this call)", f"{build_s / 60:.1f}" + (" (cached)" if cached else "")],
            ["pre-training steps / minutes", f"{info['steps']} / {info['train_minutes']}"
@@ -129,7 +131,7 @@ def main() -> None:
           "pick_accuracy_pretrained_no_sft": r_pre["pick_accuracy"],
           "pretrained": {k: v for k, v in res["pretrained"].items() if k != "examples"},
           "scratch": {k: v for k, v in res.get("scratch", {}).items() if k != "examples"},
-          "first_hit": first_hit, "test_pages": len(test),
+          "first_hit": first_hit, "rule_pick": rule, "test_pages": len(test),
           "test_pages_with_target": len(with_target), "sft_examples": len(sft_data),
           "sft_steps": sft_steps, "sft_batch": sft_batch, "quick": a.quick, "threads": a.threads,
           "load_avg": load}, a.json)

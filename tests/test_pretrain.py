@@ -211,7 +211,7 @@ def test_warmup_is_shared_between_builds(cache, tmp_path):
 
 def test_pick_probe_scores_policies(env):
     from eef.experts import make_expert
-    from eef.models.pretrain import evaluate_picks, webshop_pick_pages
+    from eef.models.pretrain import evaluate_picks, rule_pick, webshop_pick_pages
     pages = webshop_pick_pages(env, "test", limit=12)
     assert pages and all(p.context.steps[-1].action.startswith("search[") for p in pages)
     with_target = [p for p in pages if p.target_listed]
@@ -220,8 +220,37 @@ def test_pick_probe_scores_policies(env):
     r = evaluate_picks(oracle, with_target)
     assert r["copy_rate"] == 1.0 and r["pick_accuracy"] == 1.0
     assert r["first_hit"] == sum(p.listed[0] == p.target for p in with_target) / len(with_target)
+    assert r["rule_pick"] == sum(rule_pick(p) == p.target for p in with_target) / len(with_target)
+    assert all(rule_pick(p) in p.listed for p in pages)
     ex = with_target[0].sft_example()
     assert [s.train for s in ex.steps] == [False, True] and ex.steps[-1].action.startswith("click[")
+
+
+def test_rule_pick_reads_prices_and_titles():
+    from eef.envs.webshop.env import SEP
+    from eef.models.pretrain import PickPage, PretrainError, rule_pick
+    from eef.trajectory import Step, Trajectory
+
+    def page(instruction: str, hits: list[tuple[str, str, str]]) -> PickPage:
+        obs = SEP.join(["Back to Search", "Page 1 (Total results: 3)", "Next >",
+                        *[x for h in hits for x in h]])
+        ctx = Trajectory("t", "webshop", instruction, "WebShop",
+                         [Step("search[x]", obs, train=False)])
+        return PickPage(ctx, [h[0] for h in hits], hits[0][0], Step("click[x]", ""))
+
+    hits = [("B000000001", "Red Leather Shoes", "$10.00"),
+            ("B000000002", "Blue Cotton Shirt for Men", "$45.00"),
+            ("B000000003", "Blue Cotton Shirt", "$20.00 to $25.00")]
+    capped = "i need a blue cotton shirt for men, and price lower than 30.00 dollars"
+    assert rule_pick(page(capped, hits)) == "B000000003"  # the better title is over the cap
+    assert rule_pick(page("i need a blue cotton shirt for men", hits)) == "B000000002"
+    # nothing under the cap: titles decide among all hits; ties go to the higher hit
+    assert rule_pick(page("i need shoes, and price lower than 5.00 dollars", hits)) == "B000000001"
+    assert rule_pick(page("i need a hat", hits)) == "B000000001"
+    bad = page("i need a hat", hits)
+    bad.context.steps[-1].observation = "WebShop [SEP] Instruction: [SEP] x [SEP] Search"
+    with pytest.raises(PretrainError, match="results"):
+        rule_pick(bad)
 
 
 def test_search_drills_carry_the_train_instruction_into_the_query(env):

@@ -526,6 +526,31 @@ def webshop_pick_pages(env: "WebShopEnv", split: str, limit: int | None = None
     return out
 
 
+def rule_pick(page: PickPage) -> str:
+    """What a page-reading rule clicks: among the hits priced under the instruction's cap (all
+    hits if none is), the one whose title shares the largest share of content words with the
+    instruction (Jaccard; ties to the higher hit).  A reference for ``pick_accuracy``: how far
+    reading titles and prices on the page gets without knowing the target."""
+    from eef.experts.webshop import content_words, instruction_parts, parse_page
+    hits = parse_page(page.context.steps[-1].observation).get("hits") or []
+    if not hits:
+        raise PretrainError(f"{page.context.task_id}: the context does not end on results")
+    cap = instruction_parts(page.context.instruction)[2]
+    query = set(content_words(page.context.instruction))
+
+    def price(text: str) -> float:
+        m = re.search(r"[0-9]+(?:\.[0-9]+)?", text.replace(",", ""))
+        return float(m.group()) if m else float("inf")
+
+    def score(i: int) -> float:
+        title = set(content_words(hits[i][1]))
+        return len(query & title) / max(1, len(query | title))
+
+    ok = [i for i, h in enumerate(hits) if cap is None or price(h[2]) < cap] \
+        or list(range(len(hits)))
+    return hits[max(ok, key=lambda i: (score(i), -i))][0]
+
+
 def clicked_label(response: str) -> str | None:
     """The label of a ``click[...]`` action in a model's turn, else None."""
     from eef.react import parse_turn
@@ -552,7 +577,8 @@ def evaluate_picks(policy: Any, pages: Sequence[PickPage], max_new_tokens: int =
 
     ``copy_rate``: share of all pages where the action is ``click[<an ASIN listed there>]``,
     exactly (same case).  ``pick_accuracy``: share of the pages listing the target where the
-    action clicks it; ``first_hit``: the same for "click the first hit" on those pages."""
+    action clicks it; ``first_hit`` and ``rule_pick``: the same for "click the first hit" and
+    for the page-reading rule of ``rule_pick`` on those pages."""
     outs = greedy_turns(policy, [p.context for p in pages], max_new_tokens)
     labels = [clicked_label(o) for o in outs]
     copied = [lab is not None and lab in p.listed for lab, p in zip(labels, pages)]
@@ -562,6 +588,7 @@ def evaluate_picks(policy: Any, pages: Sequence[PickPage], max_new_tokens: int =
             "pages_with_target": n_t,
             "pick_accuracy": sum(lab == p.target for lab, p in with_target) / n_t if n_t else 0.0,
             "first_hit": sum(p.listed[0] == p.target for _, p in with_target) / n_t if n_t else 0.0,
+            "rule_pick": sum(rule_pick(p) == p.target for _, p in with_target) / n_t if n_t else 0.0,
             "examples": [{"task": p.context.task_id, "output": o, "target": p.target}
                          for o, p in list(zip(outs, pages))[:5]]}
 
