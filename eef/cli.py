@@ -158,6 +158,9 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
              trim_block: int = typer.Option(1, help="hf: policies: drop the oldest turns of an "
                                             "over-long prompt in blocks of this many (lets the "
                                             "prefix cache reuse earlier turns)."),
+             prefix_cache_mb: Optional[int] = typer.Option(None, help="hf: policies: memory "
+                                                           "for reusing earlier turns' keys/"
+                                                           "values (default 512; 0: off)."),
              data_dir: Optional[Path] = DataDir):
     """Evaluate a policy: win rate (success share) and mean score (0-100)."""
     from eef.rollout.episode import summarize
@@ -168,9 +171,13 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
         _fail("--max-new-tokens must be >= 1")
     if trim_block < 1 or (trim_block > 1 and not policy.startswith("hf:")):
         _fail("--trim-block must be >= 1, and above 1 only for hf: policies")
+    if prefix_cache_mb is not None and (prefix_cache_mb < 0 or not policy.startswith("hf:")):
+        _fail("--prefix-cache-mb must be >= 0, and is only for hf: policies")
     kw: dict = {"system": system} if system else {}
     if trim_block > 1:
         kw["trim_block"] = trim_block
+    if prefix_cache_mb is not None:
+        kw["prefix_cache_mb"] = prefix_cache_mb
     trajs = _run_policy(env, policy, split if tasks_file is None else None, tasks_file, limit,
                         out, env_opt, max_steps, seed, temperature, num_envs, max_new_tokens,
                         ground, **kw)

@@ -144,6 +144,13 @@ def test_eval_model_with_system_and_turn_length(tmp_path):
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["eval", "webshop", "--policy", "expert:oracle", "--trim-block", "4"])
     assert r.exit_code != 0 and "--trim-block" in r.output
+    r = run("eval", "webshop", "--policy", f"hf:{model}", "--limit", "1", "--max-steps", "2",
+            "--max-new-tokens", "3", "--prefix-cache-mb", "0", "--json")
+    assert r.exit_code == 0, r.output
+    for bad in (["--policy", "expert:oracle", "--prefix-cache-mb", "0"],
+                ["--policy", f"hf:{model}", "--prefix-cache-mb", "-1"]):
+        r = runner.invoke(app, ["eval", "webshop", *bad])
+        assert r.exit_code != 0 and "--prefix-cache-mb" in r.output
 
 
 def test_eval_ground_keeps_admissible_actions():

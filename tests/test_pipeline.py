@@ -119,10 +119,22 @@ def test_config_errors(tmp_path):
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="eval_order"):
         load_config(None, ["env.eval_order=random"])
+    with pytest.raises(ConfigError, match="prefix_cache_mb"):
+        load_config(None, ["model.prefix_cache_mb=-1"])
     r = _eef(["run", str(bad)])
     assert r.returncode == 2 and "ppo" in r.stderr
     for f in Path(__file__).resolve().parents[1].glob("configs/*.yaml"):
         load_config(f)  # every shipped config loads
+
+
+def test_model_policy_takes_the_prefix_cache_setting(tmp_path):
+    from eef.algorithms.common import Context, load_model_policy
+    from eef.models.preset import init_preset
+    model = init_preset("test", "webshop", tmp_path / "m")
+    for mb, on in ((0, False), (8, True)):
+        cfg = load_config(None, [f"model.prefix_cache_mb={mb}", "model.trim_block=3"])
+        pol = load_model_policy(Context(cfg, None, None), model)
+        assert (pol.prefix_cache is not None) is on and pol.trim_block == 3
 
 
 def test_model_key_follows_a_lora_adapter(tmp_path):

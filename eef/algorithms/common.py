@@ -224,7 +224,7 @@ def load_model_policy(ctx: Context, model: Path):
                                 ray_address=r.ray_address, release_fn=release)
     from eef.policy import load_policy
     return load_policy(f"hf:{model}", ctx.env, system=m.system, device=policy_device(m.device),
-                       trim_block=m.trim_block)
+                       trim_block=m.trim_block, prefix_cache_mb=m.prefix_cache_mb)
 
 
 def release_policy(policy: Any) -> None:

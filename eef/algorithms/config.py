@@ -71,6 +71,8 @@ class ModelConfig:
                          "oldest exchanges in blocks of this many, so the kept window stays "
                          "put for several turns and earlier turns' keys/values are reused "
                          "(eef.models.decode.PrefixCache); 1: drop one at a time.", 1)
+    prefix_cache_mb: int = _h("In-process policy: memory for reusing earlier turns' keys and "
+                              "values (eef.models.decode.PrefixCache); 0: off.", 512)
     device: str = _h("Device of the rollout and evaluation policy: auto (cuda when available, "
                      "else cpu), cpu, cuda, cuda:N.", "auto")
     serve_url: str | None = _h("OpenAI-compatible server (e.g. vLLM started with --enable-lora "
@@ -232,6 +234,8 @@ def validate(cfg: ExperimentConfig) -> None:
     m = cfg.method
     if cfg.model.trim_block < 1:
         raise ConfigError(f"model.trim_block must be >= 1, not {cfg.model.trim_block}")
+    if cfg.model.prefix_cache_mb < 0:
+        raise ConfigError(f"model.prefix_cache_mb must be >= 0, not {cfg.model.prefix_cache_mb}")
     if cfg.env.eval_order not in ("split", "by_type"):
         raise ConfigError(f"env.eval_order: {cfg.env.eval_order!r} is not split or by_type")
     if m.name not in ("sft", "rft", "rft_xn", "eef"):
