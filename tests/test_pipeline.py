@@ -121,10 +121,38 @@ def test_config_errors(tmp_path):
         load_config(None, ["env.eval_order=random"])
     with pytest.raises(ConfigError, match="prefix_cache_mb"):
         load_config(None, ["model.prefix_cache_mb=-1"])
+    with pytest.raises(ConfigError, match="rft_n"):
+        load_config(None, ["method.rft_n=0.5"])
+    with pytest.raises(ConfigError, match="rft_match"):
+        load_config(None, ["method.rft_match=floor"])
     r = _eef(["run", str(bad)])
     assert r.returncode == 2 and "ppo" in r.stderr
     for f in Path(__file__).resolve().parents[1].glob("configs/*.yaml"):
         load_config(f)  # every shipped config loads
+
+
+def test_rft_xn_samples_a_fractional_n_exactly():
+    from eef.algorithms.rft import samples_per_task
+    ids = [f"t{i}" for i in range(40)]
+    assert samples_per_task(ids, 2, 5) == {t: 2 for t in ids}
+    got = samples_per_task(ids, 2.3, 5)
+    assert sum(got.values()) == 92 and set(got.values()) == {2, 3}
+    assert got == samples_per_task(ids, 2.3, 5) and got != samples_per_task(ids, 2.3, 6)
+    assert sum(samples_per_task(ids, 1.01, 0).values()) == 40  # 0.4 extra rollouts round to 0
+
+
+def test_rft_n_matches_eef_budget_exactly_or_rounded():
+    from types import SimpleNamespace
+
+    from eef.algorithms.pipeline import rft_n_for
+    rows = [{"method": "eef", "samples_per_state": 1, "budget_s0": {"env_steps": 100},
+             "budget_sim": {"env_steps": s}} for s in (40, 70)]
+    run = SimpleNamespace(metrics=lambda: rows)
+    for over, n in (([], 1.55), (["method.rft_match=round"], 2), (["method.rft_n=3"], 3)):
+        assert rft_n_for(SimpleNamespace(cfg=load_config(None, over), run=run)) \
+            == pytest.approx(n)
+    with pytest.raises(ValueError, match="EEF run"):
+        rft_n_for(SimpleNamespace(cfg=load_config(None), run=SimpleNamespace(metrics=list)))
 
 
 def test_model_policy_takes_the_prefix_cache_setting(tmp_path):

@@ -109,8 +109,12 @@ class MethodConfig:
                                    False)
     train_neutral: bool = _h("EEF: train on expert steps labelled neutral (between two states "
                              "of equal solvability).", True)
-    rft_n: int = _h("RFT×N: rollouts per task per iteration; 0 picks N to match the counted "
-                    "budget (env steps) of EEF's simulations.", 0)
+    rft_n: float = _h("RFT×N: rollouts per task per iteration (a fractional part f adds one "
+                      "rollout for a seeded share f of the tasks); 0 picks N to match the "
+                      "counted env steps of EEF's rollouts and simulations.", 0.0)
+    rft_match: str = _h("With rft_n 0: 'exact' keeps the matched N fractional (equal budget in "
+                        "expectation); 'round' rounds it to an integer >= 1 (the setting of the "
+                        "recorded tables in docs/RESULTS.md).", "exact")
     train_from: str = _h("Each iteration fine-tunes from 'base' (the base model, on all data so "
                          "far) or 'continue' (the previous iteration's model).", "base")
     keep_expert_successes: bool = _h("Keep the expert's successful trajectories in every "
@@ -242,6 +246,10 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"method.name: {m.name!r} is not one of sft, rft, rft_xn, eef")
     if m.iterations < 0 or m.M < 0 or m.samples_per_state < 1 or m.rft_n < 0:
         raise ConfigError("method: iterations, M, rft_n must be >= 0 and samples_per_state >= 1")
+    if m.rft_n and m.rft_n < 1:
+        raise ConfigError(f"method.rft_n must be 0 (matched to EEF) or >= 1, not {m.rft_n}")
+    if m.rft_match not in ("exact", "round"):
+        raise ConfigError(f"method.rft_match: {m.rft_match!r} is not exact or round")
     if m.train_from not in ("base", "continue"):
         raise ConfigError(f"method.train_from: {m.train_from!r} is not base or continue")
     if not (cfg.model.base.startswith("preset:") or cfg.model.base.startswith("hf:")):

@@ -24,12 +24,14 @@ def prepare(cfg: ExperimentConfig, out: str | Path) -> Context:
     return ctx
 
 
-def rft_n_for(ctx: Context) -> int:
+def rft_n_for(ctx: Context) -> float:
     """N of RFT×N: ``method.rft_n``, else matched to the counted env steps of the EEF run in the
-    same run directory: N = round(mean over iterations of (s_0 steps + simulation steps) /
-    (s_0 steps / S)), so RFT×N's rollouts cost what EEF's rollouts and simulations cost."""
-    if ctx.cfg.method.rft_n:
-        return ctx.cfg.method.rft_n
+    same run directory: N = mean over iterations of (s_0 steps + simulation steps) /
+    (s_0 steps / S), so RFT×N's rollouts cost what EEF's rollouts and simulations cost
+    (rounded to an integer >= 1 with ``method.rft_match: round``)."""
+    m = ctx.cfg.method
+    if m.rft_n:
+        return m.rft_n
     rows = [r for r in ctx.run.metrics()
             if r.get("method") == "eef" and "budget_sim" in r]
     if not rows:
@@ -38,7 +40,8 @@ def rft_n_for(ctx: Context) -> int:
     # one RFT rollout per task costs s_0 steps / S (EEF ran S samples per task at s_0)
     ratios = [(r["budget_s0"]["env_steps"] + r["budget_sim"]["env_steps"]) * r["samples_per_state"]
               / max(1, r["budget_s0"]["env_steps"]) for r in rows]
-    return max(1, round(sum(ratios) / len(ratios)))
+    n = sum(ratios) / len(ratios)
+    return max(1, round(n)) if m.rft_match == "round" else max(1.0, n)
 
 
 def run_method(ctx: Context, method: str) -> Path:

@@ -8,12 +8,15 @@
         evaluate(model)
 
 RFT is N = 1.  RFT×N is the paper's equal-budget baseline: N rollouts per task so that its
-counted env steps match EEF's (method.rft_n, or derived from an EEF run's budget).
+counted env steps match EEF's (method.rft_n, or derived from an EEF run's budget).  A
+fractional N = k + f runs k rollouts of every task and one more of a seeded share f of them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import random
 from pathlib import Path
 
 from eef.algorithms.common import (Budget, Context, PositiveRepository, eval_stage, rollout_stage,
@@ -22,12 +25,22 @@ from eef.algorithms.sft import run_sft
 from eef.rollout.engine import RolloutRequest
 
 
-def run_rft(ctx: Context, n: int = 1, method: str = "rft") -> Path:
+def samples_per_task(task_ids: list[str], n: float, seed: int) -> dict[str, int]:
+    """Rollouts per task for N = ``n``: floor(n) each, plus one for round(frac(n) x tasks) tasks
+    drawn with ``seed`` (so the total is N x tasks, rounded)."""
+    k = math.floor(n)
+    extra = set(random.Random(seed).sample(task_ids, round((n - k) * len(task_ids))))
+    return {t: k + (t in extra) for t in task_ids}
+
+
+def run_rft(ctx: Context, n: float = 1, method: str = "rft") -> Path:
     sft = run_sft(ctx)
     model, positives, budget = sft, PositiveRepository(), Budget()
     for i in range(1, ctx.cfg.method.iterations + 1):
-        reqs = [RolloutRequest(t, samples=n, sampling=train_sampling(ctx.cfg),
-                               seed=ctx.cfg.seed * 7919 + i) for t in ctx.train_ids]
+        seed = ctx.cfg.seed * 7919 + i
+        per_task = samples_per_task(ctx.train_ids, n, seed)
+        reqs = [RolloutRequest(t, samples=per_task[t], sampling=train_sampling(ctx.cfg),
+                               seed=seed) for t in ctx.train_ids]
         trajs = rollout_stage(ctx, f"{method}/it{i}/s0", model, reqs)
         budget += Budget().add(trajs)
         for t in trajs:
