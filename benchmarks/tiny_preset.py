@@ -18,8 +18,8 @@
 ``--quick`` uses a small build and SFT budget (minutes; the figures then only check the path).
 JSON keys: ``build_minutes``, ``build_cached``, ``pretrain_steps``, ``pretrain_tokens``,
 ``copy_rate_pretrained``, and per model (``pretrained``, ``scratch``) ``copy_rate``,
-``pick_accuracy``, ``sft_minutes``; ``first_hit``, ``rule_pick``, ``test_pages``, ``test_pages_with_target``,
-``sft_examples``, ``load_avg``.
+``pick_accuracy``, ``sft_minutes``; ``first_hit``, ``rule_pick``, ``test_pages``,
+``test_pages_with_target``, ``sft_examples``, ``load_avg``.
 """
 
 from __future__ import annotations

@@ -584,11 +584,15 @@ def evaluate_picks(policy: Any, pages: Sequence[PickPage], max_new_tokens: int =
     copied = [lab is not None and lab in p.listed for lab, p in zip(labels, pages)]
     with_target = [(lab, p) for lab, p in zip(labels, pages) if p.target_listed]
     n_t = len(with_target)
+
+    def share(click: Any) -> float:  # share of the pages listing the target where it is clicked
+        return sum(click(lab, p) == p.target for lab, p in with_target) / n_t if n_t else 0.0
+
     return {"pages": len(pages), "copy_rate": sum(copied) / len(pages),
             "pages_with_target": n_t,
-            "pick_accuracy": sum(lab == p.target for lab, p in with_target) / n_t if n_t else 0.0,
-            "first_hit": sum(p.listed[0] == p.target for _, p in with_target) / n_t if n_t else 0.0,
-            "rule_pick": sum(rule_pick(p) == p.target for _, p in with_target) / n_t if n_t else 0.0,
+            "pick_accuracy": share(lambda lab, p: lab),
+            "first_hit": share(lambda lab, p: p.listed[0]),
+            "rule_pick": share(lambda lab, p: rule_pick(p)),
             "examples": [{"task": p.context.task_id, "output": o, "target": p.target}
                          for o, p in list(zip(outs, pages))[:5]]}
 
