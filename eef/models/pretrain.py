@@ -531,22 +531,19 @@ def rule_pick(page: PickPage) -> str:
     hits if none is), the one whose title shares the largest share of content words with the
     instruction (Jaccard; ties to the higher hit).  A reference for ``pick_accuracy``: how far
     reading titles and prices on the page gets without knowing the target."""
-    from eef.experts.webshop import content_words, instruction_parts, parse_page
+    from eef.experts.webshop import content_words, instruction_parts, parse_page, parse_price
     hits = parse_page(page.context.steps[-1].observation).get("hits") or []
     if not hits:
         raise PretrainError(f"{page.context.task_id}: the context does not end on results")
     cap = instruction_parts(page.context.instruction)[2]
     query = set(content_words(page.context.instruction))
 
-    def price(text: str) -> float:
-        m = re.search(r"[0-9]+(?:\.[0-9]+)?", text.replace(",", ""))
-        return float(m.group()) if m else float("inf")
-
     def score(i: int) -> float:
         title = set(content_words(hits[i][1]))
         return len(query & title) / max(1, len(query | title))
 
-    ok = [i for i, h in enumerate(hits) if cap is None or price(h[2]) < cap] \
+    prices = [parse_price(h[2]) for h in hits]
+    ok = [i for i, p in enumerate(prices) if cap is None or (p is not None and p < cap)] \
         or list(range(len(hits)))
     return hits[max(ok, key=lambda i: (score(i), -i))][0]
 
