@@ -56,12 +56,26 @@ def _make_env(name: str, kw: dict):
         _fail(str(e))
 
 
+Workers = typer.Option(0, help="Env worker processes (rollout.backend: process; one "
+                       "ScienceWorld JVM each): N episodes in flight.  0: in this process.")
+
+
+def _workers(workers: int, num_envs: int = 0) -> int:
+    if workers < 0:
+        _fail("--workers must be >= 0")
+    if workers and num_envs not in (0, workers):
+        _fail(f"--workers {workers} runs {workers} episodes in flight (one per worker); "
+              "leave out --num-envs")
+    return workers
+
+
 def _task_ids(env, split: str | None, tasks_file: Path | None, limit: int | None) -> list[str]:
     from eef.envs.base import UnknownTaskError
     if tasks_file is not None:
         if not tasks_file.exists():
             _fail(f"{tasks_file}: no such file")
-        ids = [ln.strip() for ln in tasks_file.read_text().splitlines()
+        # one id per line; `eef tasks` output works as it is (the id is the first column)
+        ids = [ln.split("\t", 1)[0].strip() for ln in tasks_file.read_text().splitlines()
                if ln.strip() and not ln.startswith("#")]
         try:
             for t in ids:
@@ -98,9 +112,12 @@ def tasks(env: str = typer.Argument(..., help="Env name (webshop, sciworld)."),
 def _run_policy(env_name: str, policy: str, split: str | None, tasks_file: Path | None,
                 limit: int | None, out: Path | None, env_opt: list[str] | None,
                 max_steps: int | None, seed: int, temperature: float, num_envs: int = 1,
-                max_new_tokens: int | None = None, ground: bool = False, **policy_kw):
+                max_new_tokens: int | None = None, ground: bool = False, workers: int = 0,
+                **policy_kw):
     """Scripted experts play sequentially (they are fast); model policies (and any policy with
-    ``num_envs > 1``) go through the batched rollout engine.  Both resume from ``out``."""
+    ``num_envs > 1`` or ``workers``) go through the batched rollout engine, ``workers > 0``
+    with that many env worker processes (``rollout.backend: process``).  Both resume from
+    ``out``."""
     from eef.policy import PolicySpecError, Sampling, load_policy
     from eef.rollout.episode import collect
     from eef.trajectory import TrajectoryFormatError
@@ -114,7 +131,7 @@ def _run_policy(env_name: str, policy: str, split: str | None, tasks_file: Path 
     sampling = Sampling(temperature=temperature, **(
         {"max_new_tokens": max_new_tokens} if max_new_tokens else {}))
     try:
-        if policy.startswith("expert:") and num_envs <= 1 and not ground:
+        if policy.startswith("expert:") and num_envs <= 1 and not ground and not workers:
             trajs = collect(env, pol, ids, out, sampling=sampling, seed=seed,
                             progress=sys.stderr.isatty())
         else:
@@ -122,7 +139,8 @@ def _run_policy(env_name: str, policy: str, split: str | None, tasks_file: Path 
             from eef.rollout.pool import EnvSpec
             res = rollout(EnvSpec(env_name, env_kw), pol,
                           [RolloutRequest(t, sampling=sampling, seed=seed) for t in ids], out,
-                          EngineConfig(num_envs=max(1, num_envs if num_envs > 1 else 16),
+                          EngineConfig(num_envs=workers or (num_envs if num_envs > 1 else 16),
+                                       backend="process" if workers else "local",
                                        progress=sys.stderr.isatty(), ground_actions=ground))
             trajs = res.trajectories
     except TrajectoryFormatError as e:
@@ -149,6 +167,7 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
              temperature: float = typer.Option(0.0, help="Sampling temperature (models)."),
              num_envs: int = typer.Option(0, help="Episodes in flight (batched engine; 0: "
                                           "16 for models, sequential for scripted experts)."),
+             workers: int = Workers,
              max_new_tokens: Optional[int] = typer.Option(None, help="Longest model turn in "
                                                           "tokens (models; default 96)."),
              system: Optional[str] = typer.Option(None, help="System message of hf:/openai: "
@@ -180,7 +199,7 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
         kw["prefix_cache_mb"] = prefix_cache_mb
     trajs = _run_policy(env, policy, split if tasks_file is None else None, tasks_file, limit,
                         out, env_opt, max_steps, seed, temperature, num_envs, max_new_tokens,
-                        ground, **kw)
+                        ground, _workers(workers, num_envs), **kw)
     summary = {"env": env, "policy": policy, "split": split if tasks_file is None else None,
                **summarize(trajs), "grounded_steps": sum(len(t.meta.get("grounded", []))
                                                          for t in trajs),
@@ -207,6 +226,7 @@ def expert_collect(env: str = typer.Argument(..., help="Env name."),
                    max_steps: Optional[int] = typer.Option(None, help="Step limit per episode."),
                    seed: int = typer.Option(0, help="Base seed."),
                    temperature: float = typer.Option(0.0, help="Sampling temperature (llm)."),
+                   workers: int = Workers,
                    data_dir: Optional[Path] = DataDir):
     """Collect one expert trajectory per task."""
     from eef.rollout.episode import summarize
@@ -220,7 +240,7 @@ def expert_collect(env: str = typer.Argument(..., help="Env name."),
         _fail("--policy is only for --expert llm")
     trajs = _run_policy(env, f"expert:{expert}", split if tasks_file is None else None,
                         tasks_file, limit, out, env_opt, max_steps, seed, temperature,
-                        16 if expert == "llm" else 1, None, **kw)
+                        16 if expert == "llm" else 1, None, False, _workers(workers), **kw)
     s = summarize(trajs)
     typer.echo(f"{len(trajs)} trajectories in {out}: success {s['win_rate']:.1%}, "
                f"mean score {s['mean_score']:.1f}", err=True)

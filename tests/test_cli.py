@@ -64,11 +64,41 @@ def test_collect_writes_and_resumes(tmp_path):
     (("data", "download", "nosuchdata"), "unknown data set"),
     (("eval", "webshop", "--policy", "expert:oracle", "--system", "hi"), "--system is for"),
     (("eval", "webshop", "--policy", "expert:oracle", "--max-new-tokens", "0"), ">= 1"),
+    (("eval", "webshop", "--policy", "expert:oracle", "--workers", "-1"), "--workers must"),
+    (("eval", "webshop", "--policy", "expert:oracle", "--workers", "2", "--num-envs", "4"),
+     "leave out --num-envs"),
+    (("expert", "collect", "webshop", "--expert", "oracle", "--out", "x.jsonl", "--workers",
+      "-2"), "--workers must"),
 ])
 def test_bad_input_gets_one_clear_error(args, msg):
     r = runner.invoke(app, list(args))
     assert r.exit_code == 2
     assert msg in r.output
+
+
+def test_tasks_output_is_a_tasks_file(tmp_path):
+    # `eef tasks` prints id, split and instruction; --tasks reads its first column
+    lines = run("tasks", "webshop", "--split", "test").stdout.splitlines()[:2]
+    f = tmp_path / "ids.txt"
+    f.write_text("\n".join(lines) + "\n")
+    d = json.loads(run("eval", "webshop", "--policy", "expert:oracle", "--tasks", str(f),
+                       "--json").stdout)
+    assert [t["id"] for t in d["tasks"]] == [ln.split("\t")[0] for ln in lines]
+
+
+def test_collect_with_worker_processes_matches_sequential(tmp_path):
+    seq, par = tmp_path / "seq.jsonl", tmp_path / "par.jsonl"
+    for out, extra in ((seq, ()), (par, ("--workers", "2"))):
+        r = run("expert", "collect", "webshop", "--expert", "heuristic", "--limit", "4",
+                "--max-steps", "6", "--out", str(out), *extra)
+        assert r.exit_code == 0, r.output
+
+    def by_id(p):
+        return {t.task_id: ([s.action for s in t.steps], t.reward) for t in read_jsonl(p)}
+    assert len(by_id(par)) == 4 and by_id(par) == by_id(seq)
+    r = run("expert", "collect", "webshop", "--expert", "heuristic", "--limit", "4",
+            "--max-steps", "6", "--out", str(par), "--workers", "2")  # resumes: nothing to do
+    assert r.exit_code == 0 and len(read_jsonl(par)) == 4, r.output
 
 
 def test_bad_task_id_in_file(tmp_path):
