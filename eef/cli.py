@@ -94,14 +94,25 @@ def _task_ids(env, split: str | None, tasks_file: Path | None, limit: int | None
 def tasks(env: str = typer.Argument(..., help="Env name (webshop, sciworld)."),
           split: str = typer.Option("all", help="train | dev | test | all."),
           as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+          by_type: bool = typer.Option(False, "--by-type", help="Round-robin over task types "
+                                       "(as env.eval_order: by_type): a prefix covers every "
+                                       "type."),
+          limit: Optional[int] = typer.Option(None, help="First N tasks only."),
           data_dir: Optional[Path] = DataDir):
     """List an env's tasks."""
+    from eef.algorithms.common import round_robin_by_type
     set_data_dir(data_dir)
+    if limit is not None and limit < 1:
+        _fail("--limit must be >= 1")
     e = _make_env(env, {})
     try:
         ts = e.tasks(split)
     except ValueError as err:
         _fail(str(err))
+    if by_type:
+        pos = {t.id: t for t in ts}
+        ts = [pos[i] for i in round_robin_by_type(list(pos))]
+    ts = ts[:limit] if limit else ts
     out = sys.stdout
     for t in ts:
         out.write((json.dumps(t.to_json(), ensure_ascii=False) if as_json

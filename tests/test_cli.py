@@ -76,6 +76,17 @@ def test_bad_input_gets_one_clear_error(args, msg):
     assert msg in r.output
 
 
+def test_tasks_by_type_and_limit():
+    rows = [json.loads(x) for x in run("tasks", "webshop", "--split", "test", "--json",
+                                       "--by-type", "--limit", "5").stdout.splitlines()]
+    types = [r["id"].rsplit("/", 1)[0] for r in rows]
+    assert len(rows) == 5 and len(set(types)) == 5  # five products, one goal each
+    plain = [json.loads(x)["id"] for x in run("tasks", "webshop", "--split", "test", "--json",
+                                              "--limit", "3").stdout.splitlines()]
+    assert len(plain) == 3 and len({i.rsplit("/", 1)[0] for i in plain}) < 3
+    assert runner.invoke(app, ["tasks", "webshop", "--limit", "0"]).exit_code == 2
+
+
 def test_tasks_output_is_a_tasks_file(tmp_path):
     # `eef tasks` prints id, split and instruction; --tasks reads its first column
     lines = run("tasks", "webshop", "--split", "test").stdout.splitlines()[:2]
