@@ -188,6 +188,10 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
              trim_block: int = typer.Option(1, help="hf: policies: drop the oldest turns of an "
                                             "over-long prompt in blocks of this many (lets the "
                                             "prefix cache reuse earlier turns)."),
+             max_context: Optional[int] = typer.Option(None, help="hf: policies: longest "
+                                                       "prompt + turn in tokens (default: the "
+                                                       "model's max_position_embeddings; use "
+                                                       "the training window, train.max_tokens)."),
              prefix_cache_mb: Optional[int] = typer.Option(None, help="hf: policies: memory "
                                                            "for reusing earlier turns' keys/"
                                                            "values (default 512; 0: off)."),
@@ -203,7 +207,11 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
         _fail("--trim-block must be >= 1, and above 1 only for hf: policies")
     if prefix_cache_mb is not None and (prefix_cache_mb < 0 or not policy.startswith("hf:")):
         _fail("--prefix-cache-mb must be >= 0, and is only for hf: policies")
+    if max_context is not None and (max_context < 16 or not policy.startswith("hf:")):
+        _fail("--max-context must be >= 16, and is only for hf: policies")
     kw: dict = {"system": system} if system else {}
+    if max_context is not None:
+        kw["max_context"] = max_context
     if trim_block > 1:
         kw["trim_block"] = trim_block
     if prefix_cache_mb is not None:

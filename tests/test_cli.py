@@ -65,6 +65,7 @@ def test_collect_writes_and_resumes(tmp_path):
     (("eval", "webshop", "--policy", "expert:oracle", "--system", "hi"), "--system is for"),
     (("eval", "webshop", "--policy", "expert:oracle", "--max-new-tokens", "0"), ">= 1"),
     (("eval", "webshop", "--policy", "expert:oracle", "--workers", "-1"), "--workers must"),
+    (("eval", "webshop", "--policy", "expert:oracle", "--max-context", "512"), "--max-context"),
     (("eval", "webshop", "--policy", "expert:oracle", "--workers", "2", "--num-envs", "4"),
      "leave out --num-envs"),
     (("expert", "collect", "webshop", "--expert", "oracle", "--out", "x.jsonl", "--workers",
@@ -192,6 +193,11 @@ def test_eval_model_with_system_and_turn_length(tmp_path):
                 ["--policy", f"hf:{model}", "--prefix-cache-mb", "-1"]):
         r = runner.invoke(app, ["eval", "webshop", *bad])
         assert r.exit_code != 0 and "--prefix-cache-mb" in r.output
+    r = run("eval", "webshop", "--policy", f"hf:{model}", "--limit", "1", "--max-steps", "3",
+            "--max-new-tokens", "3", "--max-context", "200", "--json")
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["eval", "webshop", "--policy", f"hf:{model}", "--max-context", "8"])
+    assert r.exit_code == 2 and "--max-context" in r.output
 
 
 def test_eval_ground_keeps_admissible_actions():

@@ -121,6 +121,8 @@ def test_config_errors(tmp_path):
         load_config(None, ["env.eval_order=random"])
     with pytest.raises(ConfigError, match="prefix_cache_mb"):
         load_config(None, ["model.prefix_cache_mb=-1"])
+    with pytest.raises(ConfigError, match="max_context"):
+        load_config(None, ["model.max_context=8"])
     with pytest.raises(ConfigError, match="rft_n"):
         load_config(None, ["method.rft_n=0.5"])
     with pytest.raises(ConfigError, match="rft_match"):
@@ -163,6 +165,10 @@ def test_model_policy_takes_the_prefix_cache_setting(tmp_path):
         cfg = load_config(None, [f"model.prefix_cache_mb={mb}", "model.trim_block=3"])
         pol = load_model_policy(Context(cfg, None, None), model)
         assert (pol.prefix_cache is not None) is on and pol.trim_block == 3
+        assert pol.max_context == pol.model.config.max_position_embeddings  # default
+    pol = load_model_policy(Context(load_config(None, ["model.max_context=256"]), None, None),
+                            model)
+    assert pol.max_context == 256
 
 
 def test_model_key_follows_a_lora_adapter(tmp_path):

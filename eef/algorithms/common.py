@@ -224,7 +224,8 @@ def load_model_policy(ctx: Context, model: Path):
                                 ray_address=r.ray_address, release_fn=release)
     from eef.policy import load_policy
     return load_policy(f"hf:{model}", ctx.env, system=m.system, device=policy_device(m.device),
-                       trim_block=m.trim_block, prefix_cache_mb=m.prefix_cache_mb)
+                       trim_block=m.trim_block, prefix_cache_mb=m.prefix_cache_mb,
+                       max_context=m.max_context)
 
 
 def release_policy(policy: Any) -> None:
@@ -255,6 +256,8 @@ def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRe
                          dataclasses.asdict(r.sampling) if r.sampling else None) for r in requests]}
     if ctx.cfg.rollout.ground_actions:  # other episodes: keys of earlier runs stay valid
         key["ground_actions"] = True
+    if ctx.cfg.model.max_context is not None and not ctx.cfg.model.serve_url:
+        key["max_context"] = ctx.cfg.model.max_context
     run.stage(f"rollout/{name}", key, [rel], go, share="rollout/")  # same requests, same model
     return read_jsonl(run / rel)
 

@@ -73,6 +73,11 @@ class ModelConfig:
                          "(eef.models.decode.PrefixCache); 1: drop one at a time.", 1)
     prefix_cache_mb: int = _h("In-process policy: memory for reusing earlier turns' keys and "
                               "values (eef.models.decode.PrefixCache); 0: off.", 512)
+    max_context: int | None = _h("In-process policy: longest prompt + turn in tokens (older "
+                                 "turns are trimmed past it); None: the model's "
+                                 "max_position_embeddings.  Set it to train.max_tokens so that "
+                                 "rollouts never see a longer context than the training "
+                                 "windows (docs/pipeline.md).", None)
     device: str = _h("Device of the rollout and evaluation policy: auto (cuda when available, "
                      "else cpu), cpu, cuda, cuda:N.", "auto")
     serve_url: str | None = _h("OpenAI-compatible server (e.g. vLLM started with --enable-lora "
@@ -238,6 +243,8 @@ def validate(cfg: ExperimentConfig) -> None:
     m = cfg.method
     if cfg.model.trim_block < 1:
         raise ConfigError(f"model.trim_block must be >= 1, not {cfg.model.trim_block}")
+    if cfg.model.max_context is not None and cfg.model.max_context < 16:
+        raise ConfigError(f"model.max_context must be >= 16 or null, not {cfg.model.max_context}")
     if cfg.model.prefix_cache_mb < 0:
         raise ConfigError(f"model.prefix_cache_mb must be >= 0, not {cfg.model.prefix_cache_mb}")
     if cfg.env.eval_order not in ("split", "by_type"):
