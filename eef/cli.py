@@ -100,7 +100,7 @@ def tasks(env: str = typer.Argument(..., help="Env name (webshop, sciworld)."),
           limit: Optional[int] = typer.Option(None, help="First N tasks only."),
           data_dir: Optional[Path] = DataDir):
     """List an env's tasks."""
-    from eef.algorithms.common import round_robin_by_type
+    from eef.envs.base import round_robin_by_type
     set_data_dir(data_dir)
     if limit is not None and limit < 1:
         _fail("--limit must be >= 1")

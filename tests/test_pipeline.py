@@ -99,7 +99,7 @@ def test_kill_9_then_resume_gives_the_same_results(clean_run, tmp_path):
 
 
 def test_round_robin_by_type():
-    from eef.algorithms.common import round_robin_by_type
+    from eef.envs.base import round_robin_by_type
     ids = ["sw/boil/1", "sw/boil/2", "sw/boil/3", "sw/melt/7", "sw/find-animal/4", "sw/find-animal/5"]
     got = round_robin_by_type(ids)
     assert got == ["sw/boil/1", "sw/melt/7", "sw/find-animal/4", "sw/boil/2", "sw/find-animal/5",

@@ -11,7 +11,7 @@ from typing import Any
 
 from eef.algorithms.config import ExperimentConfig, to_dict
 from eef.algorithms.rundir import RunDir, digest
-from eef.envs.base import TextEnv
+from eef.envs.base import TextEnv, round_robin_by_type
 from eef.policy import Sampling
 from eef.rollout.engine import RolloutRequest, rollout
 from eef.rollout.episode import summarize
@@ -59,17 +59,6 @@ class Context:
 def make_env(cfg: ExperimentConfig) -> TextEnv:
     import eef.envs as envs
     return envs.make(cfg.env.name, **cfg.env.options)
-
-
-def round_robin_by_type(ids: list[str]) -> list[str]:
-    """Interleave task ids over their types (the id up to its last '/'), types in order of first
-    appearance, each type's ids in their given order: a prefix of the result covers every type."""
-    groups: dict[str, list[str]] = {}
-    for i in ids:
-        groups.setdefault(i.rsplit("/", 1)[0], []).append(i)
-    lanes = list(groups.values())
-    return [lane[k] for k in range(max(map(len, lanes), default=0)) for lane in lanes
-            if k < len(lane)]
 
 
 def select_tasks(env: TextEnv, cfg: ExperimentConfig) -> tuple[list[str], list[str], list[str]]:

@@ -181,3 +181,14 @@ class TextEnv(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def round_robin_by_type(ids: list[str]) -> list[str]:
+    """Interleave task ids over their types (the id up to its last '/'), types in order of first
+    appearance, each type's ids in their given order: a prefix of the result covers every type."""
+    groups: dict[str, list[str]] = {}
+    for i in ids:
+        groups.setdefault(i.rsplit("/", 1)[0], []).append(i)
+    lanes = list(groups.values())
+    return [lane[k] for k in range(max(map(len, lanes), default=0)) for lane in lanes
+            if k < len(lane)]
