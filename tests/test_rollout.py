@@ -309,6 +309,16 @@ def _bad_factory():
     return CountingEnv(no_such_argument=1)
 
 
+def _dying_factory():
+    os._exit(3)  # the worker process ends before it can report
+
+
+def test_process_pool_worker_dying_at_start_names_the_usual_cause():
+    from eef.envs.base import EnvDiedError
+    with pytest.raises(EnvDiedError, match="died while starting.*__main__"):
+        rollout(_dying_factory, CountingPolicy(), [], config=cfg(num_envs=1, backend="process"))
+
+
 def test_process_pool_hung_worker_is_killed_and_the_episode_retried(tmp_path):
     flag = tmp_path / "hang"
     flag.touch()

@@ -398,7 +398,10 @@ class ProcessPool(EnvPool):
         try:
             status, payload = conn.recv()
         except (EOFError, OSError) as e:
-            raise EnvDiedError(f"env worker {slot} died while starting") from e
+            raise EnvDiedError(
+                f"env worker {slot} died while starting (its error is on stderr; under the "
+                f"'{self.ctx.get_start_method()}' start method a script must create the pool "
+                "inside `if __name__ == '__main__':`)") from e
         if status == "err":
             raise payload
 
