@@ -77,7 +77,7 @@ class ModelConfig:
                                  "turns are trimmed past it); None: the model's "
                                  "max_position_embeddings.  Set it to train.max_tokens so that "
                                  "rollouts never see a longer context than the training "
-                                 "windows (docs/pipeline.md).", None)
+                                 "windows (docs/models.md, context budget).", None)
     device: str = _h("Device of the rollout and evaluation policy: auto (cuda when available, "
                      "else cpu), cpu, cuda, cuda:N.", "auto")
     serve_url: str | None = _h("OpenAI-compatible server (e.g. vLLM started with --enable-lora "
