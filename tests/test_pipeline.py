@@ -230,6 +230,37 @@ def test_compare_runs_every_method_per_seed_at_matched_budget(tmp_path):
     assert "rft_xn" in r.stdout and "env_steps_mean" in r.stdout
 
 
+def test_explore_tasks_limits_rollouts_not_training(tmp_path):
+    from eef.algorithms.common import explore_subset
+    from eef.trajectory import read_jsonl
+    ids = [f"t{i}" for i in range(10)]
+    assert explore_subset(ids, None, 0) == ids and explore_subset(ids, 12, 0) == ids
+    sub = explore_subset(ids, 4, 0)
+    assert len(sub) == 4 and set(sub) < set(ids) and sub == sorted(sub)
+    assert sub == explore_subset(ids, 4, 0) and sub != explore_subset(ids, 4, 1)
+    with pytest.raises(ConfigError, match="explore_tasks"):
+        load_config(None, ["method.explore_tasks=0"])
+    out = tmp_path / "explore"
+    for m in ("eef", "rft"):
+        r = _eef(["run", "--out", str(out)] + [x for s in SMALL + [
+            f"method.name={m}", "method.explore_tasks=3", "env.options={max_steps: 8}"]
+            for x in ("--set", s)], timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+    experts = read_jsonl(out / "expert.jsonl")
+    assert len(experts) == 8
+    explored = set(explore_subset(sorted(t.task_id for t in experts), 3, 0))
+    for name in ("eef/it1/s0", "rft/it1/s0"):
+        assert {t.task_id for t in read_jsonl(out / f"rollouts/{name}.jsonl")} == explored
+    sims = read_jsonl(out / "rollouts/eef/it1/sim.jsonl")
+    assert {t.task_id for t in sims} <= explored
+    assert {r["task_id"] for r in map(json.loads, (out / "labels/eef-it1.jsonl").open())} \
+        <= explored
+    # fine-tuning still sees every expert success
+    sft = {t.task_id for t in read_jsonl(out / "data/sft.jsonl")}
+    assert sft == {t.task_id for t in experts if t.success}
+    assert sft <= {t.task_id for t in read_jsonl(out / "data/eef/it1.jsonl")}
+
+
 def test_replay_mixes_pretraining_sequences_into_training(tmp_path):
     from eef.trajectory import read_jsonl
     with pytest.raises(ConfigError, match="model.replay"):

@@ -46,6 +46,7 @@ class Context:
     run: RunDir
     env: TextEnv
     train_ids: list[str] = field(default_factory=list)
+    explore_ids: list[str] = field(default_factory=list)  # RFT / EEF rollouts (method.explore_tasks)
     eval_ids: list[str] = field(default_factory=list)
     experts: list[Trajectory] = field(default_factory=list)
     base: Path | None = None
@@ -54,6 +55,12 @@ class Context:
     @property
     def expert_successes(self) -> list[Trajectory]:
         return [t for t in self.experts if t.success]
+
+    @property
+    def explored_experts(self) -> list[Trajectory]:
+        """The expert's trajectories on the tasks RFT / EEF explore."""
+        ids = set(self.explore_ids)
+        return [t for t in self.experts if t.task_id in ids]
 
 
 def make_env(cfg: ExperimentConfig) -> TextEnv:
@@ -76,6 +83,13 @@ def select_tasks(env: TextEnv, cfg: ExperimentConfig) -> tuple[list[str], list[s
     if cfg.env.eval_tasks is not None:
         ev = ev[: cfg.env.eval_tasks]
     return sorted(train), sorted(dev), ev
+
+
+def explore_subset(train_ids: list[str], n: int | None, seed: int) -> list[str]:
+    """The training tasks RFT / EEF roll out on: all, or a seeded subset of ``n`` (sorted)."""
+    if n is None or n >= len(train_ids):
+        return list(train_ids)
+    return sorted(random.Random(seed * 104729 + 1).sample(list(train_ids), n))
 
 
 def expert_stage(ctx: Context) -> list[Trajectory]:

@@ -124,6 +124,11 @@ class MethodConfig:
                          "far) or 'continue' (the previous iteration's model).", "base")
     keep_expert_successes: bool = _h("Keep the expert's successful trajectories in every "
                                      "iteration's training set.", True)
+    explore_tasks: int | None = _h("RFT / RFT×N / EEF roll out (from s_0) and simulate (the "
+                                   "expert's trajectories) on a seeded subset of this many "
+                                   "training tasks (None: all); SFT and every fine-tuning still "
+                                   "use all the expert's successes.  Caps the cost of an "
+                                   "iteration when the expert covered many tasks.", None)
 
 
 @dataclass
@@ -259,6 +264,8 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"method.rft_match: {m.rft_match!r} is not exact or round")
     if m.train_from not in ("base", "continue"):
         raise ConfigError(f"method.train_from: {m.train_from!r} is not base or continue")
+    if m.explore_tasks is not None and m.explore_tasks < 1:
+        raise ConfigError(f"method.explore_tasks must be >= 1 or null, not {m.explore_tasks}")
     if not (cfg.model.base.startswith("preset:") or cfg.model.base.startswith("hf:")):
         raise ConfigError(f"model.base: {cfg.model.base!r} must be preset:NAME or hf:PATH")
     if cfg.model.replay < 0 or (cfg.model.replay and not (

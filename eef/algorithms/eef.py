@@ -37,14 +37,14 @@ def run_eef(ctx: Context, method: str = "eef") -> Path:
     S = cfg.samples_per_state
     model = run_sft(ctx)                                          # π_0
     positives = PositiveRepository()                              # D+
-    explored = [τ for τ in ctx.experts if not τ.success or cfg.simulate_successful]
+    explored = [τ for τ in ctx.explored_experts if not τ.success or cfg.simulate_successful]
     budget = Budget()
     for i in range(1, cfg.iterations + 1):
         seed = ctx.cfg.seed * 7919 + i
-        # 1. roll out from s_0 of every training task
+        # 1. roll out from s_0 of every training task (or of method.explore_tasks of them)
         s0 = rollout_stage(ctx, f"{method}/it{i}/s0", model, [
             RolloutRequest(t, samples=S, sampling=train_sampling(ctx.cfg), seed=seed)
-            for t in ctx.train_ids])
+            for t in ctx.explore_ids])
         by_task = defaultdict(list)
         for t in s0:
             by_task[t.task_id].append(t)

@@ -7,7 +7,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from eef.algorithms.common import Context, base_stage, expert_stage, make_env, select_tasks
+from eef.algorithms.common import (Context, base_stage, expert_stage, explore_subset, make_env,
+                                   select_tasks)
 from eef.algorithms.config import ExperimentConfig, to_dict
 from eef.algorithms.rundir import RunDir
 
@@ -19,6 +20,7 @@ def prepare(cfg: ExperimentConfig, out: str | Path) -> Context:
     env = make_env(cfg)
     ctx = Context(cfg, run, env)
     ctx.train_ids, _dev, ctx.eval_ids = select_tasks(env, cfg)
+    ctx.explore_ids = explore_subset(ctx.train_ids, cfg.method.explore_tasks, cfg.seed)
     ctx.experts = expert_stage(ctx)
     ctx.base = base_stage(ctx)
     return ctx

@@ -3,6 +3,7 @@
     model = SFT(base, expert successes)
     for i in 1..I:
         roll out `model` N times from the start state s_0 of every training task
+            (or of method.explore_tasks of them)
         positives += the successful rollouts (best per task: highest reward, then shortest)
         model = fine-tune(base or model, expert successes + positives)      # method.train_from
         evaluate(model)
@@ -38,9 +39,9 @@ def run_rft(ctx: Context, n: float = 1, method: str = "rft") -> Path:
     model, positives, budget = sft, PositiveRepository(), Budget()
     for i in range(1, ctx.cfg.method.iterations + 1):
         seed = ctx.cfg.seed * 7919 + i
-        per_task = samples_per_task(ctx.train_ids, n, seed)
+        per_task = samples_per_task(ctx.explore_ids, n, seed)
         reqs = [RolloutRequest(t, samples=per_task[t], sampling=train_sampling(ctx.cfg),
-                               seed=seed) for t in ctx.train_ids]
+                               seed=seed) for t in ctx.explore_ids]
         trajs = rollout_stage(ctx, f"{method}/it{i}/s0", model, reqs)
         budget += Budget().add(trajs)
         for t in trajs:
