@@ -254,3 +254,78 @@ def test_linear_boundaries_fall_back_on_position_dependent_templates():
     f = ChatFormat(tok, chat_template=odd)
     msgs = trajectory_messages(make_traj(9, obs_words=3))
     assert f._boundaries(msgs, True) == f._boundaries_exact(msgs, True)
+
+
+# -- identifier aliases ------------------------------------------------------------------------
+def _results(asins: list[str]) -> str:
+    return "Back to Search [SEP] Page 1 (Total results: 50) [SEP] Next > [SEP] " + " [SEP] ".join(
+        f"{a} [SEP] Title of {a[-3:]} [SEP] $1.0" for a in asins)
+
+
+def _pick_traj() -> "Trajectory":
+    from eef.trajectory import Step, Trajectory
+    first, second = ASINS[:2], ASINS[2:]
+    steps = [Step("search[red shoes]", _results(first), "I search for red shoes."),
+             Step(f"click[{first[1]}]", "item page [SEP] Buy Now", f"{first[1]} looks closest."),
+             Step("click[< prev]", _results(second[::-1]), ""),
+             Step(f"click[{second[0]}]", "item page [SEP] Buy Now", "")]
+    return Trajectory("t0", "toy", "find red shoes", "Instruction: [SEP] find red shoes [SEP] "
+                      "Search", steps, 1.0, True, True)
+
+
+def test_id_aliases_rewrite_each_turn_with_the_page_it_was_shown():
+    from eef.models.format import IdAliases
+    ali = IdAliases()
+    msgs = ali.encode(trajectory_messages(_pick_traj()))
+    text = "\n".join(m["content"] for m in msgs)
+    assert not any(a in text for a in ASINS)  # no identifier reaches the model
+    assistant = [m["content"] for m in msgs if m["role"] == "assistant"]
+    assert assistant[1] == "Thought: #2 looks closest.\nAction: click[#2]"
+    # the second results page lists the others in reverse order: #2 is its second hit
+    assert assistant[3] == "Action: click[#2]"
+    assert "Next > [SEP] #1 [SEP] Title of" in msgs[2]["content"]
+
+
+def test_id_aliases_decode_against_the_last_page():
+    from eef.models.format import IdAliases
+    ali = IdAliases()
+    raw = trajectory_messages(_pick_traj().prefix(1))  # ends with the first results page
+    a, b = ASINS[:2]
+    assert ali.decode("Thought: #2 fits.\nAction: click[#2]", raw) == \
+        f"Thought: {b} fits.\nAction: click[{b}]"
+    assert ali.decode("Action: click[#1]", raw) == f"Action: click[{a}]"
+    assert ali.decode("Action: click[#7]", raw) == "Action: click[#7]"  # not on this page
+    assert ali.decode("Action: click[#12]", raw) == "Action: click[#12]"  # no prefix match
+    # a page without identifiers (the task prompt) leaves the text as written
+    assert ali.decode("Action: click[#1]", raw[:1]) == "Action: click[#1]"
+    # encode then decode is the identity on what the model is shown
+    enc = ali.encode(raw)
+    assert ali.decode(enc[-1]["content"], raw) == raw[-1]["content"]
+
+
+def test_id_aliases_tokenise_the_same_for_training_and_inference(fmt):
+    from eef.models.format import IdAliases
+    af = ChatFormat(fmt.tokenizer, aliases=IdAliases())
+    traj = _pick_traj()
+    (ex,), _ = af.encode_training(traj, 4096)
+    for k in range(len(traj.steps)):  # every prompt is a prefix of the training sequence
+        p = af.encode_prompt(traj.prefix(k), 4096)
+        assert ex.input_ids[:len(p)] == p
+    trained = fmt.tokenizer.decode([t for t, m in zip(ex.input_ids, ex.mask) if m])
+    assert "#" in trained and not any(a.lower() in trained.lower() for a in ASINS)
+
+
+def test_format_file_round_trip_and_bad_files(tmp_path):
+    from eef.models.format import FORMAT_FILE, IdAliases, format_options, save_format_options
+    assert format_options(tmp_path) == {} and format_options(None) == {}
+    save_format_options(tmp_path, IdAliases(alias="item {n}"))
+    assert format_options(tmp_path) == {"aliases": IdAliases(alias="item {n}")}
+    save_format_options(tmp_path, None)
+    assert not (tmp_path / FORMAT_FILE).exists()
+    for text, msg in [("[1]", "not a JSON object"), ('{"aliases": {}}', "unknown keys"),
+                      ('{"id_aliases": {"colour": 1}}', "colour"),
+                      ('{"id_aliases": {"alias": "#"}}', "must hold"),
+                      ('{"id_aliases": {"pattern": "("}}', "pattern"), ("{", "Expecting")]:
+        (tmp_path / FORMAT_FILE).write_text(text)
+        with pytest.raises(FormatError, match=msg):
+            format_options(tmp_path)

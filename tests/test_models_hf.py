@@ -279,3 +279,43 @@ def test_padded_batch_loss_equals_per_sequence_losses(model_dir):
         parts = [lm(*micro_batches(exs, [i], 10**6, 0)[0]) for i in range(3)]
     assert int(n) == sum(int(p[1]) for p in parts) == sum(e.n_trained for e in exs)
     assert torch.allclose(total, sum(p[0] for p in parts), rtol=1e-4)
+
+
+def test_sft_with_id_aliases_clicks_unseen_identifiers(model_dir, tmp_path):
+    """Trained to click the first hit with per-page aliases, the model clicks the first hit of
+    pages whose identifiers it never saw; the trained model keeps the format."""
+    import random as _random
+
+    from eef.models.format import FORMAT_FILE, IdAliases
+
+    rng = _random.Random(0)
+
+    def asin() -> str:
+        return "B0" + "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789") for _ in range(8))
+
+    def task(i: int) -> Trajectory:
+        hits = [asin() for _ in range(3)]
+        page = "results [SEP] " + " [SEP] ".join(f"{h} [SEP] shoes [SEP] $1" for h in hits)
+        return Trajectory(f"p{i}", "toy", "buy shoes", "Instruction: [SEP] buy shoes [SEP] Search",
+                          [Step("search[shoes]", page, ""),
+                           Step(f"click[{hits[0]}]", "item [SEP] Buy Now", "")], 1.0, True, True)
+
+    out = tmp_path / "aliased"
+    train_sft(str(model_dir), [task(i) for i in range(64)], out,
+              TrainConfig(lr=1e-2, max_steps=40, batch_size=16, warmup_ratio=0.1,
+                          id_aliases=True), progress=False)
+    assert json.loads((out / FORMAT_FILE).read_text())["id_aliases"]["alias"] == "#{n}"
+    pol = load_policy(f"hf:{out}")
+    assert pol.format.aliases == IdAliases()
+    unseen = [task(100 + i).prefix(1) for i in range(4)]
+    got = pol.act(unseen, Sampling(max_new_tokens=16))
+    firsts = [c.steps[0].observation.split(" [SEP] ")[1] for c in unseen]
+    assert got == [f"action: click[{a}]" for a in firsts]
+    # a run without the option keeps the base model's format (none here)
+    assert TrainConfig().key() == {k: v for k, v in TrainConfig(id_aliases=None).key().items()}
+    assert "id_aliases" not in TrainConfig().key() and TrainConfig(id_aliases=False).key()[
+        "id_aliases"] is False
+    from eef.algorithms.config import ConfigError, ExperimentConfig, from_dict
+    assert from_dict(ExperimentConfig, {"train": {"id_aliases": True}}).train.id_aliases is True
+    with pytest.raises(ConfigError, match="id_aliases"):
+        from_dict(ExperimentConfig, {"train": {"id_aliases": "yes"}})

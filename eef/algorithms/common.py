@@ -173,7 +173,7 @@ def train_stage(ctx: Context, name: str, init: Path, data: list[Trajectory]) -> 
         return {k: res[k] for k in ("steps", "tokens", "trained_tokens", "seconds") if k in res}
 
     key = {"init": str(init), "init_key": _dir_key(init), "data": digest([t.to_dict() for t in data]),
-           "train": to_dict(ctx.cfg.train), "seed": ctx.cfg.seed, "system": ctx.cfg.model.system}
+           "train": ctx.cfg.train.key(), "seed": ctx.cfg.seed, "system": ctx.cfg.model.system}
     # the same training done under another name (e.g. an iteration that added no sample):
     # its model is used as is, so the evaluations of that model are shared too
     k = digest(key)

@@ -34,9 +34,12 @@ are kept), and a turn longer than the whole budget is dropped with a warning; bo
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
@@ -112,6 +115,99 @@ def cut_after_action(text: str) -> tuple[str, bool]:
     return (text[:m.end() - 1], True) if m else (text, False)
 
 
+# -- identifier aliases ------------------------------------------------------------------------
+#: model directories keep their format options here (read by ``format_options``)
+FORMAT_FILE = "eef_format.json"
+
+
+@dataclass(frozen=True)
+class IdAliases:
+    """Per-page aliases of opaque identifiers (WebShop's ASINs): the model reads and writes
+    ``#1``, ``#2``, ... for the identifiers of the latest observation, in their order on the
+    page, instead of the identifiers themselves.
+
+    Entity anonymisation as in reading-comprehension data sets (Hermann et al., 2015): an agent
+    trained on a few thousand pages memorises the identifiers of its training products instead
+    of reading the page (measured: docs/tiny-preset.md), and an identifier that is never a
+    training target gets no usable output embedding.  With aliases every product page uses
+    the same few well-trained tokens, so "click the first hit" is one pattern for every page,
+    seen or not.  The mapping is invertible within a conversation: ``encode`` rewrites every
+    message with the table of the observation it follows (an assistant turn refers to the
+    page it was shown; the task prompt counts as the first observation), ``decode`` maps the
+    aliases of a model's response back with the table of the conversation's last
+    observation; an alias that is not on that page is left as written (the env then rejects
+    the action).  Trajectories, datasets and the env only ever hold real identifiers.
+    """
+
+    #: what an identifier looks like in an observation: by default a WebShop ASIN as a field
+    #: of a results page (``[SEP] B07B6DVG41 [SEP]``)
+    pattern: str = r"(?<=\[SEP\] )(?=[A-Z0-9]*[0-9])[A-Z0-9]{10}(?= \[SEP\])"
+    #: the alias of the n-th identifier (``{n}`` counts from 1)
+    alias: str = "#{n}"
+
+    def __post_init__(self) -> None:
+        try:
+            re.compile(self.pattern)
+        except re.error as e:
+            raise FormatError(f"id_aliases.pattern {self.pattern!r}: {e}") from None
+        if "{n}" not in self.alias or not self.alias.replace("{n}", ""):
+            raise FormatError(f"id_aliases.alias {self.alias!r} must hold {{n}} and some text")
+
+    def table(self, text: str) -> list[str]:
+        """The identifiers of one observation, each once, in order of appearance."""
+        return list(dict.fromkeys(re.findall(self.pattern, text)))
+
+    def _rewrite(self, text: str, table: list[str]) -> str:
+        if not table:
+            return text
+        index = {x: self.alias.format(n=i + 1) for i, x in enumerate(table)}
+        rx = r"(?<!\w)(?:" + "|".join(map(re.escape, table)) + r")(?!\w)"
+        return re.sub(rx, lambda m: index[m.group(0)], text)
+
+    def encode(self, messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+        out, table = [], []
+        for m in messages:
+            if m.get("role") == "user":
+                table = self.table(m.get("content", ""))
+            out.append({**m, "content": self._rewrite(m.get("content", ""), table)})
+        return out
+
+    def decode(self, text: str, messages: Sequence[dict[str, str]]) -> str:
+        last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+        table = self.table(last.get("content", "")) if last else []
+        if not table:
+            return text
+        head, _, tail = self.alias.partition("{n}")
+        rx = re.escape(head) + r"(\d+)" + re.escape(tail) + (r"\b" if not tail else "")
+        return re.sub(rx, lambda m: table[int(m.group(1)) - 1]
+                      if 1 <= int(m.group(1)) <= len(table) else m.group(0), text)
+
+
+def format_options(model_dir: str | os.PathLike | None) -> dict[str, Any]:
+    """``ChatFormat`` keywords stored with a model (``FORMAT_FILE``; {} when there is none)."""
+    path = Path(model_dir).expanduser() / FORMAT_FILE if model_dir is not None else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+        if not isinstance(raw, dict) or set(raw) - {"id_aliases"}:
+            raise ValueError(f"unknown keys {sorted(set(raw) - {'id_aliases'})}"
+                             if isinstance(raw, dict) else "not a JSON object")
+        ali = raw.get("id_aliases")
+        return {"aliases": IdAliases(**ali) if ali is not None else None}
+    except (ValueError, TypeError) as e:
+        raise FormatError(f"{path}: {e}") from None
+
+
+def save_format_options(model_dir: str | os.PathLike, aliases: IdAliases | None) -> None:
+    """Store ``aliases`` with a model so that every later load applies it (no file: none)."""
+    path = Path(model_dir) / FORMAT_FILE
+    if aliases is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(json.dumps({"id_aliases": asdict(aliases)}, indent=1) + "\n")
+
+
 # -- segments ----------------------------------------------------------------------------------
 @dataclass
 class Segment:
@@ -160,16 +256,18 @@ class ChatFormat:
 
     ``tokenizer`` must be a fast (``tokenizers``-backed) HF tokenizer; ``system`` is an optional
     system message; ``chat_template`` overrides the tokenizer's own template (default: the
-    tokenizer's, else ``DEFAULT_CHAT_TEMPLATE``).
+    tokenizer's, else ``DEFAULT_CHAT_TEMPLATE``); ``aliases`` rewrites identifiers into
+    per-page aliases before tokenising (``IdAliases``).
     """
 
     def __init__(self, tokenizer: Any, system: str | None = None,
-                 chat_template: str | None = None):
+                 chat_template: str | None = None, aliases: IdAliases | None = None):
         if not getattr(tokenizer, "is_fast", False):
             raise FormatError(f"{type(tokenizer).__name__} is not a fast tokenizer: eef needs "
                               "character offsets (use a tokenizers-backed tokenizer)")
         self.tokenizer = tokenizer
         self.system = system
+        self.aliases = aliases
         self.template = chat_template or getattr(tokenizer, "chat_template", None) \
             or DEFAULT_CHAT_TEMPLATE
         if isinstance(self.template, dict):  # several named templates: use the default one
@@ -302,6 +400,8 @@ class ChatFormat:
                     or m.get("role") not in ("system", "user", "assistant"):
                 raise FormatError(f"bad chat message {m!r}: need role system/user/assistant "
                                   "and text content")
+        if self.aliases is not None:
+            messages = self.aliases.encode(messages)
         train = set(train_steps)
         text, starts = self._boundaries(messages, generation_prompt)
         ends = starts[1:] + [len(text)]

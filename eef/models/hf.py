@@ -13,7 +13,7 @@ the first complete ``Action:`` line (or at the end-of-turn marker).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -21,7 +21,8 @@ import torch
 
 from eef.models.decode import DecodeStats, PrefixCache, decode
 from eef.models.errors import ModelMismatchError, ModelNotFoundError
-from eef.models.format import ChatFormat, cut_after_action, trajectory_messages
+from eef.models.format import (ChatFormat, IdAliases, cut_after_action, format_options,
+                               trajectory_messages)
 from eef.policy import Sampling
 
 if TYPE_CHECKING:
@@ -102,13 +103,13 @@ class HFPolicy:
     def __init__(self, model: Any, tokenizer: Any, spec: str = "hf:model",
                  system: str | None = None, max_context: int | None = None,
                  batch_size: int = 64, fast: bool | None = None, prefix_cache_mb: int = 512,
-                 trim_block: int = 1):
+                 trim_block: int = 1, aliases: IdAliases | None = None):
         self.model, self.tokenizer, self.spec = model, tokenizer, spec
         #: keys/values of recent turns, reused by the next turn of the same conversation
         #: (fast decoder only; ``prefix_cache_mb=0`` turns it off; ``clear()`` it after
         #: changing the weights in place)
         self.prefix_cache = PrefixCache(prefix_cache_mb << 20) if prefix_cache_mb > 0 else None
-        self.format = ChatFormat(tokenizer, system=system)
+        self.format = ChatFormat(tokenizer, system=system, aliases=aliases)
         cfg = getattr(model, "config", None)
         self.max_context = int(max_context or getattr(cfg, "max_position_embeddings", 2048))
         self.batch_size = batch_size
@@ -164,6 +165,9 @@ class HFPolicy:
                                    stop_after_action, stop)
             for i, t in zip(idx, texts):
                 out[i] = t
+        if self.format.aliases is not None:  # the model wrote aliases: back to identifiers
+            out = [replace(c, text=self.format.aliases.decode(c.text, chat))
+                   for c, chat in zip(out, chats)]
         return out
 
     def _cut(self, text: str, stop_after_action: bool, stop: Sequence[str]) -> tuple[str, bool]:
@@ -222,4 +226,4 @@ def load_hf_policy(rest: str, env: "TextEnv | None" = None, **kw: Any) -> HFPoli
     unknown = set(kw) - known
     if unknown:
         raise TypeError(f"load_hf_policy: unknown options {sorted(unknown)}")
-    return HFPolicy(model, tok, spec=f"hf:{rest}", **kw)
+    return HFPolicy(model, tok, spec=f"hf:{rest}", **kw, **format_options(rest))

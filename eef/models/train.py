@@ -33,7 +33,8 @@ from typing import Any, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from eef.models.format import ChatFormat, Example, build_examples
+from eef.models.format import (ChatFormat, Example, IdAliases, build_examples,
+                               format_options, save_format_options)
 from eef.trajectory import Trajectory, read_jsonl
 
 
@@ -70,10 +71,22 @@ class TrainConfig:
         "help": "accelerate mixed precision: no | bf16 | fp16 (GPUs)"})
     system: str | None = field(default=None, metadata={"help": "system message of the chat "
                                                                "format"})
+    id_aliases: bool | None = field(default=None, metadata={
+        "help": "read and write WebShop identifiers as per-page aliases #1, #2, ... "
+                "(eef.models.format.IdAliases; saved with the model, so its rollouts use them "
+                "too); null: as the base model"})
 
     @classmethod
     def help(cls) -> dict[str, str]:
         return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+    def key(self) -> dict[str, Any]:
+        """The fields that identify a training run (``id_aliases`` only when set, so runs
+        recorded before the field existed keep their keys)."""
+        d = asdict(self)
+        if d.get("id_aliases") is None:
+            d.pop("id_aliases", None)
+        return d
 
 
 class TrainError(ValueError):
@@ -205,7 +218,10 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     model, tok = load_model_and_tokenizer(model_path, merge_lora=False)
-    fmt = ChatFormat(tok, system=cfg.system)
+    opts = format_options(model_path)
+    if cfg.id_aliases is not None:
+        opts["aliases"] = IdAliases() if cfg.id_aliases else None
+    fmt = ChatFormat(tok, system=cfg.system, **opts)
     examples, report = build_examples(trajs, fmt, cfg.max_tokens)
     if cfg.lora_r > 0:
         from peft import LoraConfig, get_peft_model
@@ -300,6 +316,7 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
     if main and step >= total:
         model.save_pretrained(out)
         tok.save_pretrained(out)
+        save_format_options(out, fmt.aliases)  # the trained model reads its data's format
         shutil.rmtree(ckpt, ignore_errors=True)
     elif main:
         _save_checkpoint(ckpt, model, tok, opt, sched, state, cfg)
@@ -319,7 +336,7 @@ def _save_checkpoint(ckpt: Path, model: Any, tok: Any, opt: Any, sched: Any,
     torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "torch_rng": torch.get_rng_state(), "py_rng": random.getstate()},
                tmp / "optimizer.pt")
-    (tmp / "trainer_state.json").write_text(json.dumps({**state, "config": asdict(cfg)}))
+    (tmp / "trainer_state.json").write_text(json.dumps({**state, "config": cfg.key()}))
     old = ckpt.with_name(ckpt.name + ".old")
     if ckpt.exists():
         ckpt.rename(old)
@@ -332,8 +349,9 @@ def _load_checkpoint(ckpt: Path, model: Any, opt: Any, sched: Any, cfg: TrainCon
     from safetensors.torch import load_file
     state = json.loads((ckpt / "trainer_state.json").read_text())
     saved = state.pop("config", {})
-    if saved and saved != json.loads(json.dumps(asdict(cfg))):
-        diff = sorted(k for k in saved if saved.get(k) != asdict(cfg).get(k))
+    now = json.loads(json.dumps(cfg.key()))
+    if saved and saved != now:
+        diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         raise TrainError(f"{ckpt}: checkpoint of a run with a different config ({', '.join(diff)}"
                          "); use another output directory or the same config")
     weights = ckpt / ("adapter_model.safetensors" if hasattr(model, "peft_config")
