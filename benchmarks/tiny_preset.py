@@ -1,6 +1,6 @@
 """Does the pre-trained tiny preset read and copy?  Build time, copy rate, pick accuracy.
 
-    python benchmarks/tiny_preset.py [--quick] [--json] [--sft-steps N] [--fresh]
+    python benchmarks/tiny_preset.py [--quick] [--json] [--sft-steps N] [--fresh] [--id-aliases]
 
 1. Build the pre-trained preset (``eef.models.pretrain.build_preset("tiny", "webshop")``;
    cached per machine, and a build that differs only in its main phase reuses a cached
@@ -14,16 +14,20 @@
    under the price cap, then the best title-word overlap) on the same pages.
 4. The same SFT budget from the preset with NO pre-training (random initialisation, same
    tokenizer), so the benefit is measured in the same run.
+5. With ``--id-aliases``, also the SFT of step 3 with per-page identifier aliases
+   (``train.id_aliases``, docs/models.md): the model writes ``click[#k]``, mapped back to the
+   page's k-th ASIN before it is scored.
 
 ``--quick`` uses a small build and SFT budget (minutes; the figures then only check the path).
 JSON keys: ``build_minutes``, ``build_cached``, ``pretrain_steps``, ``pretrain_tokens``,
 ``copy_rate_pretrained``, and per model (``pretrained``, ``scratch``) ``copy_rate``,
-``pick_accuracy``, ``sft_minutes``; ``first_hit``, ``rule_pick``, ``test_pages``,
-``test_pages_with_target``, ``sft_examples``, ``load_avg``.
+``pick_accuracy``, ``sft_minutes`` (and ``aliases`` with ``--id-aliases``); ``first_hit``,
+``rule_pick``, ``test_pages``, ``test_pages_with_target``, ``sft_examples``, ``load_avg``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -52,6 +56,8 @@ def main() -> None:
                    help="torch CPU threads (1: much faster than 2 on a busy 2-core machine)")
     p.add_argument("--no-scratch", action="store_true",
                    help="skip the SFT from the not pre-trained preset (the comparison arm)")
+    p.add_argument("--id-aliases", action="store_true",
+                   help="also SFT the pre-trained preset with per-page identifier aliases")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args()
     import torch
@@ -92,10 +98,12 @@ def main() -> None:
         cfg = TrainConfig(lr=1e-3, max_steps=sft_steps, batch_size=sft_batch,
                           max_tokens=1536, warmup_ratio=0.05, save_every=10 ** 9)
         res = {}
-        arms = [("pretrained", path)] + ([] if a.no_scratch else [("scratch", scratch)])
-        for name, base in arms:
+        arms = [("pretrained", path, cfg)] + ([] if a.no_scratch else [("scratch", scratch, cfg)])
+        if a.id_aliases:
+            arms.append(("aliases", path, dataclasses.replace(cfg, id_aliases=True)))
+        for name, base, arm_cfg in arms:
             t1 = time.time()
-            train_sft(str(base), sft_data, tmp / f"sft-{name}", cfg, progress=progress)
+            train_sft(str(base), sft_data, tmp / f"sft-{name}", arm_cfg, progress=progress)
             minutes = (time.time() - t1) / 60
             r = evaluate_picks(str(tmp / f"sft-{name}"), test)
             res[name] = {"copy_rate": r["copy_rate"], "pick_accuracy": r["pick_accuracy"],
@@ -115,6 +123,9 @@ def main() -> None:
            *([["no pre-training + SFT", f"{res['scratch']['copy_rate']:.1%}",
                f"{res['scratch']['pick_accuracy']:.1%}", res["scratch"]["sft_minutes"]]]
              if "scratch" in res else []),
+           *([["pre-trained + SFT with identifier aliases", f"{res['aliases']['copy_rate']:.1%}",
+               f"{res['aliases']['pick_accuracy']:.1%}", res["aliases"]["sft_minutes"]]]
+             if "aliases" in res else []),
            ["click the first hit", "100%", f"{first_hit:.1%}", "-"],
            ["page-reading rule (price cap, then title words)", "100%", f"{rule:.1%}", "-"]])
     table("build", ["what", "value"],
@@ -131,6 +142,8 @@ def main() -> None:
           "pick_accuracy_pretrained_no_sft": r_pre["pick_accuracy"],
           "pretrained": {k: v for k, v in res["pretrained"].items() if k != "examples"},
           "scratch": {k: v for k, v in res.get("scratch", {}).items() if k != "examples"},
+          **({"aliases": {k: v for k, v in res["aliases"].items() if k != "examples"}}
+             if "aliases" in res else {}),
           "first_hit": first_hit, "rule_pick": rule, "test_pages": len(test),
           "test_pages_with_target": len(with_target), "sft_examples": len(sft_data),
           "sft_steps": sft_steps, "sft_batch": sft_batch, "quick": a.quick, "threads": a.threads,
