@@ -484,6 +484,9 @@ def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML 
                                                     "embedded)."),
             methods: str = typer.Option("sft,rft,rft_xn,eef", help="Comma-separated methods."),
             seeds: int = typer.Option(3, help="Number of seeds (0..N-1)."),
+            train_seeds: int = typer.Option(1, "--train-seeds", help="Trainings per seed with "
+                                            "different training seeds on the same tasks and "
+                                            "expert data (retraining noise)."),
             sets: Optional[List[str]] = typer.Option(None, "--set", help="Override KEY=VALUE."),
             out: Optional[Path] = typer.Option(None, help="Output directory (one run dir per "
                                                "seed); rerunning resumes."),
@@ -496,16 +499,16 @@ def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML 
     bad = [m for m in ms if m not in METHODS]
     if bad or not ms:
         _fail(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
-    if seeds < 1:
-        _fail("--seeds must be >= 1")
+    if seeds < 1 or train_seeds < 1:
+        _fail("--seeds and --train-seeds must be >= 1")
     out = out or Path("runs") / f"compare-{config.stem if config else 'default'}"
     try:
-        table = do_compare(cfg, ms, list(range(seeds)), out)
+        table = do_compare(cfg, ms, list(range(seeds)), out, train_seeds)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         _fail(str(e), 1)
     _print_rows(f"{cfg.env.name}: final iteration on {cfg.env.eval_split} — {out}", table,
-                ["method", "seeds", "win_rate_mean", "win_rate_std", "score_mean", "score_std",
-                 "env_steps_mean", "generated_tokens_mean"])
+                ["method", "seeds", "runs", "win_rate_mean", "win_rate_std", "score_mean",
+                 "score_std", "env_steps_mean", "generated_tokens_mean"])
 
 
 def main() -> None:

@@ -230,6 +230,34 @@ def test_compare_runs_every_method_per_seed_at_matched_budget(tmp_path):
     assert "rft_xn" in r.stdout and "env_steps_mean" in r.stdout
 
 
+def test_train_seeds_retrain_on_the_same_data(tmp_path):
+    from eef.algorithms.pipeline import compare_runs
+    assert compare_runs([0, 1], 2) == [(0, None, "seed0"), (0, 1000, "seed0-train1000"),
+                                       (1, None, "seed1"), (1, 1001, "seed1-train1001")]
+    with pytest.raises(ValueError, match="train_seeds"):
+        compare_runs([0], 0)
+    out = tmp_path / "cmp"
+    r = _eef(["compare", "--methods", "sft", "--seeds", "1", "--train-seeds", "2",
+              "--out", str(out)] + [x for s in SMALL for x in ("--set", s)], timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (row,) = json.loads((out / "results.json").read_text())
+    assert row["seeds"] == 1 and row["runs"] == 2
+    a, b = out / "seed0", out / "seed0-train1000"
+
+    def trajs(f):  # without the wall time of each episode
+        return [{k: v for k, v in json.loads(x).items() if k != "meta"}
+                for x in f.read_text().splitlines()]
+
+    # same tasks and expert data, another training run
+    assert trajs(a / "expert.jsonl") == trajs(b / "expert.jsonl")
+    assert trajs(a / "data" / "sft.jsonl") == trajs(b / "data" / "sft.jsonl")
+    seeds = [json.loads((d / "models" / "sft" / "eef_train.json").read_text())["config"]["seed"]
+             for d in (a, b)]
+    assert seeds == [0, 1000]
+    r = _eef(["compare", "--methods", "sft", "--train-seeds", "0", "--out", str(out)])
+    assert r.returncode != 0 and "--train-seeds" in r.stderr + r.stdout
+
+
 def test_explore_tasks_limits_rollouts_not_training(tmp_path):
     from eef.algorithms.common import explore_subset
     from eef.trajectory import read_jsonl

@@ -53,6 +53,12 @@ class Context:
     replay: list[Trajectory] | None = None  # model.replay sequences, made once per run
 
     @property
+    def agent_seed(self) -> int:
+        """Seed of fine-tuning and of the agent's sampling (``train_seed``, else ``seed``)."""
+        c = self.cfg
+        return c.seed if c.train_seed is None else c.train_seed
+
+    @property
     def expert_successes(self) -> list[Trajectory]:
         return [t for t in self.experts if t.success]
 
@@ -168,12 +174,12 @@ def train_stage(ctx: Context, name: str, init: Path, data: list[Trajectory]) -> 
     def go() -> dict[str, Any]:
         (run / rel).parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(run / data_rel, data)
-        cfg = dataclasses.replace(ctx.cfg.train, seed=ctx.cfg.seed, system=ctx.cfg.model.system)
+        cfg = dataclasses.replace(ctx.cfg.train, seed=ctx.agent_seed, system=ctx.cfg.model.system)
         res = train_sft(str(init), run / data_rel, run / rel, cfg, progress=ctx.cfg.rollout.progress)
         return {k: res[k] for k in ("steps", "tokens", "trained_tokens", "seconds") if k in res}
 
     key = {"init": str(init), "init_key": _dir_key(init), "data": digest([t.to_dict() for t in data]),
-           "train": ctx.cfg.train.key(), "seed": ctx.cfg.seed, "system": ctx.cfg.model.system}
+           "train": ctx.cfg.train.key(), "seed": ctx.agent_seed, "system": ctx.cfg.model.system}
     # the same training done under another name (e.g. an iteration that added no sample):
     # its model is used as is, so the evaluations of that model are shared too
     k = digest(key)
@@ -282,7 +288,7 @@ def eval_stage(ctx: Context, method: str, iteration: int | None, name: str, mode
                ) -> dict[str, Any]:
     """Evaluate ``model`` on the eval tasks (``eval_temperature``, one episode each)."""
     s = Sampling(ctx.cfg.sampling.eval_temperature, 1.0, ctx.cfg.sampling.max_new_tokens)
-    reqs = [RolloutRequest(t, sampling=s, seed=ctx.cfg.seed) for t in ctx.eval_ids]
+    reqs = [RolloutRequest(t, sampling=s, seed=ctx.agent_seed) for t in ctx.eval_ids]
     trajs = rollout_stage(ctx, f"eval/{name}", model, reqs)
     summ = summarize(trajs)
     row = {"stage": f"eval/{name}", "key": ctx.run.output_key(f"rollouts/eval/{name}.jsonl"),

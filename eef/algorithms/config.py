@@ -143,6 +143,10 @@ class ExperimentConfig:
     sampling: SamplingConfig = _h("Decoding.", factory=SamplingConfig)
     method: MethodConfig = _h("The algorithm.", factory=MethodConfig)
     seed: int = _h("Seed of task subsets, training and sampling.", 0)
+    train_seed: int | None = _h("Seed of fine-tuning and of the agent's sampling (rollouts, "
+                                "simulations, evaluation) when it should differ from seed "
+                                "(task subsets, expert, replay sample); None: seed.  eef compare "
+                                "--train-seeds sets it to measure retraining noise.", None)
 
 
 #: the embedded default (= configs/webshop-tiny.yaml): WebShop-1k, heuristic expert, tiny

@@ -40,7 +40,7 @@ def run_eef(ctx: Context, method: str = "eef") -> Path:
     explored = [τ for τ in ctx.explored_experts if not τ.success or cfg.simulate_successful]
     budget = Budget()
     for i in range(1, cfg.iterations + 1):
-        seed = ctx.cfg.seed * 7919 + i
+        seed = ctx.agent_seed * 7919 + i
         # 1. roll out from s_0 of every training task (or of method.explore_tasks of them)
         s0 = rollout_stage(ctx, f"{method}/it{i}/s0", model, [
             RolloutRequest(t, samples=S, sampling=train_sampling(ctx.cfg), seed=seed)

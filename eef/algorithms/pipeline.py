@@ -83,16 +83,28 @@ def summary_rows(run: RunDir) -> list[dict[str, Any]]:
     return rows
 
 
-def compare(cfg: ExperimentConfig, methods: list[str], seeds: list[int], out: str | Path
-            ) -> list[dict[str, Any]]:
+def compare_runs(seeds: list[int], train_seeds: int = 1) -> list[tuple[int, int | None, str]]:
+    """(seed, train_seed, run dir name) of every run of ``eef compare``: per seed (task
+    subset, expert data) ``train_seeds`` trainings, the first with the seed itself (run dir
+    ``seed<S>``), the k-th with training seed 1000 k + S (``seed<S>-train<T>``)."""
+    if train_seeds < 1:
+        raise ValueError(f"train_seeds must be >= 1, not {train_seeds}")
+    return [(s, None, f"seed{s}") if k == 0 else (s, 1000 * k + s, f"seed{s}-train{1000 * k + s}")
+            for s in seeds for k in range(train_seeds)]
+
+
+def compare(cfg: ExperimentConfig, methods: list[str], seeds: list[int], out: str | Path,
+            train_seeds: int = 1) -> list[dict[str, Any]]:
     """Each method at each seed (EEF first, so RFT×N can match its budget); a table of the
-    final iteration's test win rate and score, mean ± std over seeds."""
+    final iteration's test win rate and score, mean ± std over all runs.  ``train_seeds`` > 1
+    retrains every seed's methods with more training seeds on the same tasks and expert data
+    (``compare_runs``), so the spread includes retraining noise at fixed data."""
     order = sorted(methods, key=lambda m: (m != "eef", METHODS.index(m)))
     finals: dict[str, list[dict[str, Any]]] = {m: [] for m in order}
     spent: dict[str, list[dict[str, int]]] = {m: [] for m in order}
-    for seed in seeds:
-        c = dataclasses.replace(cfg, seed=seed)
-        ctx = prepare(c, Path(out) / f"seed{seed}")
+    for seed, train_seed, name in compare_runs(seeds, train_seeds):
+        c = dataclasses.replace(cfg, seed=seed, train_seed=train_seed)
+        ctx = prepare(c, Path(out) / name)
         try:
             for m in order:
                 run_method(ctx, m)
@@ -107,7 +119,7 @@ def compare(cfg: ExperimentConfig, methods: list[str], seeds: list[int], out: st
     for m in order:
         wr = [r["win_rate"] for r in finals[m]]
         sc = [r["mean_score"] for r in finals[m]]
-        table.append({"method": m, "seeds": len(wr),
+        table.append({"method": m, "seeds": len(seeds), "runs": len(wr),
                       "win_rate_mean": statistics.mean(wr), "win_rate_std": _std(wr),
                       "score_mean": statistics.mean(sc), "score_std": _std(sc),
                       **{f"{k}_mean": statistics.mean(b[k] for b in spent[m])

@@ -38,7 +38,7 @@ def run_rft(ctx: Context, n: float = 1, method: str = "rft") -> Path:
     sft = run_sft(ctx)
     model, positives, budget = sft, PositiveRepository(), Budget()
     for i in range(1, ctx.cfg.method.iterations + 1):
-        seed = ctx.cfg.seed * 7919 + i
+        seed = ctx.agent_seed * 7919 + i
         per_task = samples_per_task(ctx.explore_ids, n, seed)
         reqs = [RolloutRequest(t, samples=per_task[t], sampling=train_sampling(ctx.cfg),
                                seed=seed) for t in ctx.explore_ids]
