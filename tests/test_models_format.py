@@ -325,7 +325,9 @@ def test_format_file_round_trip_and_bad_files(tmp_path):
     for text, msg in [("[1]", "not a JSON object"), ('{"aliases": {}}', "unknown keys"),
                       ('{"id_aliases": {"colour": 1}}', "colour"),
                       ('{"id_aliases": {"alias": "#"}}', "must hold"),
-                      ('{"id_aliases": {"pattern": "("}}', "pattern"), ("{", "Expecting")]:
+                      ('{"id_aliases": {"pattern": "("}}', "pattern"),
+                      ('{"id_aliases": {"pattern": "(B0)"}}', "groups"),
+                      ('{"id_aliases": {"alias": "{n}{x}"}}', "braces"), ("{", "Expecting")]:
         (tmp_path / FORMAT_FILE).write_text(text)
         with pytest.raises(FormatError, match=msg):
             format_options(tmp_path)

@@ -150,8 +150,15 @@ class IdAliases:
             re.compile(self.pattern)
         except re.error as e:
             raise FormatError(f"id_aliases.pattern {self.pattern!r}: {e}") from None
+        try:
+            self.alias.format(n=1)
+        except (KeyError, IndexError, ValueError):
+            raise FormatError(f"id_aliases.alias {self.alias!r}: only {{n}} may be in braces"
+                              ) from None
         if "{n}" not in self.alias or not self.alias.replace("{n}", ""):
             raise FormatError(f"id_aliases.alias {self.alias!r} must hold {{n}} and some text")
+        if re.compile(self.pattern).groups:
+            raise FormatError(f"id_aliases.pattern {self.pattern!r}: use (?:...) groups only")
 
     def table(self, text: str) -> list[str]:
         """The identifiers of one observation, each once, in order of appearance."""
