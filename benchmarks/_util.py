@@ -29,6 +29,35 @@ def table(title: str, header: list[str], rows: list[list]) -> None:
     Console(file=sys.stdout, width=140).print(t)
 
 
+def peak_gflops(repeats: int = 5) -> float:
+    """The machine's fp32 matmul peak now: the median GFLOP/s of square matmuls of 512, 1024 and
+    2048 (the best size counts), with torch's current thread setting."""
+    import time
+
+    import torch
+    best = 0.0
+    for n in (512, 1024, 2048):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            ts.append(time.perf_counter() - t0)
+        best = max(best, 2 * n ** 3 / statistics.median(ts) / 1e9)
+    return best
+
+
+def linear_gflop(cfg, tokens: int, head_tokens: int) -> float:
+    """GFLOP of the linear layers for ``tokens`` positions (2 per weight), the output head for
+    ``head_tokens`` of them only (a prompt needs it at its last position): a lower bound of the
+    work, since attention and elementwise ops are left out."""
+    d, L = cfg.hidden_size, cfg.num_hidden_layers
+    hd = d // cfg.num_attention_heads
+    body = L * (2 * d * d + 2 * d * cfg.num_key_value_heads * hd + 3 * d * cfg.intermediate_size)
+    return 2 * (tokens * body + head_tokens * d * cfg.vocab_size) / 1e9
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 

@@ -18,7 +18,9 @@ time into prefill and per-token decoding.  Greedy outputs are compared token by 
 JSON keys: ``speedup_vs_generate`` (end-to-end new tokens/s ratio), ``decode_speedup_vs_generate``
 (after the prefill), ``identical_greedy_rows`` / ``rows``; with threads > 1 also
 ``speedup_vs_generate_1thread`` (both at 1 thread) and ``fast_1thread_speedup_vs_generate``
-(eef at 1 thread vs ``generate`` at the default threads).
+(eef at 1 thread vs ``generate`` at the default threads); ``speedup_bound``: ``generate``'s
+time over the time the same work (linear layers only, a lower bound) takes at the fp32 matmul
+peak measured in the same run, the most any decode loop could gain.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import time
 
 import torch
 
-from _util import emit, parser, table
+from _util import emit, linear_gflop, parser, peak_gflops, table
 
 
 def build_model(seed: int = 0):
@@ -115,6 +117,11 @@ def main() -> None:
     rate = {k: new_tokens / v for k, v in med.items()}
     dec = {k: (a.new - 1) * a.batch / max(1e-9, med[k] - pre[k]) for k in pre}
     same = {k: sum(x == y for x, y in zip(outs[k], outs["generate"])) for k in methods}
+    # the ceiling: the run's work (linear layers only, a lower bound) at the fp32 matmul peak
+    # measured now; greedy outputs identical to generate's rule out a lower precision
+    peak = peak_gflops()
+    work = linear_gflop(model.config, a.batch * (a.prompt + a.new - 1), a.batch * a.new)
+    bound = med["generate"] / (work / peak)
     rows = [[k, med[k], rate[k], rate[k] / rate["generate"], pre.get(k, float("nan")),
              dec.get(k, float("nan")), f"{same[k]}/{a.batch}"] for k in methods]
     table(f"decode: batch {a.batch}, prompt {a.prompt}, {a.new} new tokens, "
@@ -122,6 +129,11 @@ def main() -> None:
           f"(median of {a.repeats})",
           ["method", "seconds", "new tok/s", "x generate", "prefill s",
            "decode tok/s (after prefill)", "greedy = generate"], rows)
+    table("The ceiling: the same work (linear layers only, a lower bound) at the fp32 matmul "
+          "peak measured in this run",
+          ["GFLOP", "matmul peak GFLOP/s", "seconds at peak", "generate seconds",
+           "most any decode loop can gain (speedup_bound)"],
+          [[work, peak, work / peak, med["generate"], bound]])
     emit({"batch": a.batch, "prompt_tokens": a.prompt, "new_tokens": a.new,
           "threads": torch.get_num_threads(), "params": n_params,
           "generate_tok_s": rate["generate"], "fast_tok_s": rate["eef fast"],
@@ -132,7 +144,8 @@ def main() -> None:
           "decode_tok_s_generate": dec["generate"], "decode_tok_s_fast": dec["eef fast"],
           "decode_speedup_vs_generate": dec["eef fast"] / dec["generate"],
           "identical_greedy_rows": same["eef fast"], "rows": a.batch,
-          "repeats": a.repeats,
+          "repeats": a.repeats, "work_gflop": work, "matmul_peak_gflops": peak,
+          "speedup_bound": bound,
           **({"generate_1thread_tok_s": rate["generate, 1 thread"],
               "fast_1thread_tok_s": rate["eef fast, 1 thread"],
               "fast_1thread_speedup_vs_generate": rate["eef fast, 1 thread"] / rate["generate"],

@@ -9,6 +9,9 @@
    loops with a scripted expert show the engine's own overhead (the policy is nearly free).
    The engine again with the policy's prefix cache off, on (the default), and on with prompts
    trimmed in blocks of 4 exchanges (JSON key ``prefix_cache_gain``: on vs off).
+   The ceiling of any batched loop (JSON key ``speedup_bound``): the sequential loop's time
+   over the time its work (tokens computed x linear-layer FLOPs) takes at the fp32 matmul peak
+   measured in the same run.
 2. ScienceWorld: one env vs a pool of worker processes (one JVM each): env steps/s and RSS per
    worker (Python worker + its JVM).
 3. Starting from expert state k (replay of k recorded actions) vs from the start: WebShop with
@@ -21,7 +24,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from _util import emit, parser, table
+from _util import emit, linear_gflop, parser, peak_gflops, table
 
 
 def _tiny_model(env_name: str) -> str:
@@ -49,10 +52,15 @@ def bench_webshop_model(n_tasks: int, n_seq: int, num_envs: int, max_context: in
     pol.act([run_episode(env, _First(), tasks[0])], sampling, [0])  # warm-up
 
     pol.prefix_cache.clear()  # each timed run starts with an empty prefix cache
+    before = (pol.stats.prompt_tokens, pol.stats.reused_tokens, pol.stats.new_tokens)
     t0 = time.perf_counter()
     seq = [run_episode(env, pol, tid, sampling=sampling, seed=i)
            for i, tid in enumerate(tasks[:n_seq])]
     seq_s = time.perf_counter() - t0
+    computed = (pol.stats.prompt_tokens - before[0]) - (pol.stats.reused_tokens - before[1])
+    generated = pol.stats.new_tokens - before[2]
+    seq_gflop = linear_gflop(pol.model.config, computed + generated, generated)
+    peak = peak_gflops()
 
     reqs = [RolloutRequest(tid, sampling=sampling, seed=i) for i, tid in enumerate(tasks)]
     with _warm(RolloutEngine("webshop", pol, EngineConfig(num_envs=num_envs, progress=False)),
@@ -98,7 +106,15 @@ def bench_webshop_model(n_tasks: int, n_seq: int, num_envs: int, max_context: in
             "seq_episodes_per_s": n_seq / seq_s, "engine_episodes_per_s": n_tasks / eng_s,
             "seq_steps_per_s": seq_steps / seq_s, "engine_steps_per_s": eng_steps / eng_s,
             "speedup_vs_sequential": (n_tasks / eng_s) / (n_seq / seq_s),
-            "same_actions": same, "act_batch_max": res.stats["act_batch_max"]}
+            "same_actions": same, "act_batch_max": res.stats["act_batch_max"],
+            # the sequential loop's work: tokens the model had to compute (prompt tokens not
+            # taken from the prefix cache, plus generated ones) x the linear layers' FLOPs.  Any
+            # loop running the same episodes does at least this work, so no batching can beat
+            # the sequential time by more than its work at the matmul peak allows.
+            "seq_computed_tokens": computed + generated, "seq_gflop": seq_gflop,
+            "seq_gflops_per_s": seq_gflop / seq_s, "matmul_peak_gflops": peak,
+            "speedup_bound": seq_s / (seq_gflop / peak)}
+
 
 
 def _warm(eng, task_id: str):
@@ -307,6 +323,14 @@ def main() -> None:
             f"{m['same_actions']}/{m['seq_tasks']}"],
            ["expert:heuristic (no model)", e["seq_episodes_per_s"], e["engine_episodes_per_s"],
             e["ratio"], f"{e['identical']}/{n if not args.quick else 100}"]])
+
+    figs["speedup_bound"] = m["speedup_bound"]
+    table("The ceiling: the sequential loop's work (tokens it computed x linear-layer FLOPs, a "
+          "lower bound) against the fp32 matmul peak measured in this run",
+          ["computed tokens", "GFLOP", "sequential GFLOP/s", "matmul peak GFLOP/s",
+           "most any batching can gain (speedup_bound)"],
+          [[m["seq_computed_tokens"], m["seq_gflop"], m["seq_gflops_per_s"],
+            m["matmul_peak_gflops"], m["speedup_bound"]]])
 
     v = m["prefix_cache"]
     figs["prefix_cache_gain"] = m["prefix_cache_gain"]

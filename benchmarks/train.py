@@ -26,25 +26,11 @@ from pathlib import Path
 
 import torch
 
-from _util import emit, parser, table
+from _util import emit, parser, peak_gflops, table
 
 WORDS = ("men women shoes shirt dress cotton leather size small medium large black white red "
          "blue price results page next back buy now color options features description review "
          "waterproof running casual slim fit pack oz inch long sleeve").split()
-
-
-def peak_gflops(repeats: int = 5) -> float:
-    best = 0.0
-    for n in (512, 1024, 2048):
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        a @ b
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            a @ b
-            ts.append(time.perf_counter() - t0)
-        best = max(best, 2 * n ** 3 / statistics.median(ts) / 1e9)
-    return best
 
 
 def synthetic_trajectories(n: int, seed: int = 0):
