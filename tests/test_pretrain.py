@@ -290,3 +290,72 @@ def test_search_drills_key_and_replay(env):
     assert replay_sequences("webshop", opts, 0) == []
     with pytest.raises(PretrainError, match="no pre-training corpus"):
         replay_sequences("nowhere", opts, 3)
+
+
+def test_copy_drills_copy_train_title_words_into_the_query(env):
+    from eef.models.pretrain import copy_drills
+    drills = list(copy_drills(env, 60, seed=4))
+    assert len(drills) == 60
+    train_titles = {env.cat.products[t.meta["asin"]]["Title"].lower() for t in env.tasks("train")}
+    train_words = {w for t in train_titles for w in re.findall(r"[a-z][a-z'&-]*", t)}
+    spans = 0
+    for d in drills:
+        (step,) = d.steps
+        m = re.fullmatch(r"Find me (.+?)(, and price lower than \d+\.00 dollars)?", d.instruction)
+        assert m, d.instruction
+        text = m.group(1)
+        assert step.train and step.action == f"search[find me {text}]"
+        assert d.initial_observation == f"WebShop [SEP] Instruction: [SEP] {d.instruction} [SEP] Search"
+        assert 2 <= len(text.split()) <= 14 or any(text == t for t in train_titles)
+        assert all(w in train_words for w in text.split() if re.fullmatch(r"[a-z][a-z'&-]*", w))
+        spans += any(text in t for t in train_titles)
+        assert not step.observation and d.reward == 0.0  # no results page, no score
+    assert 10 < spans < 60  # both kinds: title spans and random word strings
+    assert [d.instruction for d in copy_drills(env, 60, seed=4)] == \
+        [d.instruction for d in drills]  # deterministic
+    assert [d.instruction for d in copy_drills(env, 60, seed=5)] != \
+        [d.instruction for d in drills]
+
+
+def test_copy_drill_build_is_a_phase_on_the_cached_build(cache, tmp_path, monkeypatch):
+    import eef.models.pretrain as P
+    from eef.envs.webshop import WebShopEnv
+    base_opts = {**SMALL, "steps": 2}
+    kb, pb = P.build_key("test", "webshop", P.PretrainConfig.from_options(base_opts))
+    k0, _ = P.build_key("test", "webshop", P.PretrainConfig.from_options(
+        {**base_opts, "copy_drills": 0, "copy_lr": 1e-3}))
+    kc, pc = P.build_key("test", "webshop", P.PretrainConfig.from_options(
+        {**base_opts, "copy_drills": 8}))
+    assert kb == k0 != kc and "copy_drills" not in pb["options"]  # earlier keys stay valid
+    with pytest.raises(P.PretrainError, match="copy_lr"):
+        P.PretrainConfig.from_options({**base_opts, "copy_lr": 0})
+    with pytest.raises(P.PretrainError, match="copy_drills"):
+        P.PretrainConfig.from_options({**base_opts, "copy_drills": -1})
+
+    opts = {**base_opts, "copy_drills": 8, "warmup_batch_size": 4}
+    out = tmp_path / "copy"
+    with pytest.raises(P.BuildInterrupted, match="model"):  # the base build, first
+        P.build_preset("test", "webshop", out=out, progress=False, stop_after=1, **opts)
+    with pytest.raises(P.BuildInterrupted, match="copy drills"):
+        P.build_preset("test", "webshop", out=out, progress=False, stop_after=1, **opts)
+    base = P.preset_dir("test", "webshop", P.build_key(
+        "test", "webshop", P.PretrainConfig.from_options({**opts, "copy_drills": 0}))[0])
+    assert (base / P.INFO_FILE).exists()  # the build without copy drills, cached
+    path = P.build_preset("test", "webshop", out=out, progress=False, **opts)  # resumes
+    assert path == out and not out.with_name(out.name + ".tmp").exists()
+    info = json.loads((out / P.INFO_FILE).read_text())["pretraining"]
+    base_info = json.loads((base / P.INFO_FILE).read_text())["pretraining"]
+    assert info["copy_phase"]["steps"] == 2 and info["copy_phase"]["sequences"] == 8
+    assert info["steps"] == base_info["steps"] + 2 and info["corpus"]["copy"]["sequences"] == 8
+    assert info["key"] == P.build_key("test", "webshop", P.PretrainConfig.from_options(opts))[0]
+    assert info["base"] == base.name and "span-copy drills" in info["what"]
+    assert [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines()] \
+        == [1, 2]  # the copy phase continued after the interruption
+    monkeypatch.setattr(P, "train_pretrain", lambda *a, **k: pytest.fail("trained again"))
+    assert P.build_preset("test", "webshop", out=out, progress=False, **opts) == out
+    rep = P.replay_sequences("webshop", opts, 5, seed=2)
+    assert [t.source["task"] for t in rep].count("copy") == 5 and len(rep) == 10
+    assert [t.instruction for t in rep if t.source["task"] == "copy"] == \
+        [t.instruction for t in P.copy_drills(WebShopEnv(), 5, 3)]  # fresh: seeded seed + 1
+    with pytest.raises(P.PretrainError, match="WebShop drills"):
+        P.build_preset("test", "sciworld", out=tmp_path / "sw", progress=False, **opts)

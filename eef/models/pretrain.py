@@ -30,6 +30,11 @@ tied output embedding of a token that is never a target being pushed down by eve
   trained action ``search[<content words of the instruction's product phrase>]``: the first
   turn of an episode, which SFT on a few expert successes otherwise unlearns
   (docs/tiny-preset.md, "The agent after SFT").
+* ``copy`` (``copy_drills``, off by default): ``Find me <words>`` with 2-14 random words of
+  train products' titles (or a span of one title), then ``search[find me <the same words>]``:
+  the copying of free text that an instruction-to-search turn needs.  They form a phase of
+  their own (short sequences, batches of ``warmup_batch_size``, ``copy_lr``) on top of the
+  build without them, which is taken from the cache.
 * ``pick``: copy tasks built from the catalogue.  A results page from a search with a few title
   words of a random train product; the "instruction" names one listed **train** product by a
   few words of its title (words that single it out on that page); the trained action is
@@ -105,6 +110,14 @@ class PretrainConfig:
     search_drills: int = field(default=0, metadata={
         "help": "search drills (WebShop): a train goal's first page, then the trained action "
                 "search[<content words of the goal's product phrase>] (0: none)"})
+    copy_drills: int = field(default=0, metadata={
+        "help": "span-copy drills (WebShop): a search page whose instruction is 'Find me "
+                "<2-14 words>' (random train-title words or a span of a train title), then "
+                "the trained action search[find me <the same words>]; trained in a phase of "
+                "their own on top of the build without them (0: none)"})
+    copy_lr: float = field(default=1e-3, metadata={
+        "help": "learning rate of the copy-drill phase (constant; batches of "
+                "warmup_batch_size)"})
     pick_tasks: int = field(default=1500, metadata={
         "help": "copy tasks: a results page, then click[ASIN] of the product named by a few of "
                 "its title words"})
@@ -148,13 +161,16 @@ class PretrainConfig:
             if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise PretrainError(f"preset option {name} must be in [0, 1], got {v!r}")
         for name in ("short_drills", "short_replay", "lookup_drills", "warmup_steps",
-                     "explore_episodes", "search_drills", "pick_tasks", "steps"):
+                     "explore_episodes", "search_drills", "copy_drills", "pick_tasks",
+                     "steps"):
             if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 0:
                 raise PretrainError(f"preset option {name} must be an int >= 0")
         if min(cfg.short_replay, cfg.short_drills) + cfg.lookup_drills + cfg.explore_episodes \
                 + cfg.search_drills + cfg.pick_tasks == 0:
             raise PretrainError("empty main-phase corpus: short_replay, lookup_drills, "
                                 "explore_episodes, search_drills and pick_tasks are all 0")
+        if not isinstance(cfg.copy_lr, (int, float)) or not cfg.copy_lr > 0:
+            raise PretrainError(f"preset option copy_lr must be > 0, got {cfg.copy_lr!r}")
         if cfg.warmup_steps and not cfg.short_drills:
             raise PretrainError("warmup_steps > 0 needs short_drills > 0 (the warm-up trains "
                                 "on them)")
@@ -294,6 +310,37 @@ def search_drills(env: "WebShopEnv", n: int, seed: int = 0) -> Iterator[Trajecto
                          source={"kind": "pretrain", "task": "search", "goal_split": "train"})
         made += 1
     raise PretrainError(f"could not build {n} search drills ({made} built)")
+
+
+def copy_drills(env: "WebShopEnv", n: int, seed: int = 0) -> Iterator[Trajectory]:
+    """``n`` span-copy drills: a search page whose instruction is ``Find me <words>`` (half
+    of them 2-14 words drawn at random from the words of **train** products' titles, half a
+    2-14-word span of a train product's title; a price cap in half of them), then the
+    trained action ``search[find me <the same words>]``.  Random word strings cannot be
+    recalled, only copied: they form the in-context copying of free text that a search from
+    an instruction needs (the ASIN drills copy one token at a time)."""
+    from eef.envs.webshop.env import SEP
+    asins = sorted({t.meta["asin"] for t in env.tasks("train")})
+    titles = [str(env.cat.products[a]["Title"]) for a in asins]
+    vocab = sorted({w for t in titles for w in re.findall(r"[A-Za-z][A-Za-z'&-]*", t.lower())
+                    if len(w) > 1})
+    if not titles or not vocab:
+        raise PretrainError("no train product titles to build copy drills from")
+    rng = random.Random(seed)
+    for i in range(n):
+        if rng.random() < 0.5:
+            text = " ".join(rng.choice(vocab) for _ in range(rng.randint(2, 14)))
+        else:
+            ws = titles[rng.randrange(len(titles))].lower().split()
+            k = rng.randint(2, min(14, len(ws))) if len(ws) >= 2 else len(ws)
+            j = rng.randrange(len(ws) - k + 1)
+            text = " ".join(ws[j:j + k])
+        cap = f", and price lower than {rng.randint(1, 99)}0.00 dollars"
+        instruction = f"Find me {text}" + rng.choice(["", cap])
+        yield Trajectory(f"pretrain/copy/{i}", "webshop", instruction,
+                         SEP.join(["WebShop", "Instruction:", instruction, "Search"]),
+                         [Step(f"search[find me {text}]", "", "", train=True)],
+                         source={"kind": "pretrain", "task": "copy", "goal_split": "train"})
 
 
 def _words(text: str) -> list[str]:
@@ -637,7 +684,8 @@ def replay_sequences(env: str, options: dict[str, Any], n: int, seed: int = 0,
                      data_dir: str | os.PathLike | None = None) -> list[Trajectory]:
     """``n`` sequences of the pre-training corpus of a preset built with ``options`` (a seeded
     sample of its main-phase tasks; the warm-up's short drills left out), for mixing into
-    fine-tuning data against forgetting (``model.replay`` of the pipeline)."""
+    fine-tuning data against forgetting (``model.replay`` of the pipeline).  A build with
+    ``copy_drills`` adds ``n`` more: fresh copy drills (seeded by ``seed + 1``)."""
     if n <= 0:
         return []
     if env not in CORPUS_BUILDERS:
@@ -650,12 +698,17 @@ def replay_sequences(env: str, options: dict[str, Any], n: int, seed: int = 0,
         raise PretrainError("the pre-training corpus has no main-phase sequence to replay")
     rng = random.Random(f"replay/{seed}")
     picked = rng.sample(range(len(pool)), min(n, len(pool)))
-    return [pool[i] for i in sorted(picked)]
+    out = [pool[i] for i in sorted(picked)]
+    if cfg.copy_drills and env == "webshop":  # and as many fresh copy drills
+        from eef.envs.webshop import WebShopEnv
+        out += copy_drills(WebShopEnv(str(data_dir) if data_dir else None),
+                           min(n, cfg.copy_drills), seed + 1)
+    return out
 
 
 #: options added after builds were cached: left out of the key while at their default, so
 #: the keys (and caches) of builds that do not use them stay valid
-_LATER_OPTIONS = {"search_drills": 0}
+_LATER_OPTIONS = {"search_drills": 0, "copy_drills": 0, "copy_lr": 1e-3}
 
 
 def _key_options(cfg: PretrainConfig) -> dict[str, Any]:
@@ -735,6 +788,14 @@ def build_preset(preset: str, env: str, *, out: str | os.PathLike | None = None,
     if final.exists():
         raise PretrainError(f"{final} exists but is not this build (other options, data or "
                             "code version): remove it or choose another output directory")
+    base = None
+    if cfg.copy_drills and env != "webshop":
+        raise PretrainError(f"copy_drills are WebShop drills; env {env!r} has none")
+    if cfg.copy_drills:  # the build without copy drills (cached), then their own phase
+        base = build_preset(preset, env, progress=progress, data_dir=data_dir,
+                            stop_after=stop_after, threads=threads, reuse_warmup=reuse_warmup,
+                            **{**asdict(cfg), "copy_drills": 0,
+                               "copy_lr": _LATER_OPTIONS["copy_lr"]})
     work = final.with_name(final.name + ".tmp")
     work.mkdir(parents=True, exist_ok=True)
     import torch
@@ -742,12 +803,25 @@ def build_preset(preset: str, env: str, *, out: str | os.PathLike | None = None,
     if threads:
         torch.set_num_threads(threads)
     try:
-        _build(preset, env, cfg, key, payload, final, work, progress, data_dir, stop_after,
-               reuse_warmup)
+        if base is not None:
+            _build_copy(base, env, cfg, key, payload, final, work, progress, data_dir,
+                        stop_after)
+        else:
+            _build(preset, env, cfg, key, payload, final, work, progress, data_dir,
+                   stop_after, reuse_warmup)
     finally:
         torch.set_num_threads(old_threads)
     shutil.rmtree(work, ignore_errors=True)
     return final
+
+
+def _stamp(work: Path, key: str, payload: dict[str, Any]) -> None:
+    """Mark ``work`` as the directory of build ``key`` (leftovers of another build go)."""
+    stamp = work / "key.json"
+    if stamp.exists() and json.loads(stamp.read_text()).get("key") != key:
+        shutil.rmtree(work)  # leftovers of a different build with the same output
+        work.mkdir(parents=True)
+    stamp.write_text(json.dumps({"key": key, **payload}, indent=2))
 
 
 def _build(preset: str, env: str, cfg: PretrainConfig, key: str, payload: dict[str, Any],
@@ -756,11 +830,7 @@ def _build(preset: str, env: str, cfg: PretrainConfig, key: str, payload: dict[s
     with _Lock(work / "lock"):
         if _is_built(final, key):  # another process finished it while we waited
             return
-        stamp = work / "key.json"
-        if stamp.exists() and json.loads(stamp.read_text()).get("key") != key:
-            shutil.rmtree(work)  # leftovers of a different build with the same output
-            work.mkdir(parents=True)
-        stamp.write_text(json.dumps({"key": key, **payload}, indent=2))
+        _stamp(work, key, payload)
         t0 = time.time()
         init = work / "init"
         if not (init / "config.json").exists():
@@ -823,6 +893,52 @@ def _build(preset: str, env: str, cfg: PretrainConfig, key: str, payload: dict[s
         (work / "model" / INFO_FILE).write_text(json.dumps(info, indent=2))
         final.parent.mkdir(parents=True, exist_ok=True)
         (work / "model").rename(final)
+
+
+def copy_train_config(cfg: PretrainConfig) -> Any:
+    """Training options of the copy-drill phase: one pass, short windows, constant rate."""
+    from eef.models.train import TrainConfig
+    return TrainConfig(lr=cfg.copy_lr, epochs=1.0, batch_size=cfg.warmup_batch_size,
+                       max_tokens=256, weight_decay=0.0, warmup_ratio=0.02,
+                       schedule="constant", seed=cfg.seed, save_every=cfg.save_every)
+
+
+def _build_copy(base: Path, env: str, cfg: PretrainConfig, key: str, payload: dict[str, Any],
+                final: Path, work: Path, progress: bool, data_dir: str | os.PathLike | None,
+                stop_after: int | None) -> None:
+    """The copy-drill phase on top of the finished build ``base`` (see ``copy_drills``)."""
+    from eef.envs.webshop import WebShopEnv
+    from eef.models.train import train_sft
+    with _Lock(work / "lock"):
+        if _is_built(final, key):
+            return
+        _stamp(work, key, payload)
+        t0 = time.time()
+        ws = WebShopEnv(str(data_dir) if data_dir else None)
+        drills = list(copy_drills(ws, cfg.copy_drills, cfg.seed))
+        res = train_sft(str(base), drills, work / "copy", copy_train_config(cfg),
+                        progress=progress, stop_after=stop_after)
+        if res["steps"] < res["total_steps"]:
+            raise BuildInterrupted(f"build of {final} stopped at step {res['steps']} of "
+                                   f"{res['total_steps']} (copy drills); call again to resume")
+        info = json.loads((base / INFO_FILE).read_text())
+        pre = info["pretraining"]
+        pre.update({
+            "key": key, "options": asdict(cfg), "base": base.name,
+            "what": pre["what"] + ("; then span-copy drills: 'Find me <words of train "
+                                   "product titles>', then search[find me <the same words>]"),
+            "copy_phase": {"sequences": res["examples"], "steps": res["steps"],
+                           "tokens": res["tokens"], "trained_tokens": res["trained_tokens"],
+                           "train_minutes": round(res["seconds"] / 60, 2)},
+            "steps": pre["steps"] + res["steps"], "tokens": pre["tokens"] + res["tokens"],
+            "trained_tokens": pre["trained_tokens"] + res["trained_tokens"],
+            "train_minutes": round(pre["train_minutes"] + res["seconds"] / 60, 2),
+            "build_minutes_this_call": round((time.time() - t0) / 60, 2)})
+        pre["corpus"]["copy"] = {"sequences": len(drills), "trained_actions": len(drills),
+                                 "relabelled": 0}
+        (work / "copy" / INFO_FILE).write_text(json.dumps(info, indent=2))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        (work / "copy").rename(final)
 
 
 def warmup_key(payload: dict[str, Any], cfg: PretrainConfig, data: Sequence[Trajectory]
