@@ -114,7 +114,8 @@ class PretrainConfig:
         "help": "span-copy drills (WebShop): a search page whose instruction is 'Find me "
                 "<2-14 words>' (random train-title words or a span of a train title), then "
                 "the trained action search[find me <the same words>]; trained in a phase of "
-                "their own on top of the build without them (0: none)"})
+                "their own on top of the build without them (0: none).  The phase wears away "
+                "identifier copying: use it with train.id_aliases"})
     copy_lr: float = field(default=1e-3, metadata={
         "help": "learning rate of the copy-drill phase (constant; batches of "
                 "warmup_batch_size)"})
