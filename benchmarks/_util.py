@@ -48,14 +48,20 @@ def peak_gflops(repeats: int = 5) -> float:
     return best
 
 
+def linear_params(cfg) -> tuple[int, int]:
+    """Weights of a Llama config's linear layers: (all decoder layers, the output head)."""
+    d, L = cfg.hidden_size, cfg.num_hidden_layers
+    hd = d // cfg.num_attention_heads
+    body = L * (2 * d * d + 2 * d * cfg.num_key_value_heads * hd + 3 * d * cfg.intermediate_size)
+    return body, d * cfg.vocab_size
+
+
 def linear_gflop(cfg, tokens: int, head_tokens: int) -> float:
     """GFLOP of the linear layers for ``tokens`` positions (2 per weight), the output head for
     ``head_tokens`` of them only (a prompt needs it at its last position): a lower bound of the
     work, since attention and elementwise ops are left out."""
-    d, L = cfg.hidden_size, cfg.num_hidden_layers
-    hd = d // cfg.num_attention_heads
-    body = L * (2 * d * d + 2 * d * cfg.num_key_value_heads * hd + 3 * d * cfg.intermediate_size)
-    return 2 * (tokens * body + head_tokens * d * cfg.vocab_size) / 1e9
+    body, head = linear_params(cfg)
+    return 2 * (tokens * body + head_tokens * head) / 1e9
 
 
 def median(xs):

@@ -116,7 +116,6 @@ def bench_webshop_model(n_tasks: int, n_seq: int, num_envs: int, max_context: in
             "speedup_bound": seq_s / (seq_gflop / peak)}
 
 
-
 def _warm(eng, task_id: str):
     """Build every env of the pool (and its per-instance caches) before timing."""
     eng.pool.run([(s, "start", (task_id,)) for s in range(eng.pool.size)])

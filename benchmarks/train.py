@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from _util import emit, parser, peak_gflops, table
+from _util import emit, linear_params, parser, peak_gflops, table
 
 WORDS = ("men women shoes shirt dress cotton leather size small medium large black white red "
          "blue price results page next back buy now color options features description review "
@@ -58,10 +58,8 @@ def synthetic_trajectories(n: int, seed: int = 0):
 
 
 def standard_flops(cfg, n_tokens: int) -> float:
-    d, L, V = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
-    hd = d // cfg.num_attention_heads
-    kv = cfg.num_key_value_heads
-    params = L * (2 * d * d + 2 * d * kv * hd + 3 * d * cfg.intermediate_size) + d * V
+    params = sum(linear_params(cfg))
+    d, L = cfg.hidden_size, cfg.num_hidden_layers
     return 6 * n_tokens * params + 3 * L * 2 * n_tokens * n_tokens * d
 
 

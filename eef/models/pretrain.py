@@ -909,7 +909,6 @@ def _build_copy(base: Path, env: str, cfg: PretrainConfig, key: str, payload: di
                 stop_after: int | None) -> None:
     """The copy-drill phase on top of the finished build ``base`` (see ``copy_drills``)."""
     from eef.envs.webshop import WebShopEnv
-    from eef.models.train import train_sft
     with _Lock(work / "lock"):
         if _is_built(final, key):
             return
@@ -917,8 +916,9 @@ def _build_copy(base: Path, env: str, cfg: PretrainConfig, key: str, payload: di
         t0 = time.time()
         ws = WebShopEnv(str(data_dir) if data_dir else None)
         drills = list(copy_drills(ws, cfg.copy_drills, cfg.seed))
-        res = train_sft(str(base), drills, work / "copy", copy_train_config(cfg),
-                        progress=progress, stop_after=stop_after)
+        res = train_pretrain(base, drills, work / "copy", cfg, steps=0,
+                             train_cfg=copy_train_config(cfg), progress=progress,
+                             stop_after=stop_after)
         if res["steps"] < res["total_steps"]:
             raise BuildInterrupted(f"build of {final} stopped at step {res['steps']} of "
                                    f"{res['total_steps']} (copy drills); call again to resume")
@@ -996,13 +996,15 @@ def pretrain_train_config(cfg: PretrainConfig, steps: int, schedule: str = "cosi
 
 def train_pretrain(init: Path, trajs: Sequence[Trajectory], out: Path, cfg: PretrainConfig, *,
                    steps: int, schedule: str = "cosine", batch_size: int | None = None,
-                   progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
-    """Train ``init`` on ``trajs`` with ``train_sft`` (action-token loss, resumable)."""
+                   progress: bool = True, stop_after: int | None = None,
+                   train_cfg: Any = None) -> dict[str, Any]:
+    """Train ``init`` on ``trajs`` with ``train_sft`` (action-token loss, resumable), with the
+    phase options of ``pretrain_train_config`` or, when given, ``train_cfg``."""
     from eef.models.train import train_sft
     if (out / "eef_phase.json").exists():  # this phase finished in an earlier call
         return json.loads((out / "eef_phase.json").read_text())
-    res = train_sft(str(init), trajs, out, pretrain_train_config(cfg, steps, schedule,
-                                                                 batch_size),
+    res = train_sft(str(init), trajs, out,
+                    train_cfg or pretrain_train_config(cfg, steps, schedule, batch_size),
                     progress=progress, stop_after=stop_after)
     if res["steps"] >= res["total_steps"]:
         (out / "eef_phase.json").write_text(json.dumps(
