@@ -1,17 +1,23 @@
 """Does the pre-trained tiny preset read and copy?  Build time, copy rate, pick accuracy.
 
     python benchmarks/tiny_preset.py [--quick] [--json] [--sft-steps N] [--fresh] [--id-aliases]
+                                     [--queries K] [--shuffle P]
 
 1. Build the pre-trained preset (``eef.models.pretrain.build_preset("tiny", "webshop")``;
    cached per machine, and a build that differs only in its main phase reuses a cached
    warm-up: ``--fresh`` builds everything into a temporary directory to time it).
 2. Held-out pages: for each TEST goal, the results page of the oracle's first search (the
-   instruction's product phrase).  ``copy_rate`` = share of greedy turns whose action is
-   ``click[<an ASIN listed on that page>]``, exactly.
-3. SFT on the oracle's pick turns of TRAIN goals (results page -> ``click[target]``, the pages
-   listing the target), then ``pick_accuracy`` on the test pages listing the target, against
-   clicking the first hit and the page-reading rule of ``eef.models.pretrain.rule_pick`` (hits
-   under the price cap, then the best title-word overlap) on the same pages.
+   instruction's product phrase; "first pages"), and with ``--queries K`` (default 3) also the
+   pages of K searches with random words of that phrase that list the target ("wider": goals
+   of one product share a first page, so the first pages are few distinct ones).
+   ``copy_rate`` = share of greedy turns whose action is ``click[<an ASIN listed on that
+   page>]``, exactly.
+3. SFT on the oracle's pick turns of TRAIN goals (results page -> ``click[target]``, the first
+   pages and the K-query pages listing the target; ``--shuffle P``: that share of them with
+   the hits in a random order), then ``pick_accuracy`` on the test pages listing the target,
+   against clicking the first hit, the page-reading rule of ``eef.models.pretrain.rule_pick``
+   (hits under the price cap, then the best title-word overlap) and ``PageRanker`` (a
+   conditional logit on hand features of the hits, fit on the same train pages) there.
 4. The same SFT budget from the preset with NO pre-training (random initialisation, same
    tokenizer), so the benefit is measured in the same run.
 5. With ``--id-aliases``, also the SFT of step 3 with per-page identifier aliases
@@ -21,8 +27,10 @@
 ``--quick`` uses a small build and SFT budget (minutes; the figures then only check the path).
 JSON keys: ``build_minutes``, ``build_cached``, ``pretrain_steps``, ``pretrain_tokens``,
 ``copy_rate_pretrained``, and per model (``pretrained``, ``scratch``) ``copy_rate``,
-``pick_accuracy``, ``sft_minutes`` (and ``aliases`` with ``--id-aliases``); ``first_hit``,
-``rule_pick``, ``test_pages``, ``test_pages_with_target``, ``sft_examples``, ``load_avg``.
+``pick_accuracy``, ``pick_accuracy_wider``, ``sft_minutes`` (and ``aliases`` with
+``--id-aliases``); ``first_hit``, ``rule_pick``, ``ranker_pick`` (and their ``*_wider``),
+``test_pages``, ``test_pages_with_target``, ``wider_pages_with_target``, ``sft_examples``,
+``load_avg``.
 """
 
 from __future__ import annotations
@@ -58,22 +66,35 @@ def main() -> None:
                    help="skip the SFT from the not pre-trained preset (the comparison arm)")
     p.add_argument("--id-aliases", action="store_true",
                    help="also SFT the pre-trained preset with per-page identifier aliases")
+    p.add_argument("--arms", default=None,
+                   help="comma-separated SFT arms to run, of pretrained, scratch, aliases "
+                        "(default: pretrained and scratch, as --no-scratch / --id-aliases say)")
+    p.add_argument("--queries", type=int, default=None,
+                   help="extra searches per goal for the train and wider test pages (3; quick 1)")
+    p.add_argument("--shuffle", type=float, default=0.0,
+                   help="share of SFT pages shown with their hits in a random order")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args()
     import torch
     torch.set_num_threads(a.threads)
 
     from eef.envs.webshop import WebShopEnv
-    from eef.models.pretrain import (INFO_FILE, build_preset, evaluate_picks,
-                                     webshop_pick_pages)
+    from eef.models.pretrain import (INFO_FILE, PageRanker, build_preset, evaluate_picks,
+                                     shuffled_hits, webshop_pick_pages)
     from eef.models.preset import init_preset
     from eef.models.train import TrainConfig, train_sft
 
     progress = not a.no_progress
+    chosen = a.arms.split(",") if a.arms else (
+        ["pretrained"] + ([] if a.no_scratch else ["scratch"])
+        + (["aliases"] if a.id_aliases else []))
+    if not chosen or set(chosen) - {"pretrained", "scratch", "aliases"}:
+        p.error(f"--arms: choose among pretrained, scratch, aliases (got {a.arms!r})")
     opts = {**(QUICK_BUILD if a.quick else {}), **json.loads(a.options)}
     sft_steps = a.sft_steps if a.sft_steps is not None else (12 if a.quick else 150)
     sft_batch = a.sft_batch or (8 if a.quick else 16)
     n_pages = a.pages if a.pages is not None else (40 if a.quick else None)
+    queries = a.queries if a.queries is not None else (1 if a.quick else 3)
     tmp = Path(tempfile.mkdtemp(prefix="eef-tiny-preset-"))
     load = [os.getloadavg()[0]]
     try:
@@ -88,46 +109,59 @@ def main() -> None:
 
         env = WebShopEnv()
         test = webshop_pick_pages(env, "test", limit=n_pages)
-        train = [pg for pg in webshop_pick_pages(env, "train") if pg.target_listed]
+        wider = [pg for pg in webshop_pick_pages(env, "test", limit=n_pages, queries=queries,
+                                                 seed=1) if pg.target_listed]
+        train = [pg for pg in webshop_pick_pages(env, "train", queries=queries)
+                 if pg.target_listed]
         random.Random(0).shuffle(train)
-        sft_data = [pg.sft_example() for pg in train]
+        ranker = PageRanker().fit(train)
+        rng = random.Random(1)
+        sft_data = [shuffled_hits(pg.sft_example(), rng) if rng.random() < a.shuffle
+                    else pg.sft_example() for pg in train]
         with_target = [pg for pg in test if pg.target_listed]
 
-        r_pre = evaluate_picks(str(path), test)
+        def probe(model: str) -> tuple[dict, dict]:
+            return (evaluate_picks(model, test, ranker=ranker),
+                    evaluate_picks(model, wider, ranker=ranker))
+
+        r_pre, w_pre = probe(str(path))
         scratch = init_preset("tiny", "webshop", tmp / "scratch", seed=info["options"]["seed"])
         cfg = TrainConfig(lr=1e-3, max_steps=sft_steps, batch_size=sft_batch,
                           max_tokens=1536, warmup_ratio=0.05, save_every=10 ** 9)
         res = {}
-        arms = [("pretrained", path, cfg)] + ([] if a.no_scratch else [("scratch", scratch, cfg)])
-        if a.id_aliases:
-            arms.append(("aliases", path, dataclasses.replace(cfg, id_aliases=True)))
+        arms = [("pretrained", path, cfg), ("scratch", scratch, cfg),
+                ("aliases", path, dataclasses.replace(cfg, id_aliases=True))]
+        arms = [arm for arm in arms if arm[0] in chosen]
         for name, base, arm_cfg in arms:
             t1 = time.time()
             train_sft(str(base), sft_data, tmp / f"sft-{name}", arm_cfg, progress=progress)
             minutes = (time.time() - t1) / 60
-            r = evaluate_picks(str(tmp / f"sft-{name}"), test)
+            r, w = probe(str(tmp / f"sft-{name}"))
             res[name] = {"copy_rate": r["copy_rate"], "pick_accuracy": r["pick_accuracy"],
+                         "pick_accuracy_wider": w["pick_accuracy"],
                          "sft_minutes": round(minutes, 2), "examples": r["examples"][:3]}
             load.append(os.getloadavg()[0])
-        first_hit, rule = r_pre["first_hit"], r_pre["rule_pick"]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    table(f"tiny preset, WebShop ({len(test)} test pages, {len(with_target)} list the target; "
-          f"SFT {sft_steps} steps x {sft_batch} on {len(sft_data)} train picks)",
-          ["model", "copy rate (all pages)", "pick accuracy", "SFT min"],
+    labels = {"pretrained": "pre-trained + SFT", "scratch": "no pre-training + SFT",
+              "aliases": "pre-trained + SFT with identifier aliases"}
+    table(f"tiny preset, WebShop: {len(test)} test first pages ({len(with_target)} list the "
+          f"target, {r_pre['distinct_pages']} distinct), {len(wider)} wider test pages listing "
+          f"the target ({w_pre['distinct_pages']} distinct); SFT {sft_steps} steps x {sft_batch} "
+          f"on {len(sft_data)} train picks (shuffled hits: {a.shuffle:.0%})",
+          ["model", "copy rate (first pages)", "pick accuracy (first pages)",
+           "pick accuracy (wider)", "SFT min"],
           [["pre-trained, no SFT", f"{r_pre['copy_rate']:.1%}",
-            f"{r_pre['pick_accuracy']:.1%}", "-"],
-           ["pre-trained + SFT", f"{res['pretrained']['copy_rate']:.1%}",
-            f"{res['pretrained']['pick_accuracy']:.1%}", res["pretrained"]["sft_minutes"]],
-           *([["no pre-training + SFT", f"{res['scratch']['copy_rate']:.1%}",
-               f"{res['scratch']['pick_accuracy']:.1%}", res["scratch"]["sft_minutes"]]]
-             if "scratch" in res else []),
-           *([["pre-trained + SFT with identifier aliases", f"{res['aliases']['copy_rate']:.1%}",
-               f"{res['aliases']['pick_accuracy']:.1%}", res["aliases"]["sft_minutes"]]]
-             if "aliases" in res else []),
-           ["click the first hit", "100%", f"{first_hit:.1%}", "-"],
-           ["page-reading rule (price cap, then title words)", "100%", f"{rule:.1%}", "-"]])
+            f"{r_pre['pick_accuracy']:.1%}", f"{w_pre['pick_accuracy']:.1%}", "-"],
+           *[[labels[k], f"{v['copy_rate']:.1%}", f"{v['pick_accuracy']:.1%}",
+              f"{v['pick_accuracy_wider']:.1%}", v["sft_minutes"]] for k, v in res.items()],
+           ["click the first hit", "100%", f"{r_pre['first_hit']:.1%}",
+            f"{w_pre['first_hit']:.1%}", "-"],
+           ["page-reading rule (price cap, then title words)", "100%",
+            f"{r_pre['rule_pick']:.1%}", f"{w_pre['rule_pick']:.1%}", "-"],
+           ["page ranker (19 hand features, fit on the train pages)", "100%",
+            f"{r_pre['ranker_pick']:.1%}", f"{w_pre['ranker_pick']:.1%}", "-"]])
     table("build", ["what", "value"],
           [["build minutes (this call)", f"{build_s / 60:.1f}" + (" (cached)" if cached else "")],
            ["pre-training steps / minutes", f"{info['steps']} / {info['train_minutes']}"
@@ -140,12 +174,14 @@ def main() -> None:
           "pretrain_tokens": info["tokens"], "warmup_reused": info.get("warmup_reused", False),
           "copy_rate_pretrained": r_pre["copy_rate"],
           "pick_accuracy_pretrained_no_sft": r_pre["pick_accuracy"],
-          "pretrained": {k: v for k, v in res["pretrained"].items() if k != "examples"},
-          "scratch": {k: v for k, v in res.get("scratch", {}).items() if k != "examples"},
-          **({"aliases": {k: v for k, v in res["aliases"].items() if k != "examples"}}
-             if "aliases" in res else {}),
-          "first_hit": first_hit, "rule_pick": rule, "test_pages": len(test),
-          "test_pages_with_target": len(with_target), "sft_examples": len(sft_data),
+          **{k: {x: y for x, y in v.items() if x != "examples"} for k, v in res.items()},
+          "first_hit": r_pre["first_hit"], "rule_pick": r_pre["rule_pick"],
+          "ranker_pick": r_pre["ranker_pick"], "first_hit_wider": w_pre["first_hit"],
+          "rule_pick_wider": w_pre["rule_pick"], "ranker_pick_wider": w_pre["ranker_pick"],
+          "test_pages": len(test), "test_pages_with_target": len(with_target),
+          "distinct_test_pages": r_pre["distinct_pages"],
+          "wider_pages_with_target": len(wider), "distinct_wider_pages": w_pre["distinct_pages"],
+          "sft_examples": len(sft_data), "queries": queries, "shuffle": a.shuffle,
           "sft_steps": sft_steps, "sft_batch": sft_batch, "quick": a.quick, "threads": a.threads,
           "load_avg": load}, a.json)
 

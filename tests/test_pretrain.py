@@ -4,6 +4,7 @@ dozen sequences, a few optimizer steps."""
 from __future__ import annotations
 
 import json
+import random
 import re
 
 import pytest
@@ -251,6 +252,70 @@ def test_rule_pick_reads_prices_and_titles():
     bad.context.steps[-1].observation = "WebShop [SEP] Instruction: [SEP] x [SEP] Search"
     with pytest.raises(PretrainError, match="results"):
         rule_pick(bad)
+
+
+def test_pick_pages_from_more_queries(env):
+    from eef.models.pretrain import webshop_pick_pages
+    first = webshop_pick_pages(env, "test", limit=8)
+    more = webshop_pick_pages(env, "test", limit=8, queries=3, seed=1)
+    assert more[:1][0].context.steps[-1].action == first[0].context.steps[-1].action
+    extra = [p for p in more if not p.context.steps[-1].action.startswith("search[find me")]
+    assert extra and all(p.target_listed for p in extra)
+    keys = [(p.context.steps[-1].observation, p.context.instruction) for p in extra]
+    assert len(set(keys)) == len(keys)
+    for p in extra:  # 2-8 words of the instruction's product phrase
+        q = p.context.steps[-1].action[len("search["):-1].split()
+        assert 1 <= len(q) <= 8 and all(w in p.context.instruction.lower() for w in q)
+    again = webshop_pick_pages(env, "test", limit=8, queries=3, seed=1)
+    assert [p.context.steps[-1].action for p in again] == [p.context.steps[-1].action
+                                                            for p in more]
+
+
+def test_shuffled_hits_keep_the_page_and_the_pick(env):
+    from eef.experts.webshop import parse_page
+    from eef.models.pretrain import PretrainError, shuffled_hits, webshop_pick_pages
+    page = next(p for p in webshop_pick_pages(env, "test", limit=20) if p.target_listed)
+    ex = page.sft_example()
+    orders = set()
+    for seed in range(6):
+        sh = shuffled_hits(ex, random.Random(seed))
+        hits = parse_page(sh.steps[-2].observation)["hits"]
+        assert sorted(hits) == sorted(parse_page(ex.steps[-2].observation)["hits"])
+        assert sh.steps[-1] == ex.steps[-1] and sh.steps[-1].train
+        orders.add(tuple(h[0] for h in hits))
+    assert len(orders) > 1
+    assert parse_page(ex.steps[-2].observation)["hits"][0][0] == page.listed[0]  # not in place
+    with pytest.raises(PretrainError, match="not a pick example"):
+        shuffled_hits(ex.prefix(0), random.Random(0))
+
+
+def test_page_ranker_learns_what_the_page_says():
+    from eef.envs.webshop.env import SEP
+    from eef.models.pretrain import PageRanker, PickPage, PretrainError
+    from eef.trajectory import Step, Trajectory
+    rng = random.Random(0)
+    words = "red blue green cotton wool silk shirt dress hat coat boots socks".split()
+
+    def page(i: int) -> PickPage:
+        want = rng.sample(words, 4)
+        titles = [" ".join(rng.sample([w for w in words if w not in want], 4)) for _ in range(6)]
+        at = rng.randrange(6)
+        titles[at] = " ".join(want)  # the target: the title holding the instruction's words
+        hits = [(f"B{i:04d}{k:05d}", t.title(), "$10.00") for k, t in enumerate(titles)]
+        obs = SEP.join(["Back to Search", "Page 1 (Total results: 6)", "Next >",
+                        *[x for h in hits for x in h]])
+        ctx = Trajectory(f"t{i}", "webshop", "i need a " + " ".join(want), "WebShop",
+                         [Step("search[x]", obs, train=False)])
+        return PickPage(ctx, [h[0] for h in hits], hits[at][0], Step("click[x]", ""))
+
+    with pytest.raises(PretrainError, match="before fit"):
+        PageRanker().pick(page(0))
+    with pytest.raises(PretrainError, match="no pages"):
+        PageRanker().fit([])
+    ranker = PageRanker().fit([page(i) for i in range(60)])
+    held = [page(i) for i in range(60, 100)]
+    assert sum(ranker.pick(p) == p.target for p in held) >= 36
+    assert sum(p.listed[0] == p.target for p in held) <= 15
 
 
 def test_search_drills_carry_the_train_instruction_into_the_query(env):

@@ -549,28 +549,60 @@ class PickPage:
         return t
 
 
-def webshop_pick_pages(env: "WebShopEnv", split: str, limit: int | None = None
-                       ) -> list[PickPage]:
+def shuffled_hits(example: Trajectory, rng: random.Random) -> Trajectory:
+    """A copy of a pick example (``PickPage.sft_example``) whose results page, the observation
+    its last (trained) turn follows, lists the same hits in a random order: the pick must
+    then be read from titles and prices, not from the hit's position."""
+    t = example.prefix(len(example.steps))
+    if len(t.steps) < 2:
+        raise PretrainError(f"{t.task_id}: not a pick example (no results page before the pick)")
+    page = t.steps[-2]
+    head, hits = _page_parts(page.observation)
+    hits = list(hits)
+    rng.shuffle(hits)
+    page.observation = _join_page(head, hits)
+    return t
+
+
+def webshop_pick_pages(env: "WebShopEnv", split: str, limit: int | None = None, *,
+                       queries: int = 0, seed: int = 0) -> list[PickPage]:
     """Per goal of ``split``: the oracle's search page -> ``search[<instruction phrase>]`` ->
     first results page, with the listed ASINs and the goal's target.  ``pick`` is the oracle's
-    turn on that page (``click[target]`` when listed, else its ``click[next >]``)."""
+    turn on that page (``click[target]`` when listed, else its ``click[next >]``).
+
+    Goals of one product share its phrase, hence its page: the 4,690 train goals give 252
+    distinct first pages listing the target.  ``queries=K`` adds, per goal, the first pages of
+    K searches with 2-8 random words of the instruction's product phrase (in their order,
+    seeded by ``seed``), kept when they list the target and their (page, instruction) pair is
+    new: more distinct pages to train and to measure a pick on."""
     from eef.experts import make_expert
-    from eef.experts.webshop import parse_page
+    from eef.experts.webshop import content_words, instruction_parts, parse_page
     from eef.react import parse_turn
     oracle = make_expert(env, "oracle")
-    out = []
+    rng = random.Random(f"pick-pages/{split}/{seed}")
+    out: list[PickPage] = []
+    seen: set[tuple[str, str]] = set()
     for task in env.tasks(split)[:limit]:
-        obs = env.reset(task.id)
-        ctx = Trajectory(task.id, env.name, task.instruction, obs)
-        thought, action = parse_turn(oracle.act([ctx], None, [0])[0])
-        r = env.step(action)
-        ctx.steps.append(Step(action, r.observation, thought, train=False))
-        page = parse_page(r.observation)
-        if page["kind"] != "results":
-            continue
-        thought, action = parse_turn(oracle.act([ctx], None, [1])[0])
-        out.append(PickPage(ctx, [h[0] for h in page["hits"]], env.goal(task.id).asin,
-                            Step(action, "", thought)))
+        words = [w for w in content_words(instruction_parts(task.instruction)[0])
+                 if w not in ("find", "me")]
+        extra = [" ".join(words[i] for i in sorted(rng.sample(
+            range(len(words)), min(len(words), rng.randint(2, 8))))) for _ in range(queries)]
+        for q in [None, *(x for x in extra if x)]:
+            obs = env.reset(task.id)
+            ctx = Trajectory(task.id, env.name, task.instruction, obs)
+            thought, action = ("", f"search[{q}]") if q else \
+                parse_turn(oracle.act([ctx], None, [0])[0])
+            r = env.step(action)
+            ctx.steps.append(Step(action, r.observation, thought, train=False))
+            page = parse_page(r.observation)
+            if page["kind"] != "results":
+                continue
+            listed, target = [h[0] for h in page["hits"]], env.goal(task.id).asin
+            if q and (target not in listed or (r.observation, task.instruction) in seen):
+                continue
+            seen.add((r.observation, task.instruction))
+            thought, action = parse_turn(oracle.act([ctx], None, [1])[0])
+            out.append(PickPage(ctx, listed, target, Step(action, "", thought)))
     return out
 
 
@@ -579,10 +611,8 @@ def rule_pick(page: PickPage) -> str:
     hits if none is), the one whose title shares the largest share of content words with the
     instruction (Jaccard; ties to the higher hit).  A reference for ``pick_accuracy``: how far
     reading titles and prices on the page gets without knowing the target."""
-    from eef.experts.webshop import content_words, instruction_parts, parse_page, parse_price
-    hits = parse_page(page.context.steps[-1].observation).get("hits") or []
-    if not hits:
-        raise PretrainError(f"{page.context.task_id}: the context does not end on results")
+    from eef.experts.webshop import content_words, instruction_parts, parse_price
+    hits = _page_hits(page)
     cap = instruction_parts(page.context.instruction)[2]
     query = set(content_words(page.context.instruction))
 
@@ -594,6 +624,76 @@ def rule_pick(page: PickPage) -> str:
     ok = [i for i, p in enumerate(prices) if cap is None or (p is not None and p < cap)] \
         or list(range(len(hits)))
     return hits[max(ok, key=lambda i: (score(i), -i))][0]
+
+
+def _page_hits(page: PickPage) -> list[tuple[str, str, str]]:
+    from eef.experts.webshop import parse_page
+    hits = parse_page(page.context.steps[-1].observation).get("hits") or []
+    if not hits:
+        raise PretrainError(f"{page.context.task_id}: the context does not end on results")
+    return hits
+
+
+class PageRanker:
+    """A learnt page-reading reference for ``pick_accuracy``: a conditional logit (softmax over
+    the page's hits of a linear score) on hand features of each hit, fit on pick pages of the
+    train goals.  Features: the hit's position (one-hot, 10), the title's share of the
+    instruction's content words (Jaccard; share of the instruction, of its product phrase, of
+    its option values), the share of title words not in the instruction, price under the cap,
+    no price, log price over cap, title length.  It knows nothing of the target on a page it
+    picks from: an estimate of what titles, prices and positions give a learner."""
+
+    N_FEATURES = 19
+
+    def __init__(self, l2: float = 1e-3):
+        self.l2 = l2
+        self.w: Any = None
+
+    @staticmethod
+    def features(page: PickPage) -> list[list[float]]:
+        import math
+
+        from eef.experts.webshop import content_words, instruction_parts, parse_price
+        phrase, opts, cap = instruction_parts(page.context.instruction)
+        q, qp = set(content_words(page.context.instruction)), set(content_words(phrase))
+        qo = {w for v in opts.values() for w in content_words(v)}
+        rows = []
+        for i, (_, title, price) in enumerate(_page_hits(page)):
+            t, p = set(content_words(title)), parse_price(price)
+            rows.append([float(i == k) for k in range(10)] + [
+                len(q & t) / max(1, len(q | t)), len(q & t) / max(1, len(q)),
+                len(qp & t) / max(1, len(qp)), len(qo & t) / max(1, len(qo)),
+                len(t - q) / max(1, len(t)),
+                float(cap is not None and p is not None and p < cap), float(p is None),
+                math.log1p(p or 0.0) - (math.log1p(cap) if cap else 0.0), len(t) / 20])
+        return rows
+
+    def fit(self, pages: Sequence[PickPage]) -> "PageRanker":
+        import torch
+        data = [(torch.tensor(self.features(p)), p.listed.index(p.target))
+                for p in pages if p.target_listed]
+        if not data:
+            raise PretrainError("no pages listing their target to fit the ranker on")
+        w = torch.zeros(self.N_FEATURES, dtype=torch.float32, requires_grad=True)
+        opt = torch.optim.LBFGS([w], max_iter=300, line_search_fn="strong_wolfe")
+
+        def closure() -> Any:
+            opt.zero_grad()
+            loss = sum(-torch.log_softmax(x @ w, 0)[y] for x, y in data) / len(data) \
+                + self.l2 * (w ** 2).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        self.w = w.detach()
+        return self
+
+    def pick(self, page: PickPage) -> str:
+        import torch
+        if self.w is None:
+            raise PretrainError("PageRanker.pick before fit")
+        scores = torch.tensor(self.features(page)) @ self.w
+        return _page_hits(page)[int(torch.argmax(scores))][0]
 
 
 def clicked_label(response: str) -> str | None:
@@ -616,14 +716,16 @@ def greedy_turns(policy: Any, contexts: Sequence[Trajectory], max_new_tokens: in
                       list(range(len(contexts))))
 
 
-def evaluate_picks(policy: Any, pages: Sequence[PickPage], max_new_tokens: int = 64
-                   ) -> dict[str, Any]:
+def evaluate_picks(policy: Any, pages: Sequence[PickPage], max_new_tokens: int = 64, *,
+                   ranker: PageRanker | None = None) -> dict[str, Any]:
     """Greedy turns of ``policy`` (a Policy or an HF model directory) on ``pages``.
 
     ``copy_rate``: share of all pages where the action is ``click[<an ASIN listed there>]``,
     exactly (same case).  ``pick_accuracy``: share of the pages listing the target where the
     action clicks it; ``first_hit`` and ``rule_pick``: the same for "click the first hit" and
-    for the page-reading rule of ``rule_pick`` on those pages."""
+    for the page-reading rule of ``rule_pick`` on those pages (and ``ranker_pick`` for a fitted
+    ``PageRanker``).  ``distinct_pages``: how many different results pages ``pages`` holds
+    (goals of one product share their first page)."""
     outs = greedy_turns(policy, [p.context for p in pages], max_new_tokens)
     labels = [clicked_label(o) for o in outs]
     copied = [lab is not None and lab in p.listed for lab, p in zip(labels, pages)]
@@ -638,6 +740,8 @@ def evaluate_picks(policy: Any, pages: Sequence[PickPage], max_new_tokens: int =
             "pick_accuracy": share(lambda lab, p: lab),
             "first_hit": share(lambda lab, p: p.listed[0]),
             "rule_pick": share(lambda lab, p: rule_pick(p)),
+            **({"ranker_pick": share(lambda lab, p: ranker.pick(p))} if ranker else {}),
+            "distinct_pages": len({p.context.steps[-1].observation for p in pages}),
             "examples": [{"task": p.context.task_id, "output": o, "target": p.target}
                          for o, p in list(zip(outs, pages))[:5]]}
 
