@@ -1,7 +1,7 @@
 """Does the pre-trained tiny preset read and copy?  Build time, copy rate, pick accuracy.
 
     python benchmarks/tiny_preset.py [--quick] [--json] [--sft-steps N] [--fresh] [--id-aliases]
-                                     [--queries K] [--shuffle P]
+                                     [--arms A,B] [--queries K] [--shuffle P]
 
 1. Build the pre-trained preset (``eef.models.pretrain.build_preset("tiny", "webshop")``;
    cached per machine, and a build that differs only in its main phase reuses a cached

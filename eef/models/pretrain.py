@@ -693,7 +693,7 @@ class PageRanker:
         if self.w is None:
             raise PretrainError("PageRanker.pick before fit")
         scores = torch.tensor(self.features(page)) @ self.w
-        return _page_hits(page)[int(torch.argmax(scores))][0]
+        return page.listed[int(torch.argmax(scores))]
 
 
 def clicked_label(response: str) -> str | None:
