@@ -17,7 +17,8 @@
    the hits in a random order), then ``pick_accuracy`` on the test pages listing the target,
    against clicking the first hit, the page-reading rule of ``eef.models.pretrain.rule_pick``
    (hits under the price cap, then the best title-word overlap) and ``PageRanker`` (a
-   conditional logit on hand features of the hits, fit on the same train pages) there.
+   conditional logit on hand features of the hits, fit on the same train pages) there, and
+   the ranker on the titles and prices alone and on the position alone.
 4. The same SFT budget from the preset with NO pre-training (random initialisation, same
    tokenizer), so the benefit is measured in the same run.
 5. With ``--id-aliases``, also the SFT of step 3 with per-page identifier aliases
@@ -29,6 +30,7 @@ JSON keys: ``build_minutes``, ``build_cached``, ``pretrain_steps``, ``pretrain_t
 ``copy_rate_pretrained``, and per model (``pretrained``, ``scratch``) ``copy_rate``,
 ``pick_accuracy``, ``pick_accuracy_wider``, ``sft_minutes`` (and ``aliases`` with
 ``--id-aliases``); ``first_hit``, ``rule_pick``, ``ranker_pick`` (and their ``*_wider``),
+``ranker_ablation`` (``words+price`` / ``position``: ``first_pages``, ``wider``),
 ``test_pages``, ``test_pages_with_target``, ``wider_pages_with_target``, ``sft_examples``,
 ``load_avg``.
 """
@@ -115,6 +117,16 @@ def main() -> None:
                  if pg.target_listed]
         random.Random(0).shuffle(train)
         ranker = PageRanker().fit(train)
+        # what the page carries without the position, and the position alone
+        parts = {"words+price": PageRanker(groups=("words", "price")).fit(train),
+                 "position": PageRanker(groups=("position",)).fit(train)}
+
+        def share(rk: PageRanker, pages: list) -> float:
+            listing = [pg for pg in pages if pg.target_listed]
+            return sum(rk.pick(pg) == pg.target for pg in listing) / max(1, len(listing))
+
+        ablation = {k: {"first_pages": share(rk, test), "wider": share(rk, wider)}
+                    for k, rk in parts.items()}
         rng = random.Random(1)
         sft_data = [shuffled_hits(pg.sft_example(), rng) if rng.random() < a.shuffle
                     else pg.sft_example() for pg in train]
@@ -161,7 +173,12 @@ def main() -> None:
            ["page-reading rule (price cap, then title words)", "100%",
             f"{r_pre['rule_pick']:.1%}", f"{w_pre['rule_pick']:.1%}", "-"],
            ["page ranker (19 hand features, fit on the train pages)", "100%",
-            f"{r_pre['ranker_pick']:.1%}", f"{w_pre['ranker_pick']:.1%}", "-"]])
+            f"{r_pre['ranker_pick']:.1%}", f"{w_pre['ranker_pick']:.1%}", "-"],
+           ["page ranker, titles and prices only (no position)", "100%",
+            f"{ablation['words+price']['first_pages']:.1%}",
+            f"{ablation['words+price']['wider']:.1%}", "-"],
+           ["page ranker, position only", "100%", f"{ablation['position']['first_pages']:.1%}",
+            f"{ablation['position']['wider']:.1%}", "-"]])
     table("build", ["what", "value"],
           [["build minutes (this call)", f"{build_s / 60:.1f}" + (" (cached)" if cached else "")],
            ["pre-training steps / minutes", f"{info['steps']} / {info['train_minutes']}"
@@ -178,6 +195,7 @@ def main() -> None:
           "first_hit": r_pre["first_hit"], "rule_pick": r_pre["rule_pick"],
           "ranker_pick": r_pre["ranker_pick"], "first_hit_wider": w_pre["first_hit"],
           "rule_pick_wider": w_pre["rule_pick"], "ranker_pick_wider": w_pre["ranker_pick"],
+          "ranker_ablation": ablation,
           "test_pages": len(test), "test_pages_with_target": len(with_target),
           "distinct_test_pages": r_pre["distinct_pages"],
           "wider_pages_with_target": len(wider), "distinct_wider_pages": w_pre["distinct_pages"],

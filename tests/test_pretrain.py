@@ -316,6 +316,15 @@ def test_page_ranker_learns_what_the_page_says():
     held = [page(i) for i in range(60, 100)]
     assert sum(ranker.pick(p) == p.target for p in held) >= 36
     assert sum(p.listed[0] == p.target for p in held) <= 15
+    # the titles carry the pick here, the position does not
+    by_words = PageRanker(groups=("words",)).fit([page(i) for i in range(60)])
+    assert sum(by_words.pick(p) == p.target for p in held) >= 36
+    where = PageRanker(groups=("position",)).fit([page(i) for i in range(60)])
+    assert sum(where.pick(p) == p.target for p in held) <= 15
+    with pytest.raises(PretrainError, match="groups"):
+        PageRanker(groups=("colour",))
+    with pytest.raises(PretrainError, match="groups"):
+        PageRanker(groups=())
 
 
 def test_search_drills_carry_the_train_instruction_into_the_query(env):

@@ -641,13 +641,30 @@ class PageRanker:
     instruction's content words (Jaccard; share of the instruction, of its product phrase, of
     its option values), the share of title words not in the instruction, price under the cap,
     no price, log price over cap, title length.  It knows nothing of the target on a page it
-    picks from: an estimate of what titles, prices and positions give a learner."""
+    picks from: an estimate of what titles, prices and positions give a learner.
+
+    ``groups`` keeps a subset of the features (``GROUPS``: ``position``, ``words`` -- the
+    five title/instruction overlaps and the title length --, ``price``), to measure what each
+    part of the page carries."""
 
     N_FEATURES = 19
+    #: feature columns of each group
+    GROUPS = {"position": tuple(range(10)), "words": (10, 11, 12, 13, 14, 18),
+              "price": (15, 16, 17)}
 
-    def __init__(self, l2: float = 1e-3):
+    def __init__(self, l2: float = 1e-3, groups: Sequence[str] = ("position", "words", "price")):
+        bad = sorted(set(groups) - set(self.GROUPS))
+        if bad or not groups:
+            raise PretrainError(f"PageRanker groups must be a non-empty subset of "
+                                f"{', '.join(self.GROUPS)}; got {list(groups)}")
         self.l2 = l2
+        self.groups = tuple(groups)
+        self.columns = sorted(c for g in self.groups for c in self.GROUPS[g])
         self.w: Any = None
+
+    def _x(self, page: PickPage) -> Any:
+        import torch
+        return torch.tensor(self.features(page))[:, self.columns]
 
     @staticmethod
     def features(page: PickPage) -> list[list[float]]:
@@ -670,11 +687,10 @@ class PageRanker:
 
     def fit(self, pages: Sequence[PickPage]) -> "PageRanker":
         import torch
-        data = [(torch.tensor(self.features(p)), p.listed.index(p.target))
-                for p in pages if p.target_listed]
+        data = [(self._x(p), p.listed.index(p.target)) for p in pages if p.target_listed]
         if not data:
             raise PretrainError("no pages listing their target to fit the ranker on")
-        w = torch.zeros(self.N_FEATURES, dtype=torch.float32, requires_grad=True)
+        w = torch.zeros(len(self.columns), dtype=torch.float32, requires_grad=True)
         opt = torch.optim.LBFGS([w], max_iter=300, line_search_fn="strong_wolfe")
 
         def closure() -> Any:
@@ -692,7 +708,7 @@ class PageRanker:
         import torch
         if self.w is None:
             raise PretrainError("PageRanker.pick before fit")
-        scores = torch.tensor(self.features(page)) @ self.w
+        scores = self._x(page) @ self.w
         return page.listed[int(torch.argmax(scores))]
 
 
