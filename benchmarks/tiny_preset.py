@@ -120,12 +120,7 @@ def main() -> None:
         # what the page carries without the position, and the position alone
         parts = {"words+price": PageRanker(groups=("words", "price")).fit(train),
                  "position": PageRanker(groups=("position",)).fit(train)}
-
-        def share(rk: PageRanker, pages: list) -> float:
-            listing = [pg for pg in pages if pg.target_listed]
-            return sum(rk.pick(pg) == pg.target for pg in listing) / max(1, len(listing))
-
-        ablation = {k: {"first_pages": share(rk, test), "wider": share(rk, wider)}
+        ablation = {k: {"first_pages": rk.accuracy(test), "wider": rk.accuracy(wider)}
                     for k, rk in parts.items()}
         rng = random.Random(1)
         sft_data = [shuffled_hits(pg.sft_example(), rng) if rng.random() < a.shuffle

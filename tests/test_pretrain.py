@@ -321,6 +321,8 @@ def test_page_ranker_learns_what_the_page_says():
     assert sum(by_words.pick(p) == p.target for p in held) >= 36
     where = PageRanker(groups=("position",)).fit([page(i) for i in range(60)])
     assert sum(where.pick(p) == p.target for p in held) <= 15
+    assert where.accuracy(held) == sum(where.pick(p) == p.target for p in held) / len(held)
+    assert where.accuracy([]) == 0.0
     with pytest.raises(PretrainError, match="groups"):
         PageRanker(groups=("colour",))
     with pytest.raises(PretrainError, match="groups"):

@@ -647,8 +647,7 @@ class PageRanker:
     five title/instruction overlaps and the title length --, ``price``), to measure what each
     part of the page carries."""
 
-    N_FEATURES = 19
-    #: feature columns of each group
+    #: feature columns of each group (19 features in all)
     GROUPS = {"position": tuple(range(10)), "words": (10, 11, 12, 13, 14, 18),
               "price": (15, 16, 17)}
 
@@ -710,6 +709,11 @@ class PageRanker:
             raise PretrainError("PageRanker.pick before fit")
         scores = self._x(page) @ self.w
         return page.listed[int(torch.argmax(scores))]
+
+    def accuracy(self, pages: Sequence[PickPage]) -> float:
+        """Share of the ``pages`` listing their target where ``pick`` clicks it (0 if none)."""
+        listing = [p for p in pages if p.target_listed]
+        return sum(self.pick(p) == p.target for p in listing) / len(listing) if listing else 0.0
 
 
 def clicked_label(response: str) -> str | None:
