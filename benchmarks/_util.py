@@ -29,15 +29,16 @@ def table(title: str, header: list[str], rows: list[list]) -> None:
     Console(file=sys.stdout, width=140).print(t)
 
 
-def peak_gflops(repeats: int = 5) -> float:
-    """The machine's fp32 matmul peak now: the median GFLOP/s of square matmuls of 512, 1024 and
-    2048 (the best size counts), with torch's current thread setting."""
+def peak_gflops(repeats: int = 5, dtype: str = "float32") -> float:
+    """The machine's matmul peak now in ``dtype``: the median GFLOP/s of square matmuls of 512,
+    1024 and 2048 (the best size counts), with torch's current thread setting."""
     import time
 
     import torch
+    dt = getattr(torch, dtype)
     best = 0.0
     for n in (512, 1024, 2048):
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
         a @ b
         ts = []
         for _ in range(repeats):

@@ -60,6 +60,20 @@ Workers = typer.Option(0, help="Env worker processes (rollout.backend: process; 
                        "ScienceWorld JVM each): N episodes in flight.  0: in this process.")
 
 
+Dtype = typer.Option("auto", help="hf: models: weights' dtype: auto (bfloat16 where the "
+                     "CPU or GPU computes it fast and the model has 50M+ parameters, else "
+                     "float32), float32, bfloat16.")
+
+
+def _dtype(name: str) -> str:
+    from eef.models.precision import DtypeError, check_dtype
+    try:
+        return check_dtype(name) or "auto"
+    except DtypeError as e:
+        _fail(str(e))
+    return name
+
+
 def _workers(workers: int, num_envs: int = 0) -> int:
     if workers < 0:
         _fail("--workers must be >= 0")
@@ -195,6 +209,7 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
              prefix_cache_mb: Optional[int] = typer.Option(None, help="hf: policies: memory "
                                                            "for reusing earlier turns' keys/"
                                                            "values (default 512; 0: off)."),
+             dtype: str = Dtype,
              data_dir: Optional[Path] = DataDir):
     """Evaluate a policy: win rate (success share) and mean score (0-100)."""
     from eef.rollout.episode import summarize
@@ -210,6 +225,10 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
     if max_context is not None and (max_context < 16 or not policy.startswith("hf:")):
         _fail("--max-context must be >= 16, and is only for hf: policies")
     kw: dict = {"system": system} if system else {}
+    if policy.startswith("hf:"):
+        kw["dtype"] = _dtype(dtype)
+    elif dtype != "auto":
+        _fail("--dtype is only for hf: policies")
     if max_context is not None:
         kw["max_context"] = max_context
     if trim_block > 1:
@@ -394,6 +413,7 @@ def serve(model: str = typer.Argument(..., help="Model spec, e.g. hf:DIR."),
           max_adapters: int = typer.Option(4, help="LoRA adapters loaded at once at most "
                                            "(POST /v1/load_lora_adapter; 0: none)."),
           system: Optional[str] = typer.Option(None, help="System message."),
+          dtype: str = Dtype,
           data_dir: Optional[Path] = DataDir):
     """Serve a model over an OpenAI-compatible /v1/chat/completions API (LoRA adapters are
     loaded at run time with vLLM's /v1/load_lora_adapter endpoints)."""
@@ -404,7 +424,8 @@ def serve(model: str = typer.Argument(..., help="Model spec, e.g. hf:DIR."),
                       max_body_bytes=max_body_bytes, max_new_tokens=max_new_tokens,
                       max_adapters=max_adapters)
     try:
-        do_serve(model, cfg, **({"system": system} if system else {}))
+        do_serve(model, cfg, **({"system": system} if system else {}),
+                 **({"dtype": _dtype(dtype)} if model.startswith("hf:") else {}))
     except (PolicySpecError, ValueError, FileNotFoundError) as e:
         _fail(str(e))
 

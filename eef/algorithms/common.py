@@ -234,7 +234,7 @@ def load_model_policy(ctx: Context, model: Path):
     from eef.policy import load_policy
     return load_policy(f"hf:{model}", ctx.env, system=m.system, device=policy_device(m.device),
                        trim_block=m.trim_block, prefix_cache_mb=m.prefix_cache_mb,
-                       max_context=m.max_context)
+                       max_context=m.max_context, dtype=m.dtype)
 
 
 def release_policy(policy: Any) -> None:

@@ -78,6 +78,9 @@ class ModelConfig:
                                  "max_position_embeddings.  Set it to train.max_tokens so that "
                                  "rollouts never see a longer context than the training "
                                  "windows (docs/models.md, context budget).", None)
+    dtype: str = _h("In-process policy: weights' dtype: auto (bfloat16 where the CPU or GPU "
+                    "computes it fast and the model has 50M+ parameters, else float32), "
+                    "float32, bfloat16 (eef.models.precision).", "auto")
     device: str = _h("Device of the rollout and evaluation policy: auto (cuda when available, "
                      "else cpu), cpu, cuda, cuda:N.", "auto")
     serve_url: str | None = _h("OpenAI-compatible server (e.g. vLLM started with --enable-lora "
@@ -254,6 +257,11 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"model.trim_block must be >= 1, not {cfg.model.trim_block}")
     if cfg.model.max_context is not None and cfg.model.max_context < 16:
         raise ConfigError(f"model.max_context must be >= 16 or null, not {cfg.model.max_context}")
+    from eef.models.precision import DtypeError, check_dtype
+    try:
+        check_dtype(cfg.model.dtype)
+    except DtypeError as e:
+        raise ConfigError(f"model.dtype: {e}") from None
     if cfg.model.prefix_cache_mb < 0:
         raise ConfigError(f"model.prefix_cache_mb must be >= 0, not {cfg.model.prefix_cache_mb}")
     if cfg.env.eval_order not in ("split", "by_type"):

@@ -27,6 +27,9 @@ import torch
 import torch.nn.functional as F
 
 FAST_MODEL_TYPES = ("llama", "mistral", "qwen2")
+#: new prompt tokens per packed prefill pass (bounds its activations: ~25 MB per 1,000 tokens
+#: for a 135M model; beyond ~2,000 the matmuls gain little)
+PREFILL_TOKENS = 4096
 
 
 @dataclass
@@ -36,6 +39,10 @@ class DecodeStats:
     steps: int = 0
     fast: bool = False
     reused_tokens: int = 0  # prompt tokens whose keys/values came from the prefix cache
+    #: keys attended to, summed over every computed position (prefill and new tokens; fast
+    #: path): the attention work is 4 x heads x head_dim x this, per layer
+    attended: int = 0
+    decode_attended: int = 0  # the part of ``attended`` read by one-token decode steps
 
 
 class PrefixCache:
@@ -142,12 +149,8 @@ class _LlamaRunner:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
         p = next(m.parameters())
         self.dtype, self.device = p.dtype, p.device
-        rot = self.inner.rotary_emb
-        scale = float(getattr(rot, "attention_scaling", 1.0))
-        freqs = torch.arange(max_pos, device=self.device).float()[:, None] * rot.inv_freq.float()
-        emb = torch.cat((freqs, freqs), dim=-1)
-        self.cos = (emb.cos() * scale).to(self.dtype)
-        self.sin = (emb.sin() * scale).to(self.dtype)
+        self.cos = self.sin = torch.empty(0)
+        self.rope(max_pos)
         self.layers = []
         for layer in self.inner.layers:
             at, mlp = layer.self_attn, layer.mlp
@@ -161,6 +164,18 @@ class _LlamaRunner:
                                 getattr(at, "scaling", None)))
         self.q_dim = self.n_heads * self.head_dim
         self.kv_dim = self.n_kv * self.head_dim
+
+    def rope(self, n: int) -> None:
+        """RoPE tables for positions ``0 .. n-1`` (grown, never shrunk)."""
+        if self.cos.shape[0] >= n:
+            return
+        n = max(n, 2 * self.cos.shape[0])
+        rot = self.inner.rotary_emb
+        scale = float(getattr(rot, "attention_scaling", 1.0))
+        freqs = torch.arange(n, device=self.device).float()[:, None] * rot.inv_freq.float()
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.cos = (emb.cos() * scale).to(self.dtype)
+        self.sin = (emb.sin() * scale).to(self.dtype)
 
     @staticmethod
     def _norm(x: torch.Tensor, ln: Any) -> torch.Tensor:
@@ -190,13 +205,63 @@ class _LlamaRunner:
         """Per layer: keys [B, Hkv, D, L] (transposed) and values [B, Hkv, L, D]."""
         kshape = (batch, self.n_kv, self.head_dim, length)
         vshape = (batch, self.n_kv, length, self.head_dim)
-        return [(torch.zeros(kshape, dtype=self.dtype, device=self.device),
-                 torch.zeros(vshape, dtype=self.dtype, device=self.device)) for _ in self.layers]
+        return [(torch.empty(kshape, dtype=self.dtype, device=self.device),
+                 torch.empty(vshape, dtype=self.dtype, device=self.device)) for _ in self.layers]
+
+    def prefill(self, ids: torch.Tensor, pos: torch.Tensor, segs: list[tuple[int, int, int, int]],
+                cache: list) -> torch.Tensor:
+        """Logits of the last position of each segment, for the rows' new tokens packed into
+        one sequence (no padding): the linear layers see all of them at once, attention runs
+        per row.  ``ids``/``pos``: [N]; ``segs``: per row ``(row, first cache column of the
+        row, first column to compute, end column)``; the row's keys/values before the column
+        to compute are already in ``cache``."""
+        N = ids.shape[0]
+        x = self.inner.embed_tokens(ids)[None]  # [1, N, d]
+        cos, sin = self.cos[pos][None, None], self.sin[pos][None, None]  # [1, 1, N, D]
+        gqa = self.n_kv != self.n_heads
+        qd, kvd, hd = self.q_dim, self.kv_dim, self.head_dim
+        masks = {}
+        for (ln1, qkv_w, qkv_b, o_proj, ln2, gu_w, down, scaling), (kc, vc) in \
+                zip(self.layers, cache):
+            qkv = F.linear(self._norm(x, ln1), qkv_w, qkv_b)
+            q = self._rot(qkv[..., :qd].view(1, N, -1, hd).transpose(1, 2), cos, sin)
+            k = self._rot(qkv[..., qd:qd + kvd].view(1, N, -1, hd).transpose(1, 2), cos, sin)
+            v = qkv[..., qd + kvd:].view(1, N, -1, hd).transpose(1, 2)
+            outs, off = [], 0
+            for row, lo, s, e in segs:
+                T = e - s
+                kj, vj = k[:, :, off:off + T], v[:, :, off:off + T]
+                kc[row, :, :, s:e] = kj[0].transpose(-1, -2)
+                vc[row, :, s:e] = vj[0]
+                qj = q[:, :, off:off + T]
+                if s == lo:  # nothing cached before: plain causal attention
+                    o = F.scaled_dot_product_attention(qj, kj, vj, is_causal=True,
+                                                       scale=scaling, enable_gqa=gqa)
+                else:  # after a reused prefix of s - lo tokens
+                    n = s - lo
+                    if (T, n) not in masks:
+                        masks[(T, n)] = torch.ones(T, n + T, dtype=torch.bool,
+                                                   device=ids.device).tril(diagonal=n)
+                    o = F.scaled_dot_product_attention(
+                        qj, kc[row:row + 1, :, :, lo:e].transpose(-1, -2),
+                        vc[row:row + 1, :, lo:e], attn_mask=masks[(T, n)], scale=scaling,
+                        enable_gqa=gqa)
+                outs.append(o)
+                off += T
+            o = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
+            x = x + o_proj(o.transpose(1, 2).reshape(1, N, qd))
+            gu = F.linear(self._norm(x, ln2), gu_w)
+            g, u = gu.chunk(2, dim=-1)
+            x = x + down(F.silu(g) * u)
+        last = torch.tensor([0] + [e - s for _, _, s, e in segs], device=ids.device).cumsum(0)
+        x = self._norm(x[0, last[1:] - 1], self.inner.norm)
+        return self.m.lm_head(x).float()
 
     def forward(self, ids: torch.Tensor, pos: torch.Tensor, cache: list, start: int,
                 mask: torch.Tensor) -> torch.Tensor:
         """Logits of the last position.  ``ids``/``pos``: [B, T]; the new keys go to cache
-        columns ``start .. start+T``; ``mask``: [B, 1, T, start+T] bool (True = attend)."""
+        columns ``start .. start+T``; ``mask``: [B, 1, T, start+T] bool (True = attend), or
+        for ``T == 1`` [B, 1, 1, cache length]."""
         B, T = ids.shape
         x = self.inner.embed_tokens(ids)
         cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]
@@ -213,8 +278,10 @@ class _LlamaRunner:
             kc[:, :, :, start:end] = k.transpose(-1, -2)
             vc[:, :, start:end] = v
             q = self._rot(q, cos, sin)
-            if T == 1:  # one query per row: plain matmuls beat the CPU flash kernel here
-                o = self._attend_one(q, kc[:, :, :, :end], vc[:, :, :end], mask, scaling)
+            if T == 1:  # one query per row: plain matmuls beat the CPU flash kernel here;
+                # over the whole cache (the mask hides columns not written yet): a slice of
+                # it would be copied at every step
+                o = self._attend_one(q, kc, vc, mask, scaling)
             elif not start:  # the prefill: attends to its own keys only
                 o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling,
                                                    enable_gqa=gqa)
@@ -252,7 +319,7 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int 
            stop_ids: Sequence[int] = (), pad_id: int = 0,
            stop_check: Callable[[int, list[int]], bool] | None = None,
            check_ids: set[int] | None = None, fast: bool | None = None,
-           prefill_rows: int = 16, stats: DecodeStats | None = None,
+           prefill_tokens: int = PREFILL_TOKENS, stats: DecodeStats | None = None,
            prefix_cache: "PrefixCache | None" = None) -> list[list[int]]:
     """New tokens for each prompt (stop token included when one ended the row).
 
@@ -278,16 +345,11 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int 
     P = max(len(p) for p in prompts)
     reuse = prefix_cache if fast else None
     hits = [reuse.lookup(p) for p in prompts] if reuse is not None else None
-    # batch rows in order of the first column they must compute, so that the prefill's row
-    # chunks group rows with long reused prefixes (rows[j]: the prompt in batch row j)
-    rows = list(range(B))
-    if hits is not None:
-        rows.sort(key=lambda i: P - len(prompts[i]) + hits[i][0])
-        hits = [hits[i] for i in rows]
-    lens = torch.tensor([len(prompts[i]) for i in rows], device=dev)
+    rows = list(range(B))  # rows[j]: the prompt in batch row j (batch rows shrink, see below)
+    lens = torch.tensor([len(p) for p in prompts], device=dev)
     ids = torch.full((B, P), pad_id, dtype=torch.long, device=dev)
-    for j, i in enumerate(rows):
-        ids[j, P - len(prompts[i]):] = torch.tensor(list(prompts[i]), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p):] = torch.tensor(list(p), dtype=torch.long)
     pad = P - lens  # left padding per row
     stop = torch.tensor(sorted(set(stop_ids)) or [-1], device=dev)
     out: list[list[int]] = [[] for _ in range(B)]
@@ -297,9 +359,13 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int 
     if max_new_tokens <= 0:
         return out
     if fast:
-        step = _FastLoop(model, ids, pad, max_new_tokens, prefill_rows, hits)
-        if stats is not None and hits is not None:
-            stats.reused_tokens += sum(n for n, _ in hits)
+        step = _FastLoop(model, ids, pad, max_new_tokens, prefill_tokens, hits)
+        if stats is not None:
+            for p, (n, _) in zip(prompts, hits or [(0, None)] * B):
+                T = len(p) - n
+                stats.attended += T * n + T * (T + 1) // 2
+            if hits is not None:
+                stats.reused_tokens += sum(n for n, _ in hits)
     else:
         step = _HFLoop(model, ids, pad)
     logits = step.first()
@@ -310,48 +376,80 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int 
                 r = rows[j]
                 fed = list(prompts[r]) + out[r][:-1]  # the last token was never fed
                 reuse.add(fed, step.export(j, len(out[r]) - 1))
+    # Finished rows stay in the batch (fed a pad token, outputs ignored) until a quarter of it
+    # has finished: compacting copies the whole cache, as costly as a step.
+    alive = list(range(B))  # batch rows still decoding
     for t in range(max_new_tokens):
-        nxt = _sample(logits, temperature, top_p, [gens[r] for r in rows])
+        lg = logits if len(alive) == len(rows) else logits[torch.tensor(alive, device=dev)]
+        nxt = _sample(lg, temperature, top_p, [gens[rows[j]] for j in alive])
         done = torch.isin(nxt, stop)
         keep: list[int] = []
-        for j, r in enumerate(rows):
-            tok = int(nxt[j])
+        for a, j in enumerate(alive):
+            r, tok = rows[j], int(nxt[a])
             out[r].append(tok)
-            fin = bool(done[j])
+            fin = bool(done[a])
             if not fin and stop_check is not None and (check_ids is None or tok in check_ids):
                 fin = stop_check(r, out[r])
             if not fin:
-                keep.append(j)
+                keep.append(a)
         if stats is not None:
-            stats.new_tokens += len(rows)
+            stats.new_tokens += len(alive)
             stats.steps += 1
+            if fast:  # the token fed next attends to its prompt and the tokens so far
+                n = sum(len(prompts[rows[j]]) + t + 1 for j in alive)
+                stats.attended += n
+                stats.decode_attended += n
         if not keep or t == max_new_tokens - 1:
-            keep_kv(list(range(len(rows))))
+            keep_kv(alive)
             break
-        if len(keep) < len(rows):
+        if len(keep) < len(alive):
             kept = set(keep)
-            keep_kv([j for j in range(len(rows)) if j not in kept])
-            idx = torch.tensor(keep, device=dev)
+            keep_kv([j for a, j in enumerate(alive) if a not in kept])
+        feed = torch.full((len(rows),), pad_id, dtype=torch.long, device=dev)
+        alive, nxt = [alive[a] for a in keep], nxt[torch.tensor(keep, device=dev)]
+        feed[torch.tensor(alive, device=dev)] = nxt
+        if len(alive) <= 0.75 * len(rows):
+            idx = torch.tensor(alive, device=dev)
             step.select(idx)
-            nxt = nxt[idx]
-            rows = [rows[j] for j in keep]
-        logits = step.next(nxt)
+            feed, rows, alive = feed[idx], [rows[j] for j in alive], list(range(len(alive)))
+        logits = step.next(feed)
     return out
 
 
-#: prefill token-rows a new row chunk must save to be worth its smaller, less efficient matmuls
-_SPLIT_GAIN = 256
+_RUNNERS_LOCK = threading.Lock()
+
+
+def _runner(model: Any, max_pos: int) -> _LlamaRunner:
+    """The model's runner, built once and rebuilt only when its weights change (new tensors
+    or an in-place update): building one concatenates every projection matrix."""
+    m = _base(model)
+    key = tuple((p.data_ptr(), p._version) for p in m.parameters())
+    with _RUNNERS_LOCK:
+        got = getattr(m, "_eef_runner", None)
+        if got is None or got[0] != key:
+            got = (key, _LlamaRunner(m, max_pos))
+            m._eef_runner = got  # a cycle the garbage collector frees with the model
+    got[1].rope(max_pos)
+    return got[1]
 
 
 class _FastLoop:
     def __init__(self, model: Any, ids: torch.Tensor, pad: torch.Tensor, max_new: int,
-                 prefill_rows: int, hits: list[tuple[int, Any]] | None = None):
+                 prefill_tokens: int = PREFILL_TOKENS,
+                 hits: list[tuple[int, Any]] | None = None):
         B, P = ids.shape
-        self.r = _LlamaRunner(model, P + max_new)
+        self.r = _runner(model, P + max_new)
         self.P, self.t = P, 0
         self.cache = self.r.alloc(B, P + max_new)
         self.pad = pad
-        self.ids, self.prefill_rows = ids, prefill_rows
+        self.ids, self.prefill_tokens = ids, max(1, int(prefill_tokens))
+        # padding columns are masked out but must hold finite values (0 x inf is nan)
+        width = int(pad.max())
+        for kc, vc in self.cache:
+            kc[:, :, :, :width] = 0
+            vc[:, :, :width] = 0
+            kc[:, :, :, P:] = 0
+            vc[:, :, P:] = 0
         # reused prefixes: row i's first n_i tokens (columns pad_i .. pad_i+n_i) come cached
         self.reused = torch.zeros(B, dtype=torch.long, device=pad.device)
         for i, (n, kv) in enumerate(hits or []):
@@ -363,39 +461,26 @@ class _FastLoop:
                 self.reused[i] = n
 
     def first(self) -> torch.Tensor:
+        """The prefill: every row's uncached prompt tokens, packed without padding into passes
+        of about ``prefill_tokens`` tokens; the logits of each row's last prompt position."""
         B, P = self.ids.shape
-        ar = torch.arange(P, device=self.ids.device)
+        pads, starts = self.pad.tolist(), (self.pad + self.reused).tolist()
+        chunks: list[list[tuple[int, int, int, int]]] = [[]]
+        n = 0
+        for j in range(B):
+            if chunks[-1] and n + P - starts[j] > self.prefill_tokens:
+                chunks.append([])
+                n = 0
+            chunks[-1].append((j, pads[j], starts[j], P))
+            n += P - starts[j]
         outs = []
-        for a, b in self._chunks():  # prefill in row chunks to bound memory
-            pad = self.pad[a:b]
-            # the first column any row of the chunk must compute (rows with a longer cached
-            # prefix recompute a few cached columns: same values)
-            S = int((pad + self.reused[a:b]).min())
-            q = ar[S:]
-            pos = (q[None] - pad[:, None]).clamp(min=0)
-            key_ok = ar[None] >= pad[:, None]  # [b, P]
-            causal = ar[None, :] <= q[:, None]  # [P-S, P]
-            mask = causal[None] & key_ok[:, None, :]
-            mask = mask | (ar[None, :] == q[:, None])[None]  # a pad column attends to itself
-            sub = [(k[a:b], v[a:b]) for k, v in self.cache]
-            outs.append(self.r.forward(self.ids[a:b, S:], pos, sub, S, mask[:, None]))
+        for segs in chunks:
+            ids = torch.cat([self.ids[j, s:e] for j, _, s, e in segs])
+            pos = torch.cat([torch.arange(s - lo, e - lo, device=ids.device)
+                             for _, lo, s, e in segs])
+            outs.append(self.r.prefill(ids, pos, segs, self.cache))
         del self.ids
         return torch.cat(outs)
-
-    def _chunks(self) -> list[tuple[int, int]]:
-        """Row ranges of at most ``prefill_rows`` rows; with reused prefixes (rows sorted by
-        their first column to compute), a new chunk also starts where that saves more than
-        ``_SPLIT_GAIN`` token-rows of prefill, so that one row without a reusable prefix does
-        not make its neighbours recompute theirs."""
-        B = self.ids.shape[0]
-        start = (self.pad + self.reused).tolist()
-        out, a = [], 0
-        for i in range(1, B + 1):
-            if i == B or i - a >= self.prefill_rows or \
-                    (start[i] - start[a]) * min(B - i, self.prefill_rows) > _SPLIT_GAIN:
-                out.append((a, i))
-                a = i
-        return out
 
     def export(self, j: int, n_new: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Copies of row ``j``'s keys/values: its prompt and its first ``n_new`` new tokens."""
@@ -410,8 +495,8 @@ class _FastLoop:
         col = self.P + self.t
         self.t += 1
         pos = (col - self.pad)[:, None]
-        ar = torch.arange(col + 1, device=tok.device)
-        mask = (ar[None] >= self.pad[:, None])[:, None, None, :]
+        ar = torch.arange(self.cache[0][1].shape[2], device=tok.device)
+        mask = ((ar[None] >= self.pad[:, None]) & (ar <= col)[None])[:, None, None, :]
         return self.r.forward(tok[:, None], pos, self.cache, col, mask)
 
 

@@ -23,6 +23,7 @@ from eef.models.decode import DecodeStats, PrefixCache, decode
 from eef.models.errors import ModelMismatchError, ModelNotFoundError
 from eef.models.format import (ChatFormat, IdAliases, cut_after_action, format_options,
                                trajectory_messages)
+from eef.models.precision import check_dtype, choose_dtype
 from eef.policy import Sampling
 
 if TYPE_CHECKING:
@@ -36,7 +37,10 @@ def _looks_like_path(s: str) -> bool:
 def load_model_and_tokenizer(path: str, device: str = "cpu", dtype: str | None = None,
                              merge_lora: bool = True) -> tuple[Any, Any]:
     """The (model, tokenizer) of an HF directory or cached hub id; raises
-    ``ModelNotFoundError`` / ``ModelMismatchError`` with a message saying what is wrong."""
+    ``ModelNotFoundError`` / ``ModelMismatchError`` with a message saying what is wrong.
+    ``dtype``: None keeps the checkpoint's weights as loaded (float32 unless the config says
+    otherwise), ``auto`` picks bf16 where it is fast (``eef.models.precision``), or a name
+    (``float32``, ``bfloat16``, ``float16``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from eef.models.named import resolve
@@ -48,7 +52,8 @@ def load_model_and_tokenizer(path: str, device: str = "cpu", dtype: str | None =
                               ("config.json", "adapter_config.json")):
         raise ModelNotFoundError(f"hf:{path}: not an HF model directory (no config.json)")
     src = str(p) if p.exists() else path
-    torch_dtype = getattr(torch, dtype) if dtype else None
+    check_dtype(dtype)
+    torch_dtype = None if dtype in (None, "auto") else choose_dtype(dtype, 0, device)
     try:
         adapter = p / "adapter_config.json"
         if adapter.exists():
@@ -76,6 +81,8 @@ def load_model_and_tokenizer(path: str, device: str = "cpu", dtype: str | None =
                                  f"model's embedding table only {n_emb}: wrong tokenizer?")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
+    if dtype == "auto":
+        model.to(choose_dtype("auto", sum(p.numel() for p in model.parameters()), device))
     model.to(device).eval()
     return model, tok
 
@@ -103,7 +110,8 @@ class HFPolicy:
     def __init__(self, model: Any, tokenizer: Any, spec: str = "hf:model",
                  system: str | None = None, max_context: int | None = None,
                  batch_size: int = 64, fast: bool | None = None, prefix_cache_mb: int = 512,
-                 trim_block: int = 1, aliases: IdAliases | None = None):
+                 trim_block: int = 1, aliases: IdAliases | None = None,
+                 kv_cache_mb: int = 2048):
         self.model, self.tokenizer, self.spec = model, tokenizer, spec
         #: keys/values of recent turns, reused by the next turn of the same conversation
         #: (fast decoder only; ``prefix_cache_mb=0`` turns it off; ``clear()`` it after
@@ -113,6 +121,9 @@ class HFPolicy:
         cfg = getattr(model, "config", None)
         self.max_context = int(max_context or getattr(cfg, "max_position_embeddings", 2048))
         self.batch_size = batch_size
+        #: keys/values of one decode call stay under this many MB: a batch whose rows x
+        #: (longest prompt + new tokens) would need more is split (the memory bound of rollouts)
+        self.kv_cache_mb = int(kv_cache_mb)
         self.fast = fast
         #: prompts over max_context drop their oldest exchanges in blocks of this many
         #: (``ChatFormat.encode_messages``): a stable window the prefix cache can reuse
@@ -158,8 +169,8 @@ class HFPolicy:
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[Completion] = [Completion("", 0, 0, "length")] * len(prompts)
         stop = [x for x in stop if x]
-        for a in range(0, len(order), self.batch_size):
-            idx = order[a:a + self.batch_size]
+        for idx in self.batches([len(prompts[i]) for i in order], s.max_new_tokens):
+            idx = [order[i] for i in idx]
             texts = self._generate([prompts[i] for i in idx], s,
                                    [seeds[i] for i in idx] if seeds is not None else None,
                                    stop_after_action, stop)
@@ -168,6 +179,28 @@ class HFPolicy:
         if self.format.aliases is not None:  # the model wrote aliases: back to identifiers
             out = [replace(c, text=self.format.aliases.decode(c.text, chat))
                    for c, chat in zip(out, chats)]
+        return out
+
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of keys and values one token takes in the decoder's cache."""
+        cfg = self.model.config
+        n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        size = next(self.model.parameters()).element_size()
+        return 2 * cfg.num_hidden_layers * n_kv * head * size
+
+    def batches(self, lengths: Sequence[int], max_new: int) -> list[list[int]]:
+        """Index batches of prompts sorted by length (ascending): at most ``batch_size`` rows,
+        and rows x (longest prompt + ``max_new``) cache tokens within ``kv_cache_mb`` (one
+        row at least)."""
+        budget = (self.kv_cache_mb << 20) // self.kv_bytes_per_token()
+        out: list[list[int]] = []
+        for i, n in enumerate(lengths):
+            if out and len(out[-1]) < self.batch_size and \
+                    (len(out[-1]) + 1) * (n + max_new) <= budget:
+                out[-1].append(i)
+            else:
+                out.append([i])
         return out
 
     def _cut(self, text: str, stop_after_action: bool, stop: Sequence[str]) -> tuple[str, bool]:
@@ -214,15 +247,18 @@ class HFPolicy:
 
 def load_hf_policy(rest: str, env: "TextEnv | None" = None, **kw: Any) -> HFPolicy:
     """The policy of spec ``hf:<rest>``.  Keywords: ``device`` (``cpu``), ``dtype``
-    (e.g. ``bfloat16``), ``system`` (system message), ``max_context``, ``batch_size``,
+    (``auto``, the default: bf16 where the hardware has it for models of 50M parameters and
+    more, else float32; or ``float32``, ``bfloat16``), ``system`` (system message), ``max_context``, ``batch_size``,
     ``fast`` (force/skip the static-cache decoder), ``prefix_cache_mb`` (memory for reusing
     earlier turns' keys/values; 0: off), ``trim_block`` (drop the oldest exchanges of an
-    over-long prompt in blocks of this many)."""
+    over-long prompt in blocks of this many), ``kv_cache_mb`` (keys/values of one decode
+    call stay under it: larger batches are split)."""
     if not rest:
         raise ModelNotFoundError("hf: needs a model id or directory (hf:PATH)")
     model, tok = load_model_and_tokenizer(rest, device=kw.pop("device", "cpu"),
-                                          dtype=kw.pop("dtype", None))
-    known = {"system", "max_context", "batch_size", "fast", "prefix_cache_mb", "trim_block"}
+                                          dtype=kw.pop("dtype", "auto"))
+    known = {"system", "max_context", "batch_size", "fast", "prefix_cache_mb", "trim_block",
+             "kv_cache_mb"}
     unknown = set(kw) - known
     if unknown:
         raise TypeError(f"load_hf_policy: unknown options {sorted(unknown)}")

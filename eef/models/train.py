@@ -68,7 +68,10 @@ class TrainConfig:
     log_every: int = field(default=1, metadata={"help": "append the loss to train_log.jsonl "
                                                         "every N steps"})
     mixed_precision: str = field(default="no", metadata={
-        "help": "accelerate mixed precision: no | bf16 | fp16 (GPUs)"})
+        "help": "accelerate mixed precision: no | bf16 | fp16 (GPUs) | auto (bf16 where the "
+                "CPU or GPU computes it fast and the model has 50M+ parameters, else no).  "
+                "bf16 on a CPU with AVX512-BF16 or AMX: autocast over float32 weights; with "
+                "LoRA the frozen base weights are held in bf16 (docs/models.md)"})
     system: str | None = field(default=None, metadata={"help": "system message of the chat "
                                                                "format"})
     id_aliases: bool | None = field(default=None, metadata={
@@ -91,6 +94,33 @@ class TrainConfig:
 
 class TrainError(ValueError):
     """Bad training input (no data, no trained token, incompatible checkpoint)."""
+
+
+def resolve_mixed_precision(name: str, model_path: str) -> str:
+    """accelerate's ``mixed_precision`` for ``TrainConfig.mixed_precision`` (``auto``: bf16
+    where it is fast for this model, else no)."""
+    if name in ("no", "bf16", "fp16"):
+        return name
+    if name != "auto":
+        raise TrainError(f"mixed_precision must be no, bf16, fp16 or auto, not {name!r}")
+    from eef.models.precision import SMALL_MODEL_PARAMS, fast_bf16
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    return "bf16" if fast_bf16(dev) and model_params(model_path) >= SMALL_MODEL_PARAMS else "no"
+
+
+def model_params(model_path: str) -> int:
+    """Parameter count of an HF model directory from its config (no weights loaded)."""
+    from transformers import AutoConfig
+
+    from eef.models.named import resolve
+    p = Path(resolve(model_path))
+    adapter = p / "adapter_config.json"
+    if adapter.exists():
+        p = Path(json.loads(adapter.read_text()).get("base_model_name_or_path") or p)
+    with torch.device("meta"):
+        from transformers import AutoModelForCausalLM
+        m = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(p)))
+    return sum(t.numel() for t in m.parameters())
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -217,7 +247,11 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
         raise TrainError("empty dataset: no trajectory to train on")
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    model, tok = load_model_and_tokenizer(model_path, merge_lora=False)
+    mixed = resolve_mixed_precision(cfg.mixed_precision, model_path)
+    # LoRA trains float32 adapters over frozen weights: those can be held in bf16 outright
+    model, tok = load_model_and_tokenizer(
+        model_path, merge_lora=False,
+        dtype="bfloat16" if mixed == "bf16" and cfg.lora_r > 0 else None)
     opts = format_options(model_path)
     if cfg.id_aliases is not None:
         opts["aliases"] = IdAliases() if cfg.id_aliases else None
@@ -230,7 +264,7 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
             target_modules=[t.strip() for t in cfg.lora_targets.split(",") if t.strip()],
             task_type="CAUSAL_LM"))
     model.train()
-    acc = Accelerator(mixed_precision=cfg.mixed_precision)
+    acc = Accelerator(mixed_precision=mixed)
     per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
     params = [p for p in model.parameters() if p.requires_grad]
