@@ -127,6 +127,8 @@ def test_config_errors(tmp_path):
         load_config(None, ["method.rft_n=0.5"])
     with pytest.raises(ConfigError, match="rft_match"):
         load_config(None, ["method.rft_match=floor"])
+    with pytest.raises(ConfigError, match="rft_keep"):
+        load_config(None, ["method.rft_keep=longest"])
     r = _eef(["run", str(bad)])
     assert r.returncode == 2 and "ppo" in r.stderr
     for f in Path(__file__).resolve().parents[1].glob("configs/*.yaml"):

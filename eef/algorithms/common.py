@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eef.algorithms.config import ExperimentConfig, to_dict
+from eef.algorithms.config import KEEP_RULES, ExperimentConfig, to_dict
 from eef.algorithms.rundir import RunDir, digest
 from eef.envs.base import TextEnv, round_robin_by_type
 from eef.policy import Sampling
@@ -298,19 +298,34 @@ def eval_stage(ctx: Context, method: str, iteration: int | None, name: str, mode
 
 
 class PositiveRepository:
-    """The agent's successful trajectories, best per key (highest reward, then fewest steps)."""
+    """The agent's successful trajectories by key (a task's s_0, an EEF important state), kept
+    by ``keep`` (``method.rft_keep``): ``shortest`` one per key (highest reward, then fewest
+    steps); ``distinct`` every success whose action sequence differs from those kept under its
+    key; ``all`` every success (repeats included)."""
 
-    def __init__(self) -> None:
-        self.items: dict[Any, Trajectory] = {}
+    def __init__(self, keep: str = "distinct") -> None:
+        if keep not in KEEP_RULES:
+            raise ValueError(f"keep rule {keep!r} is not one of {', '.join(KEEP_RULES)}")
+        self.keep = keep
+        self.items: dict[Any, list[Trajectory]] = {}
 
     def offer(self, key: Any, t: Trajectory) -> bool:
+        """Add ``t`` under ``key`` if it succeeded and the keep rule takes it."""
         if not t.success:
             return False
-        cur = self.items.get(key)
-        if cur is None or (-t.reward, len(t)) < (-cur.reward, len(cur)):
-            self.items[key] = t
+        kept = self.items.setdefault(key, [])
+        if self.keep == "shortest":
+            if kept and (-t.reward, len(t)) >= (-kept[0].reward, len(kept[0])):
+                return False
+            kept[:] = [t]
             return True
-        return False
+        if self.keep == "distinct" and any(k.actions == t.actions for k in kept):
+            return False
+        kept.append(t)
+        return True
+
+    def __len__(self) -> int:
+        return sum(map(len, self.items.values()))
 
     def trajectories(self) -> list[Trajectory]:
-        return [self.items[k] for k in sorted(self.items, key=str)]
+        return [t for k in sorted(self.items, key=str) for t in self.items[k]]

@@ -20,6 +20,10 @@ from eef.models.train import TrainConfig
 from eef.rollout.engine import EngineConfig
 
 
+#: what RFT, RFT×N and EEF keep of the agent's successes (``method.rft_keep``)
+KEEP_RULES = ("shortest", "distinct", "all")
+
+
 class ConfigError(ValueError):
     """A config file or override is malformed."""
 
@@ -120,6 +124,12 @@ class MethodConfig:
     rft_match: str = _h("With rft_n 0: 'exact' keeps the matched N fractional (equal budget in "
                         "expectation); 'round' rounds it to an integer >= 1 (the setting of the "
                         "recorded tables in docs/RESULTS.md).", "exact")
+    rft_keep: str = _h("What RFT, RFT×N and EEF keep of the agent's successes, per task (s_0 "
+                       "rollouts) and per important state (EEF samples), over all iterations: "
+                       "'shortest' (one: highest reward, then fewest steps), 'distinct' (every "
+                       "success with a different action sequence, as rejection-sampling "
+                       "fine-tuning does) or 'all' (every success, repeats included).",
+                       "distinct")
     train_from: str = _h("Each iteration fine-tunes from 'base' (the base model, on all data so "
                          "far) or 'continue' (the previous iteration's model).", "base")
     keep_expert_successes: bool = _h("Keep the expert's successful trajectories in every "
@@ -266,6 +276,8 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"method.rft_n must be 0 (matched to EEF) or >= 1, not {m.rft_n}")
     if m.rft_match not in ("exact", "round"):
         raise ConfigError(f"method.rft_match: {m.rft_match!r} is not exact or round")
+    if m.rft_keep not in KEEP_RULES:
+        raise ConfigError(f"method.rft_keep: {m.rft_keep!r} is not one of {', '.join(KEEP_RULES)}")
     if m.train_from not in ("base", "continue"):
         raise ConfigError(f"method.train_from: {m.train_from!r} is not base or continue")
     if m.explore_tasks is not None and m.explore_tasks < 1:

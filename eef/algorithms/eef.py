@@ -36,7 +36,7 @@ def run_eef(ctx: Context, method: str = "eef") -> Path:
     cfg = ctx.cfg.method
     S = cfg.samples_per_state
     model = run_sft(ctx)                                          # π_0
-    positives = PositiveRepository()                              # D+
+    positives = PositiveRepository(cfg.rft_keep)                  # D+ (the rule of RFT)
     explored = [τ for τ in ctx.explored_experts if not τ.success or cfg.simulate_successful]
     budget = Budget()
     for i in range(1, cfg.iterations + 1):
@@ -70,9 +70,10 @@ def run_eef(ctx: Context, method: str = "eef") -> Path:
             outcomes = [StateOutcome(k, list(by_task[τ.task_id]) if k == 0 else at_state[(pid, k)])
                         for k in simulation_states(len(τ), cfg.M)]
             samples, labels, important = eef_samples(
-                τ, outcomes, solved_from_start.get(τ.task_id, False), cfg.train_neutral)
+                τ, outcomes, solved_from_start.get(τ.task_id, False), cfg.train_neutral,
+                cfg.rft_keep)
             for s in samples:
-                if positives.offer(("eef", τ.task_id, s.meta["important_state"]), s):
+                if positives.offer(("eef", pid, s.meta["important_state"]), s):
                     n_samples += 1
                     n_recovery += bool(s.meta["recovery"])
             records.append({"task_id": τ.task_id, "parent": pid, "expert_success": τ.success,
@@ -92,7 +93,7 @@ def run_eef(ctx: Context, method: str = "eef") -> Path:
         row = eval_stage(ctx, method, i, f"{method}/it{i}", model)
         ctx.run.log_metrics({
             "stage": f"{method}/it{i}/budget", "method": method, "iteration": i,
-            "positives": len(positives.items), "new_eef_samples": n_samples,
+            "positives": len(positives), "new_eef_samples": n_samples,
             "new_recovery_samples": n_recovery,
             "solvable_states": sum(sum(r["solved"]) for r in records),
             "simulated_states": sum(len(r["states"]) for r in records),

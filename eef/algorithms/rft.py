@@ -4,7 +4,7 @@
     for i in 1..I:
         roll out `model` N times from the start state s_0 of every training task
             (or of method.explore_tasks of them)
-        positives += the successful rollouts (best per task: highest reward, then shortest)
+        positives += the successful rollouts (kept per task by method.rft_keep)
         model = fine-tune(base or model, expert successes + positives)      # method.train_from
         evaluate(model)
 
@@ -36,7 +36,7 @@ def samples_per_task(task_ids: list[str], n: float, seed: int) -> dict[str, int]
 
 def run_rft(ctx: Context, n: float = 1, method: str = "rft") -> Path:
     sft = run_sft(ctx)
-    model, positives, budget = sft, PositiveRepository(), Budget()
+    model, positives, budget = sft, PositiveRepository(ctx.cfg.method.rft_keep), Budget()
     for i in range(1, ctx.cfg.method.iterations + 1):
         seed = ctx.agent_seed * 7919 + i
         per_task = samples_per_task(ctx.explore_ids, n, seed)
@@ -52,6 +52,6 @@ def run_rft(ctx: Context, n: float = 1, method: str = "rft") -> Path:
         model = train_stage(ctx, f"{method}/it{i}", init, data)
         row = eval_stage(ctx, method, i, f"{method}/it{i}", model)
         ctx.run.log_metrics({"stage": f"{method}/it{i}/budget", "method": method, "iteration": i,
-                             "n": n, "positives": len(positives.items),
+                             "n": n, "positives": len(positives),
                              "budget": dataclasses.asdict(budget), "eval": row["win_rate"]})
     return model
