@@ -167,6 +167,8 @@ def test_bad_requests_raise_clear_errors():
             eng.run([RolloutRequest("t1", parent, 1)])
         with pytest.raises(RolloutRequestError, match="same episode"):
             eng.run([RolloutRequest("t1", seed=3), RolloutRequest("t1", seed=3)])
+        with pytest.raises(RolloutRequestError, match="step limit"):  # CountingEnv cannot
+            eng.run([RolloutRequest(parent.task_id, parent, 2, fresh_step_limit=True)])
     with pytest.raises(ValueError, match="backend"):
         rollout(CountingEnv, CountingPolicy(), [], config=cfg(backend="nope"))
 

@@ -10,7 +10,9 @@ how EEF simulates from expert states s_0, s_l, ..., s_Ml with l = floor(|tau| / 
 al., arXiv 2504.13145, Sec. 3).  Envs that snapshot replay a recorded trajectory once (one pass
 snapshots every state requested from it; once per worker for the process and Ray backends) and
 restore the snapshots for the other samples; the others replay per episode.  Replay divergence
-from the record is kept in ``meta.replay_match`` / ``meta.replay_divergence``.
+from the record is kept in ``meta.replay_match`` / ``meta.replay_divergence``.  The env's step
+limit counts the replayed steps too, unless the request asks for ``fresh_step_limit`` (then
+the policy may take the env's whole limit after state k: EEF's ``method.sim_steps: full``).
 
 For the same seeds and a deterministic policy the engine produces exactly the trajectories of
 the sequential loop ``eef.rollout.episode.run_episode`` (the per-step seed is
@@ -75,6 +77,10 @@ class RolloutRequest:
         "help": "Id of the parent recorded in source.parent (default: trajectory_id(parent))."})
     source: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "Extra provenance merged into each trajectory's source."})
+    fresh_step_limit: bool = field(default=False, metadata={
+        "help": "The env's step limit counts from start_state (the policy may take the whole "
+                "limit after the replayed prefix) instead of from the task's start; needs an "
+                "env that restarts_step_limit."})
 
 
 @dataclass
@@ -242,6 +248,7 @@ class RolloutEngine:
         info = self.pool.info()
         self.env_name: str = info["name"]
         self.snapshots = bool(info["supports_snapshot"]) and self.config.use_snapshots
+        self.restarts_step_limit = bool(info.get("restarts_step_limit"))
         self._known: set[str] = set()  # task ids already checked
         self._slot_states: dict[int, set[tuple[str, int]]] = {}  # snapshots each slot holds
         self._wanted: dict[str, set[int]] = {}
@@ -278,6 +285,10 @@ class RolloutEngine:
                 raise RolloutRequestError(f"{where}: start_state must be >= 0")
             if r.start_state > 0 and r.parent is None:
                 raise RolloutRequestError(f"{where}: start_state {r.start_state} needs a parent")
+            if r.fresh_step_limit and r.start_state > 0 and not self.restarts_step_limit:
+                raise RolloutRequestError(
+                    f"{where}: fresh_step_limit, but {self.env_name} cannot count its step limit "
+                    "from a later state (restart_step_limit)")
             if r.parent is not None:
                 if r.parent.task_id != r.task_id:
                     raise RolloutRequestError(
@@ -535,9 +546,10 @@ class RolloutEngine:
             ks = sorted(wanted.get(pid, {e.start_k}))
             n = max(ks)
             return (r.task_id, r.parent.actions[:n], r.parent.observations[:n], e.start_k,
-                    self._snap_key(e), ks)
+                    self._snap_key(e), ks, r.fresh_step_limit)
         k = e.start_k
-        return (r.task_id, r.parent.actions[:k], r.parent.observations[:k], k)
+        return (r.task_id, r.parent.actions[:k], r.parent.observations[:k], k, None, (),
+                r.fresh_step_limit)
 
     @staticmethod
     def _snap_key(e: _Episode) -> str:
@@ -552,6 +564,8 @@ class RolloutEngine:
         src["start_state"] = e.start_k
         if pid is not None and e.start_k > 0:
             src["parent"] = pid
+            if r.fresh_step_limit:
+                src["fresh_step_limit"] = True
         src.update(sample=e.sample, seed=e.seed)
         if r.sampling is not None:
             src["sampling"] = dataclasses.asdict(r.sampling)
