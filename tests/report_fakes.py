@@ -48,6 +48,7 @@ def _traj(rng, task: str, env: str, actions: list[str], success: bool, source: d
     t = Trajectory(task, env, f"buy {task} {EVIL}", f"WebShop [SEP] Instruction: {task}", steps,
                    r, success, True, dict(source),
                    {"generated_tokens": 10 * len(actions), "env_steps": len(actions),
+                    "prompt_tokens": 100 * len(actions), "prefill_tokens": 30 * len(actions),
                     "replay_steps": len(prefix or []),
                     "replay_match": "exact" if rng.random() < 0.9 else "different"})
     return t

@@ -90,6 +90,12 @@ def important_states(outcomes: list[StateOutcome], task_solved_from_start: bool)
     return ks
 
 
+def expert_name(t: Trajectory) -> str:
+    """Which expert made ``t``: ``source.expert`` (``expert.policies`` / ``expert.trajectories``
+    entry), else its policy spec."""
+    return str(t.source.get("expert") or t.source.get("policy") or "expert")
+
+
 def build_sample(expert: Trajectory, labels: list[str], solution: Trajectory, k: int,
                  train_neutral: bool = True) -> Trajectory:
     """Expert prefix a_0 .. a_{k-1} (harmful masked, beneficial trained, neutral per
@@ -112,7 +118,8 @@ def build_sample(expert: Trajectory, labels: list[str], solution: Trajectory, k:
     return Trajectory(expert.task_id, expert.env, expert.instruction,
                       solution.initial_observation, steps, solution.reward, solution.success, True,
                       {"kind": "eef", "parent": expert.source.get("id", expert.task_id),
-                       "start_state": k, "policy": solution.source.get("policy"),
+                       "expert": expert_name(expert), "start_state": k,
+                       "policy": solution.source.get("policy"),
                        "sample": solution.source.get("sample")},
                       {"expert_policy": expert.source.get("policy")})
 
