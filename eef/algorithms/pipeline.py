@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from eef.algorithms.common import (BUDGET_KEYS, Context, base_stage, expert_stage,
+from eef.algorithms.common import (BUDGET_KEYS, Budget, Context, base_stage, expert_stage,
                                    explore_subset, make_env, select_tasks)
 from eef.algorithms.config import ExperimentConfig, to_dict
 from eef.algorithms.rundir import RunDir
@@ -49,7 +49,7 @@ def rft_n_for(ctx: Context) -> float | list[float]:
         if m.rft_match == "episodes":
             return b["episodes"]
         if m.rft_match == "tokens":
-            return b.get("generated_tokens", 0) + b.get("prefill_tokens", 0)
+            return Budget(**{k: int(b.get(k) or 0) for k in BUDGET_KEYS}).tokens
         return b["env_steps"]
 
     ratios = []
