@@ -470,7 +470,7 @@ def _print_rows(title: str, rows: list[dict], cols: list[str]) -> None:
     for r in rows:
         t.add_row(*[(f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")))
                     for c in cols])
-    Console(width=120).print(t)
+    Console(width=200).print(t)
 
 
 @app.command()
@@ -516,7 +516,7 @@ def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML 
     set_data_dir(data_dir)
     cfg = _load_cfg(config, sets)
     ms = [m.strip() for m in methods.split(",") if m.strip()]
-    from eef.algorithms.pipeline import METHODS, compare as do_compare
+    from eef.algorithms.pipeline import BUDGET_KEYS, METHODS, compare as do_compare
     bad = [m for m in ms if m not in METHODS]
     if bad or not ms:
         _fail(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
@@ -529,7 +529,7 @@ def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML 
         _fail(str(e), 1)
     _print_rows(f"{cfg.env.name}: final iteration on {cfg.env.eval_split} — {out}", table,
                 ["method", "seeds", "runs", "win_rate_mean", "win_rate_std", "score_mean",
-                 "score_std", "env_steps_mean", "generated_tokens_mean"])
+                 "score_std"] + [f"{k}_mean" for k in BUDGET_KEYS])
 
 
 def main() -> None:

@@ -48,6 +48,7 @@ def _traj(rng, task: str, env: str, actions: list[str], success: bool, source: d
     t = Trajectory(task, env, f"buy {task} {EVIL}", f"WebShop [SEP] Instruction: {task}", steps,
                    r, success, True, dict(source),
                    {"generated_tokens": 10 * len(actions), "env_steps": len(actions),
+                    "prompt_tokens": 100 * len(actions), "prefill_tokens": 30 * len(actions),
                     "replay_steps": len(prefix or []),
                     "replay_match": "exact" if rng.random() < 0.9 else "different"})
     return t
@@ -125,7 +126,7 @@ def write_fake_run(out: Path, task_ids: list[str], eval_ids: list[str], *, seed:
                     samples, labels, important = eef_samples(
                         tau, outcomes, any(t.success for t in by_task[tau.task_id]))
                     for s in samples:
-                        if positives.offer(("eef", tau.task_id, s.meta["important_state"]), s):
+                        if positives.offer(("eef", pid, s.meta["important_state"]), s):
                             n_samples += 1
                             n_rec += bool(s.meta["recovery"])
                     records.append({"task_id": tau.task_id, "parent": pid,
@@ -144,7 +145,7 @@ def write_fake_run(out: Path, task_ids: list[str], eval_ids: list[str], *, seed:
             write_jsonl(out / f"data/{method}/it{i}.jsonl", successes + positives.trajectories())
             row = evaluate(method, i, f"{method}/it{i}")
             metrics.append({"stage": f"{method}/it{i}/budget", "method": method, "iteration": i,
-                            "positives": len(positives.items), **row_extra,
+                            "positives": len(positives), **row_extra,
                             "budget": dataclasses.asdict(budget), "eval": row["win_rate"]})
     with open(out / "metrics.jsonl", "w") as f:
         for r in metrics:

@@ -111,3 +111,27 @@ def test_diverged_replays_carry_no_evidence():
     assert important == [0]
     (s,) = samples  # from s_0: the solution at s_9 (s_3's is not used)
     assert s.source["start_state"] == 9 and all(st.train for st in s.steps)
+
+
+def test_keep_rules_of_eef_samples_and_the_positive_repository():
+    from eef.algorithms.common import PositiveRepository
+    e = expert(8)
+    same = solution(e, 6, extra=2, sample=2)
+    outs = [StateOutcome(0, [solution(e, 0, False, 0.0)]),
+            StateOutcome(6, [solution(e, 6, extra=5, sample=0), solution(e, 6, extra=2, sample=1),
+                             same])]
+    one, _, _ = eef_samples(e, outs, False, keep="shortest")
+    every, _, _ = eef_samples(e, outs, False, keep="distinct")
+    assert [s.source["sample"] for s in one] == [1]
+    assert [s.source["sample"] for s in every] == [1, 2, 0]  # the selection rule's order
+    for keep, kept in (("shortest", [1]), ("distinct", [1, 0]), ("all", [1, 2, 0])):
+        rep = PositiveRepository(keep)
+        added = [rep.offer(("eef", "e1", 0), s) for s in every]
+        assert [s.source["sample"] for s in rep.trajectories()] == kept and len(rep) == len(kept)
+        assert sum(added) == len(kept)
+    # shortest replaces a kept success by a better one; failures are never kept
+    rep = PositiveRepository("shortest")
+    assert rep.offer("t", every[2]) and rep.offer("t", every[0]) and not rep.offer("t", every[1])
+    assert not rep.offer("t", solution(e, 0, False, 0.0)) and rep.trajectories() == [every[0]]
+    with pytest.raises(ValueError, match="keep rule"):
+        PositiveRepository("longest")

@@ -197,6 +197,19 @@ def test_webshop_over_http_matches_in_process():
         for tid in tasks:
             a, b = run_episode(env, pol, tid), run_episode(local, pol, tid)
             assert (a.steps, a.reward, a.success) == (b.steps, b.reward, b.success)
+        # the step limit counted from a later state (EEF's method.sim_steps: full)
+        assert env.restarts_step_limit
+        env.replay(tasks[0], ["click[nothing]"] * (local.max_steps - 1))
+        env.restart_step_limit()
+        assert not any(env.step("click[nothing]").done for _ in range(local.max_steps - 1))
+        assert env.step("click[nothing]").done
+        env.close()
+    with ServerThread(create_app(CountingEnv)) as url:
+        env = HttpEnv(url)
+        assert not env.restarts_step_limit
+        env.reset("t1")
+        with pytest.raises(EnvError, match="step limit"):
+            env.restart_step_limit()
         env.close()
 
 

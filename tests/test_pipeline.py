@@ -127,6 +127,8 @@ def test_config_errors(tmp_path):
         load_config(None, ["method.rft_n=0.5"])
     with pytest.raises(ConfigError, match="rft_match"):
         load_config(None, ["method.rft_match=floor"])
+    with pytest.raises(ConfigError, match="rft_keep"):
+        load_config(None, ["method.rft_keep=longest"])
     r = _eef(["run", str(bad)])
     assert r.returncode == 2 and "ppo" in r.stderr
     for f in Path(__file__).resolve().parents[1].glob("configs/*.yaml"):
@@ -143,18 +145,41 @@ def test_rft_xn_samples_a_fractional_n_exactly():
     assert sum(samples_per_task(ids, 1.01, 0).values()) == 40  # 0.4 extra rollouts round to 0
 
 
-def test_rft_n_matches_eef_budget_exactly_or_rounded():
+def test_rft_n_matches_what_rft_match_says():
     from types import SimpleNamespace
 
     from eef.algorithms.pipeline import rft_n_for
-    rows = [{"method": "eef", "samples_per_state": 1, "budget_s0": {"env_steps": 100},
-             "budget_sim": {"env_steps": s}} for s in (40, 70)]
+    rows = [{"method": "eef", "iteration": i + 1, "samples_per_state": 1,
+             "budget_s0": {"episodes": 10, "env_steps": 100, "generated_tokens": 900,
+                           "prefill_tokens": 100},
+             "budget_sim": {"episodes": e, "env_steps": s, "generated_tokens": 1000,
+                            "prefill_tokens": t}}
+            for i, (e, s, t) in enumerate(((20, 40, 1000), (5, 70, 2000)))]
     run = SimpleNamespace(metrics=lambda: rows)
-    for over, n in (([], 1.55), (["method.rft_match=round"], 2), (["method.rft_n=3"], 3)):
+    for over, n in (([], 1.55), (["method.rft_round=true"], 2), (["method.rft_n=3"], 3),
+                    (["method.rft_match=episodes"], 2.25), (["method.rft_match=tokens"], 3.5),
+                    (["method.rft_match=exact"], [1.4, 1.7]),
+                    (["method.rft_match=exact", "method.rft_round=true"], [1, 2])):
         assert rft_n_for(SimpleNamespace(cfg=load_config(None, over), run=run)) \
             == pytest.approx(n)
     with pytest.raises(ValueError, match="EEF run"):
         rft_n_for(SimpleNamespace(cfg=load_config(None), run=SimpleNamespace(metrics=list)))
+    for r in rows:  # a policy that reports no tokens
+        r["budget_s0"].update(generated_tokens=0, prefill_tokens=0)
+    with pytest.raises(ValueError, match="tokens"):
+        rft_n_for(SimpleNamespace(cfg=load_config(None, ["method.rft_match=tokens"]), run=run))
+    with pytest.raises(ConfigError, match="rft_round"):
+        load_config(None, ["method.rft_match=round"])
+
+
+def test_method_budget_is_the_last_cumulative_budget_row():
+    from eef.algorithms.pipeline import method_budget
+    rows = [{"stage": "eef/it1/budget", "budget": {"env_steps": 10, "prompt_tokens": 7}},
+            {"stage": "eef/it2/budget", "budget": {"env_steps": 25, "prompt_tokens": 9}},
+            {"stage": "rft/it1/budget", "budget": {"env_steps": 99}}]
+    got = method_budget(rows, "eef")
+    assert got["env_steps"] == 25 and got["prompt_tokens"] == 9 and got["episodes"] == 0
+    assert method_budget(rows, "sft")["env_steps"] == 0
 
 
 def test_model_policy_takes_the_prefix_cache_setting(tmp_path):

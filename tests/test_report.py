@@ -126,10 +126,16 @@ def test_iteration_table_matches_metrics(fake):
             assert row["runs"] == "3"
             assert row["win rate (%)"] == pct(statistics.mean(wr), statistics.stdev(wr))
             assert row["mean score"] == f"{statistics.mean(sc):,.1f} ± {statistics.stdev(sc):,.1f}"
-            if it > 0:
-                steps = [r["budget"]["env_steps"] for ms in runs for r in ms
-                         if r["stage"] == f"{m}/it{it}/budget"]
-                assert row["env steps (cum.)"] == f"{statistics.mean(steps):,.0f}"
+            if it > 0:  # every budget column
+                for key, head in (("env_steps", "policy env steps"),
+                                  ("replay_steps", "replayed expert steps"),
+                                  ("episodes", "rollout episodes"),
+                                  ("generated_tokens", "generated tokens"),
+                                  ("prompt_tokens", "prompt tokens"),
+                                  ("prefill_tokens", "prompt tokens after prefix reuse")):
+                    xs = [r["budget"][key] for ms in runs for r in ms
+                          if r["stage"] == f"{m}/it{it}/budget"]
+                    assert row[f"{head} (cum.)"] == f"{statistics.mean(xs):,.0f}"
 
 
 def test_summary_is_the_final_iteration_and_the_expert(fake):
@@ -413,7 +419,7 @@ def test_report_of_a_real_run(real_run, tmp_path):
         if r["stage"].startswith("eval/"):
             row = rows[(r["method"], str(r["iteration"]))]
             assert row["win rate (%)"] == pct(r["win_rate"], 0.0)
-            assert row["episodes"] == str(r["n"])
+            assert row["eval episodes"] == str(r["n"])
     labels = [json.loads(x) for x in (real_run / "labels/eef-it1.jsonl").read_text().splitlines()]
     entries = fig1_data(html)
     assert len(entries) == len(labels) == sum(not t.success for t in read_jsonl(real_run / "expert.jsonl"))

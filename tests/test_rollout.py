@@ -141,6 +141,40 @@ def test_budget_and_token_accounting():
     assert b0.wall_s > 0
 
 
+def test_prompt_tokens_from_per_context_counts_or_from_the_policy_counters():
+    from types import SimpleNamespace
+
+    class Lists(CountingPolicy):  # a prompt of 10 tokens per step so far, 4 of them reused
+        def act(self, contexts, *a, **k):
+            self.last_prompt_tokens = [10 * (1 + len(c.steps)) for c in contexts]
+            self.last_reused_tokens = [4 * len(c.steps) for c in contexts]
+            return super().act(contexts, *a, **k)
+
+    class Counters(Lists):  # the same, as cumulative counters only (DecodeStats)
+        stats = SimpleNamespace(prompt_tokens=0, reused_tokens=0)
+
+        def act(self, contexts, *a, **k):
+            out = super().act(contexts, *a, **k)
+            self.stats.prompt_tokens += sum(self.last_prompt_tokens)
+            self.stats.reused_tokens += sum(self.last_reused_tokens)
+            del self.last_prompt_tokens, self.last_reused_tokens
+            return out
+
+    reqs = [RolloutRequest(f"t{i}", samples=2, seed=i) for i in range(5)]
+    exact = rollout(CountingEnv, Lists(), reqs, config=cfg())
+    split = rollout(CountingEnv, Counters(), reqs, config=cfg())
+    for t in exact.trajectories:
+        n = len(t)
+        assert t.meta["prompt_tokens"] == 10 * n * (n + 1) // 2
+        assert t.meta["prefill_tokens"] == t.meta["prompt_tokens"] - 4 * n * (n - 1) // 2
+    for k in ("prompt_tokens", "prefill_tokens"):  # split evenly per call: the sums are exact
+        assert sum(t.meta[k] for t in split.trajectories) == \
+            sum(t.meta[k] for t in exact.trajectories) == sum(getattr(b, k) for b in split.budgets)
+    none = rollout(CountingEnv, CountingPolicy(), reqs[:1], config=cfg())
+    assert none.trajectories[0].meta["prompt_tokens"] is None
+    assert none.budgets[0].prefill_tokens is None
+
+
 def test_unknown_tokens_are_none():
     class NoCount(CountingPolicy):
         def act(self, *a, **k):
@@ -167,6 +201,8 @@ def test_bad_requests_raise_clear_errors():
             eng.run([RolloutRequest("t1", parent, 1)])
         with pytest.raises(RolloutRequestError, match="same episode"):
             eng.run([RolloutRequest("t1", seed=3), RolloutRequest("t1", seed=3)])
+        with pytest.raises(RolloutRequestError, match="step limit"):  # CountingEnv cannot
+            eng.run([RolloutRequest(parent.task_id, parent, 2, fresh_step_limit=True)])
     with pytest.raises(ValueError, match="backend"):
         rollout(CountingEnv, CountingPolicy(), [], config=cfg(backend="nope"))
 

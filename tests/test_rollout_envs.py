@@ -150,3 +150,30 @@ def test_ground_action_rule():
     assert g("search[]", page) != "search[]"                     # an empty query fills nothing
     assert g("click[x]", ["search[<query>]"]) == "click[x]"      # only a template: kept
     assert g("anything", []) == "anything"
+
+
+class _Junk:
+    """Never buys: every episode runs to the step limit."""
+
+    spec = "test:junk"
+
+    def act(self, contexts, sampling=None, seeds=None):
+        return ["Action: click[nothing]"] * len(contexts)
+
+
+@pytest.mark.parametrize("snapshots", [True, False])
+def test_fresh_step_limit_counts_the_limit_from_the_start_state(snapshots):
+    env = make("webshop", max_steps=6)
+    task = env.tasks("train")[0].id
+    parent = run_episode(env, _Junk(), task)  # 6 steps: it ran out of them
+    assert len(parent) == 6 and not parent.success
+    reqs = [RolloutRequest(task, parent, 4, seed=1),
+            RolloutRequest(task, parent, 4, seed=2, fresh_step_limit=True)]
+    res = rollout(EnvSpec("webshop", {"max_steps": 6}), _Junk(), reqs,
+                  config=EngineConfig(num_envs=2, progress=False, use_snapshots=snapshots))
+    rest, full = res.trajectories
+    assert len(rest) - 4 == 2 and len(full) - 4 == 6  # max_steps - k, or max_steps after s_k
+    assert full.source["fresh_step_limit"] and "fresh_step_limit" not in rest.source
+    ref = run_episode(env, _Junk(), task, prefix=parent.prefix(4), fresh_step_limit=True)
+    assert same(full, ref)
+    env.close()

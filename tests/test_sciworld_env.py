@@ -132,6 +132,13 @@ def test_step_limit_counts_invalid_steps(env):
     for i in range(15):
         r = env.step("")
     assert r.done and r.info["truncated"] and r.info["success"] is False and i == 14
+    # counted from a later state (EEF's method.sim_steps: full): 15 more steps from step 10
+    env.reset(FIND)
+    for _ in range(10):
+        env.step("")
+    env.restart_step_limit()
+    done = [env.step("").done for _ in range(15)]
+    assert done == [False] * 14 + [True] and env.max_steps == 25
 
 
 def test_step_before_reset():

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eef.algorithms.config import ExperimentConfig, to_dict
+from eef.algorithms.config import KEEP_RULES, ExperimentConfig, to_dict
 from eef.algorithms.rundir import RunDir, digest
 from eef.envs.base import TextEnv, round_robin_by_type
 from eef.policy import Sampling
@@ -18,14 +18,24 @@ from eef.rollout.episode import summarize
 from eef.trajectory import Trajectory, read_jsonl, write_jsonl
 
 
+#: what a Budget counts (every method's ``METHOD/itI/budget`` metrics rows, ``eef compare``)
+TOKEN_KEYS = ("generated_tokens", "prompt_tokens", "prefill_tokens")
+BUDGET_KEYS = ("episodes", "env_steps", "replay_steps") + TOKEN_KEYS
+
+
 @dataclass
 class Budget:
-    """Counted cost of rollouts: env steps (policy steps + replayed steps), generated tokens."""
+    """Counted cost of rollouts: episodes, policy env steps (``env_steps``), replayed expert
+    steps (the k steps before a simulation from s_k hands over to the policy), generated tokens,
+    and the prompt tokens of every turn before prefix reuse (``prompt_tokens``) and after it
+    (``prefill_tokens``: what the model computed).  Tokens a policy does not report count 0."""
 
     episodes: int = 0
     env_steps: int = 0
     replay_steps: int = 0
     generated_tokens: int = 0
+    prompt_tokens: int = 0
+    prefill_tokens: int = 0
 
     def add(self, trajs: list[Trajectory]) -> "Budget":
         for t in trajs:
@@ -33,8 +43,14 @@ class Budget:
             self.episodes += 1
             self.env_steps += max(0, len(t) - k)
             self.replay_steps += k
-            self.generated_tokens += int(t.meta.get("generated_tokens") or 0)
+            for f in TOKEN_KEYS:
+                setattr(self, f, getattr(self, f) + int(t.meta.get(f) or 0))
         return self
+
+    @property
+    def tokens(self) -> int:
+        """The tokens the model computed: generated + prompt tokens after prefix reuse."""
+        return self.generated_tokens + self.prefill_tokens
 
     def __add__(self, o: "Budget") -> "Budget":
         return Budget(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(o))))
@@ -99,36 +115,63 @@ def explore_subset(train_ids: list[str], n: int | None, seed: int) -> list[str]:
 
 
 def expert_stage(ctx: Context) -> list[Trajectory]:
-    """Expert trajectories on the training tasks: collected (resumable) or imported."""
+    """Expert trajectories on the training tasks: collected (resumable) or imported, from one
+    expert or several (``expert.policies``, a list of ``expert.trajectories`` files).  Every
+    trajectory is kept, several of one task included; each names its expert in
+    ``source.expert`` and has its own ``source.id``."""
     cfg, run = ctx.cfg, ctx.run
     out = "expert.jsonl"
+    names = cfg.expert.sources()
 
     def collect() -> dict[str, Any]:
-        if cfg.expert.trajectories:
-            got = {t.task_id: t for t in read_jsonl(cfg.expert.trajectories)}
-            missing = [i for i in ctx.train_ids if i not in got]
-            if missing:
-                raise ValueError(f"{cfg.expert.trajectories}: no trajectory for {len(missing)} "
-                                 f"training task(s), e.g. {missing[0]}")
-            write_jsonl(run / out, [got[i] for i in ctx.train_ids])
-        else:
-            from eef.policy import load_policy
-            from eef.rollout.episode import collect as collect_eps
-            pol = load_policy(cfg.expert.policy, ctx.env)
-            collect_eps(ctx.env, pol, ctx.train_ids, run / out, seed=cfg.seed,
-                        source={"kind": "expert"}, progress=cfg.rollout.progress)
-        trajs = read_jsonl(run / out)
-        for i, t in enumerate(trajs):
-            t.source.setdefault("id", f"expert/{t.task_id}")
+        trajs: list[Trajectory] = []
+        for j, name in enumerate(names):
+            got = (_import_experts(name, ctx.train_ids) if cfg.expert.trajectories
+                   else _collect_experts(ctx, name, out if len(names) == 1 else f"experts/{j}.jsonl"))
+            for t in got:
+                t.source["expert"] = name
+                if len(names) > 1:
+                    t.source["id"] = f"expert/{name}/{t.task_id}"
+                t.source.setdefault("id", f"expert/{t.task_id}")
+            trajs += got
+        seen: dict[str, int] = {}
+        for t in trajs:  # several trajectories of one task from one expert: #2, #3, ...
+            n = seen[t.source["id"]] = seen.get(t.source["id"], 0) + 1
+            if n > 1:
+                t.source["id"] += f"#{n}"
         write_jsonl(run / out, trajs)
         s = summarize(trajs)
         run.log_metrics({"stage": "expert", "method": "expert", "iteration": None,
                          "split": cfg.env.train_split, **s})
         return s
 
-    run.stage("expert", {"expert": to_dict(cfg.expert), "tasks": ctx.train_ids,
-                         "env": to_dict(cfg.env)}, [out], collect)
+    expert = {k: v for k, v in to_dict(cfg.expert).items() if k != "policies" or v}
+    run.stage("expert", {"expert": expert, "tasks": ctx.train_ids, "env": to_dict(cfg.env)},
+              [out], collect)
     return read_jsonl(run / out)
+
+
+def _import_experts(path: str, task_ids: list[str]) -> list[Trajectory]:
+    """Every trajectory of ``path`` on the tasks ``task_ids`` (in their order); each task needs
+    one at least."""
+    by_task: dict[str, list[Trajectory]] = {}
+    for t in read_jsonl(path):
+        by_task.setdefault(t.task_id, []).append(t)
+    missing = [i for i in task_ids if i not in by_task]
+    if missing:
+        raise ValueError(f"{path}: no trajectory for {len(missing)} training task(s), "
+                         f"e.g. {missing[0]}")
+    return [t for i in task_ids for t in by_task[i]]
+
+
+def _collect_experts(ctx: Context, policy: str, rel: str) -> list[Trajectory]:
+    """One episode of ``policy`` per training task into ``RUN_DIR/rel`` (resumable)."""
+    from eef.policy import load_policy
+    from eef.rollout.episode import collect as collect_eps
+    (ctx.run / rel).parent.mkdir(parents=True, exist_ok=True)
+    return collect_eps(ctx.env, load_policy(policy, ctx.env), ctx.train_ids, ctx.run / rel,
+                       seed=ctx.cfg.seed, source={"kind": "expert"},
+                       progress=ctx.cfg.rollout.progress)
 
 
 def base_stage(ctx: Context) -> Path:
@@ -265,6 +308,9 @@ def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRe
                          dataclasses.asdict(r.sampling) if r.sampling else None) for r in requests]}
     if ctx.cfg.rollout.ground_actions:  # other episodes: keys of earlier runs stay valid
         key["ground_actions"] = True
+    fresh = [i for i, r in enumerate(requests) if r.fresh_step_limit]
+    if fresh:  # method.sim_steps: full
+        key["fresh_step_limit"] = fresh
     if ctx.cfg.model.max_context is not None and not ctx.cfg.model.serve_url:
         key["max_context"] = ctx.cfg.model.max_context
     run.stage(f"rollout/{name}", key, [rel], go, share="rollout/")  # same requests, same model
@@ -298,19 +344,34 @@ def eval_stage(ctx: Context, method: str, iteration: int | None, name: str, mode
 
 
 class PositiveRepository:
-    """The agent's successful trajectories, best per key (highest reward, then fewest steps)."""
+    """The agent's successful trajectories by key (a task's s_0, an EEF important state), kept
+    by ``keep`` (``method.rft_keep``): ``shortest`` one per key (highest reward, then fewest
+    steps); ``distinct`` every success whose action sequence differs from those kept under its
+    key; ``all`` every success (repeats included)."""
 
-    def __init__(self) -> None:
-        self.items: dict[Any, Trajectory] = {}
+    def __init__(self, keep: str = "distinct") -> None:
+        if keep not in KEEP_RULES:
+            raise ValueError(f"keep rule {keep!r} is not one of {', '.join(KEEP_RULES)}")
+        self.keep = keep
+        self.items: dict[Any, list[Trajectory]] = {}
 
     def offer(self, key: Any, t: Trajectory) -> bool:
+        """Add ``t`` under ``key`` if it succeeded and the keep rule takes it."""
         if not t.success:
             return False
-        cur = self.items.get(key)
-        if cur is None or (-t.reward, len(t)) < (-cur.reward, len(cur)):
-            self.items[key] = t
+        kept = self.items.setdefault(key, [])
+        if self.keep == "shortest":
+            if kept and (-t.reward, len(t)) >= (-kept[0].reward, len(kept[0])):
+                return False
+            kept[:] = [t]
             return True
-        return False
+        if self.keep == "distinct" and any(k.actions == t.actions for k in kept):
+            return False
+        kept.append(t)
+        return True
+
+    def __len__(self) -> int:
+        return sum(map(len, self.items.values()))
 
     def trajectories(self) -> list[Trajectory]:
-        return [self.items[k] for k in sorted(self.items, key=str)]
+        return [t for k in sorted(self.items, key=str) for t in self.items[k]]

@@ -20,6 +20,12 @@ from eef.models.train import TrainConfig
 from eef.rollout.engine import EngineConfig
 
 
+#: what RFT, RFT×N and EEF keep of the agent's successes (``method.rft_keep``)
+KEEP_RULES = ("shortest", "distinct", "all")
+#: what RFT×N's N matches of EEF's budget (``method.rft_match``)
+RFT_MATCH = ("episodes", "steps", "tokens", "exact")
+
+
 class ConfigError(ValueError):
     """A config file or override is malformed."""
 
@@ -51,8 +57,20 @@ class EnvConfig:
 class ExpertConfig:
     policy: str = _h("Expert policy spec (expert:heuristic, expert:noisy, openai:MODEL@URL).",
                      "expert:heuristic")
-    trajectories: str | None = _h("Import expert trajectories from this JSONL instead of "
-                                  "collecting them.", None)
+    policies: list[str] = _h("Several experts, each collected on every training task (instead "
+                             "of policy): every trajectory is trained on, labelled and "
+                             "simulated on its own, its expert named in source.expert.",
+                             factory=list)
+    trajectories: str | list[str] | None = _h(
+        "Import expert trajectories from this JSONL, or from each file of a list, instead of "
+        "collecting them (every trajectory of a task is kept).", None)
+
+    def sources(self) -> list[str]:
+        """One name per expert: the imported files, else the collected policies."""
+        t = self.trajectories
+        if t:
+            return [t] if isinstance(t, str) else list(t)
+        return list(self.policies) or [self.policy]
 
 
 @dataclass
@@ -116,13 +134,29 @@ class MethodConfig:
     simulate_successful: bool = _h("EEF: also simulate from successful expert trajectories.",
                                    False)
     train_neutral: bool = _h("EEF: train on expert steps labelled neutral (between two states "
-                             "of equal solvability).", True)
+                             "of equal solvability, or next to a diverged replay).", True)
+    sim_steps: str = _h("EEF: policy steps of a simulation from expert state s_k: 'remaining' "
+                        "(the env's limit minus the k replayed steps) or 'full' (the env's whole "
+                        "limit counted from s_k, so a late state is not unsolvable for lack of "
+                        "steps; docs/pipeline.md has the measurement behind the default).",
+                        "full")
     rft_n: float = _h("RFT×N: rollouts per task per iteration (a fractional part f adds one "
-                      "rollout for a seeded share f of the tasks); 0 picks N to match the "
-                      "counted env steps of EEF's rollouts and simulations.", 0.0)
-    rft_match: str = _h("With rft_n 0: 'exact' keeps the matched N fractional (equal budget in "
-                        "expectation); 'round' rounds it to an integer >= 1 (the setting of the "
-                        "recorded tables in docs/RESULTS.md).", "exact")
+                      "rollout for a seeded share f of the tasks); 0 matches N to the EEF run "
+                      "in the same run directory (method.rft_match).", 0.0)
+    rft_match: str = _h("With rft_n 0, what RFT×N's N matches of EEF's rollouts and "
+                        "simulations, as a mean over iterations: 'episodes', 'steps' (policy env "
+                        "steps), 'tokens' (generated + prompt tokens processed after prefix "
+                        "reuse); 'exact': policy env steps iteration by iteration (N_i of "
+                        "iteration i matched to EEF's iteration i).", "steps")
+    rft_round: bool = _h("Round the matched N to an integer >= 1 (the recorded tables in "
+                         "docs/RESULTS.md); false keeps it fractional (equal budget in "
+                         "expectation).", False)
+    rft_keep: str = _h("What RFT, RFT×N and EEF keep of the agent's successes, per task (s_0 "
+                       "rollouts) and per important state (EEF samples), over all iterations: "
+                       "'shortest' (one: highest reward, then fewest steps), 'distinct' (every "
+                       "success with a different action sequence, as rejection-sampling "
+                       "fine-tuning does) or 'all' (every success, repeats included).",
+                       "distinct")
     train_from: str = _h("Each iteration fine-tunes from 'base' (the base model, on all data so "
                          "far) or 'continue' (the previous iteration's model).", "base")
     keep_expert_successes: bool = _h("Keep the expert's successful trajectories in every "
@@ -253,6 +287,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def validate(cfg: ExperimentConfig) -> None:
     m = cfg.method
+    e = cfg.expert
+    t = e.trajectories
+    if t is not None and not (isinstance(t, str) or (
+            isinstance(t, list) and t and all(isinstance(x, str) for x in t))):
+        raise ConfigError(f"expert.trajectories: expected a file or a list of files, got {t!r}")
+    if not all(isinstance(x, str) for x in e.policies):
+        raise ConfigError(f"expert.policies: expected a list of policy specs, got {e.policies!r}")
+    if t and e.policies:
+        raise ConfigError("expert.policies and expert.trajectories are both set: collect "
+                          "(policies) or import (trajectories)")
+    if len(set(e.sources())) < len(e.sources()):
+        raise ConfigError(f"expert: {', '.join(e.sources())} names an expert twice")
     if cfg.model.trim_block < 1:
         raise ConfigError(f"model.trim_block must be >= 1, not {cfg.model.trim_block}")
     if cfg.model.max_context is not None and cfg.model.max_context < 16:
@@ -272,8 +318,15 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError("method: iterations, M, rft_n must be >= 0 and samples_per_state >= 1")
     if m.rft_n and m.rft_n < 1:
         raise ConfigError(f"method.rft_n must be 0 (matched to EEF) or >= 1, not {m.rft_n}")
-    if m.rft_match not in ("exact", "round"):
-        raise ConfigError(f"method.rft_match: {m.rft_match!r} is not exact or round")
+    if m.rft_match == "round":
+        raise ConfigError("method.rft_match: 'round' is now method.rft_match: steps with "
+                          "method.rft_round: true")
+    if m.rft_match not in RFT_MATCH:
+        raise ConfigError(f"method.rft_match: {m.rft_match!r} is not one of {', '.join(RFT_MATCH)}")
+    if m.sim_steps not in ("remaining", "full"):
+        raise ConfigError(f"method.sim_steps: {m.sim_steps!r} is not remaining or full")
+    if m.rft_keep not in KEEP_RULES:
+        raise ConfigError(f"method.rft_keep: {m.rft_keep!r} is not one of {', '.join(KEEP_RULES)}")
     if m.train_from not in ("base", "continue"):
         raise ConfigError(f"method.train_from: {m.train_from!r} is not base or continue")
     if m.explore_tasks is not None and m.explore_tasks < 1:

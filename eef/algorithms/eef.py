@@ -4,7 +4,8 @@
     D+  = {}                                                             positive repository
     for i in 1..I:
         1. roll π_{i-1} out from s_0 of every training task (S samples)   D+ += successes
-        2. for every failed expert trajectory τ (and successful ones if configured):
+        2. for every failed expert trajectory τ (and successful ones if configured; every
+           expert's trajectories of a task, each on its own):
                l = floor(|τ| / (M + 1));  simulate π_{i-1} from s_l, s_2l, ..., s_Ml  (S each)
         3. a state is solvable when one of its samples succeeded;
                unsolvable → solvable: the expert actions between are beneficial (trained)
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from eef.algorithms.common import (Budget, Context, PositiveRepository, eval_stage, rollout_stage,
                                    train_sampling, train_stage)
-from eef.algorithms.labels import StateOutcome, eef_samples, simulation_states
+from eef.algorithms.labels import StateOutcome, eef_samples, expert_name, simulation_states
 from eef.algorithms.sft import run_sft
 from eef.rollout.engine import RolloutRequest, trajectory_id
 
@@ -36,7 +37,7 @@ def run_eef(ctx: Context, method: str = "eef") -> Path:
     cfg = ctx.cfg.method
     S = cfg.samples_per_state
     model = run_sft(ctx)                                          # π_0
-    positives = PositiveRepository()                              # D+
+    positives = PositiveRepository(cfg.rft_keep)                  # D+ (the rule of RFT)
     explored = [τ for τ in ctx.explored_experts if not τ.success or cfg.simulate_successful]
     budget = Budget()
     for i in range(1, cfg.iterations + 1):
@@ -52,12 +53,15 @@ def run_eef(ctx: Context, method: str = "eef") -> Path:
         solved_from_start = {task: any(t.success for t in ts) for task, ts in by_task.items()}
 
         # 2. simulate from the expert states s_l, s_2l, ..., s_Ml
+        #    (method.sim_steps: the env's step limit counts from s_k, or from s_0)
         reqs = [RolloutRequest(τ.task_id, parent=τ, start_state=k, samples=S,
-                               sampling=train_sampling(ctx.cfg), seed=seed)
+                               sampling=train_sampling(ctx.cfg), seed=seed,
+                               fresh_step_limit=cfg.sim_steps == "full")
                 for τ in explored for k in simulation_states(len(τ), cfg.M) if k > 0]
         sims = rollout_stage(ctx, f"{method}/it{i}/sim", model, reqs)
         b_s0, b_sim = Budget().add(s0), Budget().add(sims)
-        budget += b_s0 + b_sim
+        b_it = b_s0 + b_sim
+        budget += b_it
         at_state = defaultdict(list)
         for t in sims:
             at_state[(t.source.get("parent"), int(t.source.get("start_state", 0)))].append(t)
@@ -70,12 +74,14 @@ def run_eef(ctx: Context, method: str = "eef") -> Path:
             outcomes = [StateOutcome(k, list(by_task[τ.task_id]) if k == 0 else at_state[(pid, k)])
                         for k in simulation_states(len(τ), cfg.M)]
             samples, labels, important = eef_samples(
-                τ, outcomes, solved_from_start.get(τ.task_id, False), cfg.train_neutral)
+                τ, outcomes, solved_from_start.get(τ.task_id, False), cfg.train_neutral,
+                cfg.rft_keep)
             for s in samples:
-                if positives.offer(("eef", τ.task_id, s.meta["important_state"]), s):
+                if positives.offer(("eef", pid, s.meta["important_state"]), s):
                     n_samples += 1
                     n_recovery += bool(s.meta["recovery"])
-            records.append({"task_id": τ.task_id, "parent": pid, "expert_success": τ.success,
+            records.append({"task_id": τ.task_id, "parent": pid, "expert": expert_name(τ),
+                            "expert_success": τ.success,
                             "states": [o.k for o in outcomes],
                             "solved": [o.solved for o in outcomes],
                             "diverged": [o.diverged for o in outcomes], "labels": labels,
@@ -92,11 +98,12 @@ def run_eef(ctx: Context, method: str = "eef") -> Path:
         row = eval_stage(ctx, method, i, f"{method}/it{i}", model)
         ctx.run.log_metrics({
             "stage": f"{method}/it{i}/budget", "method": method, "iteration": i,
-            "positives": len(positives.items), "new_eef_samples": n_samples,
+            "positives": len(positives), "new_eef_samples": n_samples,
             "new_recovery_samples": n_recovery,
             "solvable_states": sum(sum(r["solved"]) for r in records),
             "simulated_states": sum(len(r["states"]) for r in records),
             "diverged_states": sum(sum(r["diverged"]) for r in records),
-            "samples_per_state": S, "budget_s0": dataclasses.asdict(b_s0), "budget_sim": dataclasses.asdict(b_sim),
+            "samples_per_state": S, "budget_s0": dataclasses.asdict(b_s0),
+            "budget_sim": dataclasses.asdict(b_sim), "budget_it": dataclasses.asdict(b_it),
             "budget": dataclasses.asdict(budget), "eval": row["win_rate"]})
     return model

@@ -18,9 +18,11 @@ it is never an important state, and its solutions are not used as samples.
 unsolvable state right after a solvable one (the agent is stuck after an expert mistake).  For
 each important state s_i, the next solvable state s_j (j > i) holds an agent solution; the
 training sample is the expert prefix up to s_j — harmful steps masked, beneficial steps trained
-— followed by that solution's own steps (trained).  When several solutions start at s_j the
-**selection rule** takes the highest reward, then the fewest steps, then the lowest sample
-index.  An important state with no later solvable state yields no sample.
+— followed by that solution's own steps (trained).  When several solutions start at s_j, the
+keep rule ``shortest`` takes the one the **selection rule** picks (highest reward, then fewest
+steps, then lowest sample index); ``distinct`` and ``all`` make a sample of each (the rule of
+RFT's successes, ``method.rft_keep``).  An important state with no later solvable state yields
+no sample.
 """
 
 from __future__ import annotations
@@ -50,12 +52,16 @@ class StateOutcome:
     def solved(self) -> bool:
         return any(t.success for t in self.samples)
 
+    def wins(self) -> list[Trajectory]:
+        """The successful samples in the order of the selection rule: highest reward, then
+        fewest steps, then lowest sample index."""
+        wins = sorted(((i, t) for i, t in enumerate(self.samples) if t.success),
+                      key=lambda it: (-it[1].reward, len(it[1]), it[0]))
+        return [t for _, t in wins]
+
     def best(self) -> Trajectory | None:
-        """The selection rule: highest reward, then fewest steps, then lowest sample index."""
-        wins = [(i, t) for i, t in enumerate(self.samples) if t.success]
-        if not wins:
-            return None
-        return min(wins, key=lambda it: (-it[1].reward, len(it[1]), it[0]))[1]
+        """The selection rule's pick (None: no sample succeeded)."""
+        return next(iter(self.wins()), None)
 
 
 def label_actions(n_steps: int, outcomes: list[StateOutcome]) -> list[str]:
@@ -84,6 +90,12 @@ def important_states(outcomes: list[StateOutcome], task_solved_from_start: bool)
     return ks
 
 
+def expert_name(t: Trajectory) -> str:
+    """Which expert made ``t``: ``source.expert`` (``expert.policies`` / ``expert.trajectories``
+    entry), else its policy spec."""
+    return str(t.source.get("expert") or t.source.get("policy") or "expert")
+
+
 def build_sample(expert: Trajectory, labels: list[str], solution: Trajectory, k: int,
                  train_neutral: bool = True) -> Trajectory:
     """Expert prefix a_0 .. a_{k-1} (harmful masked, beneficial trained, neutral per
@@ -106,14 +118,21 @@ def build_sample(expert: Trajectory, labels: list[str], solution: Trajectory, k:
     return Trajectory(expert.task_id, expert.env, expert.instruction,
                       solution.initial_observation, steps, solution.reward, solution.success, True,
                       {"kind": "eef", "parent": expert.source.get("id", expert.task_id),
-                       "start_state": k, "policy": solution.source.get("policy"),
+                       "expert": expert_name(expert), "start_state": k,
+                       "policy": solution.source.get("policy"),
                        "sample": solution.source.get("sample")},
                       {"expert_policy": expert.source.get("policy")})
 
 
 def eef_samples(expert: Trajectory, outcomes: list[StateOutcome], task_solved_from_start: bool,
-                train_neutral: bool = True) -> tuple[list[Trajectory], list[str], list[int]]:
-    """Training samples from one expert trajectory: (samples, action labels, important k)."""
+                train_neutral: bool = True, keep: str = "shortest"
+                ) -> tuple[list[Trajectory], list[str], list[int]]:
+    """Training samples from one expert trajectory: (samples, action labels, important k).
+
+    ``keep`` (``method.rft_keep``): ``shortest`` builds one sample per important state from the
+    selection rule's solution; ``distinct`` and ``all`` one from every successful solution at
+    the next solvable state (in the selection rule's order; the positive repository then drops
+    repeated action sequences under ``distinct``)."""
     outs = sorted(outcomes, key=lambda o: o.k)
     labels = label_actions(len(expert), outs)
     important = important_states(outs, task_solved_from_start)
@@ -124,10 +143,10 @@ def eef_samples(expert: Trajectory, outcomes: list[StateOutcome], task_solved_fr
         if nxt is None or nxt.k in seen:
             continue
         seen.add(nxt.k)
-        best = nxt.best()
-        assert best is not None
-        sample = build_sample(expert, labels, best, nxt.k, train_neutral)
-        sample.meta["important_state"] = k
-        sample.meta["recovery"] = k > 0
-        samples.append(sample)
+        wins = nxt.wins()
+        for solution in wins[:1] if keep == "shortest" else wins:
+            sample = build_sample(expert, labels, solution, nxt.k, train_neutral)
+            sample.meta["important_state"] = k
+            sample.meta["recovery"] = k > 0
+            samples.append(sample)
     return samples, labels, important

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import statistics
 from pathlib import Path
 from typing import Any
 
-from eef.algorithms.common import (Context, base_stage, expert_stage, explore_subset, make_env,
-                                   select_tasks)
+from eef.algorithms.common import (BUDGET_KEYS, Budget, Context, base_stage, expert_stage,
+                                   explore_subset, make_env, select_tasks)
 from eef.algorithms.config import ExperimentConfig, to_dict
 from eef.algorithms.rundir import RunDir
 
@@ -26,24 +27,41 @@ def prepare(cfg: ExperimentConfig, out: str | Path) -> Context:
     return ctx
 
 
-def rft_n_for(ctx: Context) -> float:
-    """N of RFT×N: ``method.rft_n``, else matched to the counted env steps of the EEF run in the
-    same run directory: N = mean over iterations of (s_0 steps + simulation steps) /
-    (s_0 steps / S), so RFT×N's rollouts cost what EEF's rollouts and simulations cost
-    (rounded to an integer >= 1 with ``method.rft_match: round``)."""
+def rft_n_for(ctx: Context) -> float | list[float]:
+    """N of RFT×N: ``method.rft_n``, else matched to the EEF run in the same run directory.
+
+    One RFT rollout per task costs what EEF's s_0 rollouts cost divided by S (EEF ran S samples
+    per task at s_0), so iteration i's ratio is N_i = (s_0 + simulation cost) x S / s_0 cost,
+    the cost being counted in episodes, policy env steps or tokens (generated + prompt tokens
+    after prefix reuse) by ``method.rft_match``; N is the mean of the N_i (``exact``: the list
+    of the N_i of env steps, one per iteration).  ``method.rft_round`` rounds to integers
+    >= 1; N is never below 1."""
     m = ctx.cfg.method
     if m.rft_n:
         return m.rft_n
-    rows = [r for r in ctx.run.metrics()
-            if r.get("method") == "eef" and "budget_sim" in r]
+    rows = sorted((r for r in ctx.run.metrics() if r.get("method") == "eef" and "budget_sim" in r),
+                  key=lambda r: r["iteration"])
     if not rows:
         raise ValueError("method rft_xn with method.rft_n=0 needs an EEF run in the same run "
                          "directory (run method eef first, or set method.rft_n)")
-    # one RFT rollout per task costs s_0 steps / S (EEF ran S samples per task at s_0)
-    ratios = [(r["budget_s0"]["env_steps"] + r["budget_sim"]["env_steps"]) * r["samples_per_state"]
-              / max(1, r["budget_s0"]["env_steps"]) for r in rows]
-    n = sum(ratios) / len(ratios)
-    return max(1, round(n)) if m.rft_match == "round" else max(1.0, n)
+
+    def cost(b: dict[str, Any]) -> float:
+        if m.rft_match == "episodes":
+            return b["episodes"]
+        if m.rft_match == "tokens":
+            return Budget(**{k: int(b.get(k) or 0) for k in BUDGET_KEYS}).tokens
+        return b["env_steps"]
+
+    ratios = []
+    for r in rows:
+        one = cost(r["budget_s0"])
+        if not one:
+            raise ValueError(f"method.rft_match: {m.rft_match}: EEF's s_0 rollouts of iteration "
+                             f"{r['iteration']} counted none (does the policy report tokens?)")
+        ratios.append((one + cost(r["budget_sim"])) * r["samples_per_state"] / one)
+    ns = ratios if m.rft_match == "exact" else [sum(ratios) / len(ratios)]
+    ns = [max(1, round(n)) if m.rft_round else max(1.0, n) for n in ns]
+    return ns if m.rft_match == "exact" else ns[0]
 
 
 def run_method(ctx: Context, method: str) -> Path:
@@ -123,22 +141,21 @@ def compare(cfg: ExperimentConfig, methods: list[str], seeds: list[int], out: st
                       "win_rate_mean": statistics.mean(wr), "win_rate_std": _std(wr),
                       "score_mean": statistics.mean(sc), "score_std": _std(sc),
                       **{f"{k}_mean": statistics.mean(b[k] for b in spent[m])
-                         for k in ("env_steps", "generated_tokens")}})
+                         for k in BUDGET_KEYS}})
     import json
     (Path(out) / "results.json").write_text(json.dumps(table, indent=1))
     return table
 
 
 def method_budget(rows: list[dict[str, Any]], method: str) -> dict[str, int]:
-    """Env steps and generated tokens a method counted over all its iterations (its
-    ``<method>/itI/budget`` rows: rollouts from s_0 and, for EEF, simulations)."""
-    out = {"env_steps": 0, "generated_tokens": 0}
+    """What a method counted over all its iterations (``BUDGET_KEYS``): the cumulative budget
+    of its last ``<method>/itI/budget`` row (rollouts from s_0 and, for EEF, simulations)."""
+    last: dict[str, Any] = {}
     for r in rows:
-        st = str(r.get("stage", ""))
-        if st.startswith(f"{method}/it") and st.endswith("/budget") and "budget" in r:
-            for k in out:
-                out[k] += int(r["budget"].get(k, 0))
-    return out
+        m = re.fullmatch(rf"{re.escape(method)}/it(\d+)/budget", str(r.get("stage", "")))
+        if m and "budget" in r and int(m.group(1)) >= last.get("it", 0):
+            last = {"it": int(m.group(1)), **r["budget"]}
+    return {k: int(last.get(k) or 0) for k in BUDGET_KEYS}
 
 
 def _std(xs: list[float]) -> float:

@@ -4,13 +4,14 @@
     for i in 1..I:
         roll out `model` N times from the start state s_0 of every training task
             (or of method.explore_tasks of them)
-        positives += the successful rollouts (best per task: highest reward, then shortest)
+        positives += the successful rollouts (kept per task by method.rft_keep)
         model = fine-tune(base or model, expert successes + positives)      # method.train_from
         evaluate(model)
 
 RFT is N = 1.  RFT×N is the paper's equal-budget baseline: N rollouts per task so that its
-counted env steps match EEF's (method.rft_n, or derived from an EEF run's budget).  A
-fractional N = k + f runs k rollouts of every task and one more of a seeded share f of them.
+counted budget matches EEF's (method.rft_n, or derived from an EEF run's budget by
+method.rft_match; a list of N, one per iteration, with rft_match: exact).  A fractional
+N = k + f runs k rollouts of every task and one more of a seeded share f of them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import dataclasses
 import math
 import random
 from pathlib import Path
+from typing import Sequence
 
 from eef.algorithms.common import (Budget, Context, PositiveRepository, eval_stage, rollout_stage,
                                    train_sampling, train_stage)
@@ -34,16 +36,22 @@ def samples_per_task(task_ids: list[str], n: float, seed: int) -> dict[str, int]
     return {t: k + (t in extra) for t in task_ids}
 
 
-def run_rft(ctx: Context, n: float = 1, method: str = "rft") -> Path:
+def run_rft(ctx: Context, n: float | Sequence[float] = 1, method: str = "rft") -> Path:
+    iterations = ctx.cfg.method.iterations
+    ns = [float(n)] * iterations if isinstance(n, (int, float)) else list(n)
+    if len(ns) < iterations:
+        raise ValueError(f"{method}: {len(ns)} values of N for {iterations} iterations")
     sft = run_sft(ctx)
-    model, positives, budget = sft, PositiveRepository(), Budget()
-    for i in range(1, ctx.cfg.method.iterations + 1):
+    model, positives, budget = sft, PositiveRepository(ctx.cfg.method.rft_keep), Budget()
+    for i in range(1, iterations + 1):
         seed = ctx.agent_seed * 7919 + i
+        n = ns[i - 1]
         per_task = samples_per_task(ctx.explore_ids, n, seed)
         reqs = [RolloutRequest(t, samples=per_task[t], sampling=train_sampling(ctx.cfg),
                                seed=seed) for t in ctx.explore_ids]
         trajs = rollout_stage(ctx, f"{method}/it{i}/s0", model, reqs)
-        budget += Budget().add(trajs)
+        b_it = Budget().add(trajs)
+        budget += b_it
         for t in trajs:
             positives.offer(t.task_id, t)
         data = (ctx.expert_successes if ctx.cfg.method.keep_expert_successes else []) + \
@@ -52,6 +60,7 @@ def run_rft(ctx: Context, n: float = 1, method: str = "rft") -> Path:
         model = train_stage(ctx, f"{method}/it{i}", init, data)
         row = eval_stage(ctx, method, i, f"{method}/it{i}", model)
         ctx.run.log_metrics({"stage": f"{method}/it{i}/budget", "method": method, "iteration": i,
-                             "n": n, "positives": len(positives.items),
+                             "n": n, "positives": len(positives),
+                             "budget_it": dataclasses.asdict(b_it),
                              "budget": dataclasses.asdict(budget), "eval": row["win_rate"]})
     return model

@@ -10,6 +10,8 @@ In the spirit of Gymnasium's ``Env`` but text in / text out and keyed by task id
   lazily: only when asked).
 * ``replay(task_id, actions, expected=...)``: reset and re-apply an action prefix.  This is the
   primitive EEF's simulations start from ("restore expert state s_k").
+* ``restart_step_limit()`` (optional, ``restarts_step_limit``): count the step limit from the
+  current state, so a simulation from s_k may take the env's whole limit after s_k.
 * ``close()``: release every resource (processes, files).
 
 Rewards.  ``StepResult.reward`` is the reward of that step on the env's [0, 1] scale (WebShop:
@@ -111,6 +113,8 @@ class TextEnv(abc.ABC):
     name: ClassVar[str] = "env"
     #: True when ``snapshot``/``restore`` are implemented (cheap copies of the episode state).
     supports_snapshot: ClassVar[bool] = False
+    #: True when ``restart_step_limit`` is implemented.
+    restarts_step_limit: ClassVar[bool] = False
     max_steps: int = 15
 
     # -- tasks ---------------------------------------------------------------------------
@@ -146,6 +150,13 @@ class TextEnv(abc.ABC):
 
     def restore(self, snap: Any) -> Observation:
         raise NotImplementedError(f"{self.name} cannot restore a state; use replay()")
+
+    # -- step limit (optional) -----------------------------------------------------------
+    def restart_step_limit(self) -> None:
+        """Count the episode's step limit from the current state: ``max_steps`` more steps (the
+        task's limit) are allowed from here.  EEF's ``method.sim_steps: full`` calls it after
+        restoring expert state s_k."""
+        raise EnvError(f"{self.name} cannot count its step limit from a later state")
 
     # -- replay --------------------------------------------------------------------------
     def replay(self, task_id: str, actions: Sequence[str],

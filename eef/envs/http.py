@@ -52,6 +52,7 @@ class HttpEnv(TextEnv):
         self.name = created["name"]  # type: ignore[misc]  # the remote env's name
         self.base_name = created.get("base_name", self.name)
         self.max_steps = int(created["max_steps"])
+        self.restarts_step_limit = bool(created.get("restarts_step_limit", False))  # type: ignore[misc]
 
     # -- transport -----------------------------------------------------------------------
     def _request(self, method: str, path: str, **kw: Any) -> Any:
@@ -124,6 +125,9 @@ class HttpEnv(TextEnv):
                               r.get("info") or {}) for r in d["results"]]
         return ReplayResult(d["observation"], d["initial_observation"], results, d["match"],
                             d["first_divergence"], bool(d["done"]))
+
+    def restart_step_limit(self) -> None:
+        self._request("POST", f"{self._sess()}/restart_step_limit")
 
     def close(self) -> None:
         sid, self.session = self.session, None

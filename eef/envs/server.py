@@ -3,17 +3,18 @@
 
 One *session* is one env instance.  API (JSON bodies and replies):
 
-========================================  ==============================================
-``GET  /health``                          ``{"env", "sessions", "max_sessions"}``
-``GET  /tasks?split=all``                 ``[{"id", "env", "split", "instruction", "meta"}]``
-``GET  /task?task_id=ID``                 one task (404 ``unknown_task``)
-``POST /sessions``  ``{"kwargs": {}}``    ``{"session", "name", "base_name", "max_steps"}``
-``POST /sessions/{sid}/reset``            ``{"task_id"}`` -> ``{"observation"}``
-``POST /sessions/{sid}/step``             ``{"action"}`` -> ``{"observation", "reward", "done", "info"}``
-``GET  /sessions/{sid}/available_actions`` ``{"actions": [...]}``
-``POST /sessions/{sid}/replay``           ``{"task_id", "actions", "expected"?}`` -> a ``ReplayResult``
-``DELETE /sessions/{sid}``                closes the env
-========================================  ==============================================
+===========================================  ========================================================================
+``GET  /health``                             ``{"env", "sessions", "max_sessions"}``
+``GET  /tasks?split=all``                    ``[{"id", "env", "split", "instruction", "meta"}]``
+``GET  /task?task_id=ID``                    one task (404 ``unknown_task``)
+``POST /sessions``  ``{"kwargs": {}}``       ``{"session", "name", "base_name", "max_steps", "restarts_step_limit"}``
+``POST /sessions/{sid}/reset``               ``{"task_id"}`` -> ``{"observation"}``
+``POST /sessions/{sid}/step``                ``{"action"}`` -> ``{"observation", "reward", "done", "info"}``
+``GET  /sessions/{sid}/available_actions``   ``{"actions": [...]}``
+``POST /sessions/{sid}/replay``              ``{"task_id", "actions", "expected"?}`` -> a ``ReplayResult``
+``POST /sessions/{sid}/restart_step_limit``  ``{}``: the step limit counts from the current state
+``DELETE /sessions/{sid}``                   closes the env
+===========================================  ========================================================================
 
 Errors are ``{"error": CODE, "detail": TEXT}`` with status 404 (``unknown_session``,
 ``unknown_task``), 409 (``episode_not_started``), 413 (``body_too_large``), 429
@@ -303,7 +304,7 @@ def create_app(env: str | Callable[..., TextEnv], config: ServerConfig | None = 
                             "this server does not accept env kwargs from clients")
         sid, e = store.create(kw)
         return {"session": sid, "name": e.name, "base_name": getattr(e, "base_name", e.name),
-                "max_steps": e.max_steps}
+                "max_steps": e.max_steps, "restarts_step_limit": bool(e.restarts_step_limit)}
 
     @app.post("/sessions/{sid}/reset")
     def reset(sid: str, body: ResetBody) -> dict[str, Any]:
@@ -326,6 +327,12 @@ def create_app(env: str | Callable[..., TextEnv], config: ServerConfig | None = 
             raise _ApiError(422, "bad_replay", "expected must have one observation per action")
         with store.use(sid) as e:
             return dataclasses.asdict(e.replay(body.task_id, body.actions, body.expected))
+
+    @app.post("/sessions/{sid}/restart_step_limit")
+    def restart_step_limit(sid: str) -> dict[str, Any]:
+        with store.use(sid) as e:
+            e.restart_step_limit()
+            return {}
 
     @app.delete("/sessions/{sid}")
     def close(sid: str) -> dict[str, Any]:

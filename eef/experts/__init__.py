@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 _EXPERTS: dict[tuple[str, str], str] = {
     ("webshop", "oracle"): "eef.experts.webshop:OracleExpert",
     ("webshop", "heuristic"): "eef.experts.webshop:HeuristicExpert",
+    ("webshop", "noisy"): "eef.experts.webshop:NoisyExpert",
     ("webshop", "random"): "eef.experts.webshop:RandomExpert",
     ("sciworld", "gold"): "eef.experts.sciworld:GoldExpert",
     ("sciworld", "noisy"): "eef.experts.sciworld:NoisyExpert",

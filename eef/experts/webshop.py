@@ -13,6 +13,9 @@ and its trajectories are reproducible.
   no good one), selects the options the instruction names (closest listed value), checks the
   price, goes back for another candidate when over budget, and buys.  Its failures are natural:
   a similar but wrong product, an option it could not find, over budget, out of steps.
+* ``noisy`` is ``heuristic`` that slips: at each step, with probability ``slip`` (seeded by
+  task, step and seed), it takes ``random``'s action instead, then carries on from wherever that
+  led.  A weaker second expert whose failures hold detours and recoveries.
 * ``random`` clicks / searches uniformly at random among the page's actions (a floor).
 """
 
@@ -273,6 +276,24 @@ class RandomExpert(_ScriptedWebShop):
         else:
             acts = ["back to search", "< prev"]
         return "", f"click[{rng.choice(acts)}]"
+
+
+class NoisyExpert(HeuristicExpert):
+    """``heuristic`` taking ``random``'s action at a share ``slip`` of its steps."""
+
+    spec = "expert:noisy"
+
+    def __init__(self, env: WebShopEnv, slip: float = 0.25, **kw):
+        super().__init__(env, **kw)
+        if not 0.0 <= slip <= 1.0:
+            raise ValueError(f"slip must be in [0, 1], got {slip}")
+        self.slip = slip
+        self.random = RandomExpert(env)
+
+    def decide(self, ctx: Trajectory, seed: int) -> tuple[str, str]:
+        if random.Random(f"slip/{ctx.task_id}/{len(ctx.steps)}/{seed}").random() < self.slip:
+            return self.random.decide(ctx, seed)
+        return super().decide(ctx, seed)
 
 
 def failure_kind(traj: Trajectory, env: WebShopEnv) -> str:

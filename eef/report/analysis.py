@@ -36,6 +36,7 @@ class CurvePoint:
     episodes: int            # evaluation episodes summed over runs
     env_steps: float | None = None          # mean cumulative counted budget (None: unknown)
     generated_tokens: float | None = None
+    budget: dict[str, float] = field(default_factory=dict)  # every BUDGET_KEYS key, mean
     per_run: dict[str, float] = field(default_factory=dict)  # run name -> win rate
 
 
@@ -55,11 +56,11 @@ def curves(runs: list[Run]) -> dict[str, list[CurvePoint]]:
             sc, sc_s = mean_std([float(r["mean_score"]) for _, r in rows])
             budgets = [run.budget(m, it) for run, _ in rows]
             have = [b for b in budgets if b is not None]
+            mean = {k: statistics.fmean(b[k] for b in have) for k in have[0]} if have else {}
             pts.append(CurvePoint(
                 it, len(rows), wr, wr_s, sc, sc_s, sum(r["n"] for _, r in rows),
-                statistics.fmean(b["env_steps"] for b in have) if have else None,
-                statistics.fmean(b["generated_tokens"] for b in have) if have else None,
-                {run.name: float(r["win_rate"]) for run, r in rows}))
+                mean.get("env_steps"), mean.get("generated_tokens"),
+                per_run={run.name: float(r["win_rate"]) for run, r in rows}, budget=mean))
         out[m] = pts
     return out
 

@@ -108,7 +108,8 @@ JS = r"""
     box.setAttribute("data-task", e.task);
     var head = el("div", "head");
     head.appendChild(document.createTextNode(e.task + "  "));
-    head.appendChild(el("span", "muted small", e.run + " · " + e.method + " iteration " + e.it + " · expert "));
+    head.appendChild(el("span", "muted small", e.run + " · " + e.method + " iteration " + e.it + " · expert " +
+                        (e.expert.name ? e.expert.name + " " : "")));
     head.appendChild(outcome(e.expert.success, e.expert.reward));
     head.appendChild(el("span", "muted small", " · " + e.samples + " training sample(s)"));
     box.appendChild(head);

@@ -15,6 +15,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
+from eef.algorithms.labels import expert_name
 from eef.report.rundata import Run, as_int
 from eef.trajectory import Trajectory
 
@@ -41,9 +42,12 @@ def _steps(t: Trajectory, start: int, obs_chars: int) -> list[dict[str, Any]]:
 
 def figure1_entries(runs: list[Run], obs_chars: int = 300, max_sims_per_state: int = 8
                     ) -> list[dict[str, Any]]:
-    """One entry per (run, method, iteration, explored expert trajectory), JSON-ready.
+    """One entry per (run, method, iteration, explored expert trajectory), JSON-ready: several
+    trajectories of one task (``expert.policies``, several ``expert.trajectories`` files) are
+    entries of their own.
 
-    Keys: ``run``, ``method``, ``it``, ``task``, ``instruction``, ``expert`` (``success``,
+    Keys: ``run``, ``method``, ``it``, ``task``, ``parent`` (the trajectory's id),
+    ``instruction``, ``expert`` (``name``: which expert, ``success``,
     ``reward``, ``steps``: ``a`` action, ``o`` observation (clipped to ``obs_chars``), ``l``
     label), ``states`` (``k``, ``status`` solved | unsolved | diverged, ``important``,
     ``recovery``, ``sims``: continuation episodes with ``sample``, ``success``, ``reward``,
@@ -107,7 +111,8 @@ def _entry(run: Run, method: str, it: int, rec: dict[str, Any], sims_at, s0_of, 
                        "sims": sims, "more_sims": max(0, len(trajs) - max_sims)})
     return {"run": run.name, "method": method, "it": it, "task": task, "parent": pid,
             "instruction": expert.instruction if expert else "",
-            "expert": {"success": bool(rec.get("expert_success", expert.success if expert else False)),
+            "expert": {"name": str(rec.get("expert") or (expert_name(expert) if expert else "")),
+                       "success": bool(rec.get("expert_success", expert.success if expert else False)),
                        "reward": _reward(expert.reward) if expert else None,
                        "steps": e_steps},
             "states": states, "samples": as_int(rec.get("samples")), "missing": missing}

@@ -113,19 +113,28 @@ def _summary(runs: list[Run], curves: dict[str, list[A.CurvePoint]],
             "was collected on, the methods' on the evaluation split.</p>" + table(head, rows))
 
 
+#: the budget columns of the iterations table: (BUDGET_KEYS key, header)
+_BUDGET_COLUMNS = (("episodes", "rollout episodes"), ("env_steps", "policy env steps"),
+                   ("replay_steps", "replayed expert steps"),
+                   ("generated_tokens", "generated tokens"),
+                   ("prompt_tokens", "prompt tokens"),
+                   ("prefill_tokens", "prompt tokens after prefix reuse"))
+
+
 def _curves_section(curves: dict[str, list[A.CurvePoint]]) -> str:
     rows = [(m, p.iteration, p.runs, p.episodes, pct(p.win_rate, p.win_rate_std),
-             num(p.mean_score, p.mean_score_std), num(p.env_steps, digits=0),
-             num(p.generated_tokens, digits=0))
+             num(p.mean_score, p.mean_score_std),
+             *(num(p.budget.get(k), digits=0) for k, _ in _BUDGET_COLUMNS))
             for m, pts in curves.items() for p in pts]
-    head = ("method", "iteration", "runs", "episodes", "win rate (%)", "mean score",
-            "env steps (cum.)", "generated tokens (cum.)")
+    head = ("method", "iteration", "runs", "eval episodes", "win rate (%)", "mean score",
+            *(f"{h} (cum.)" for _, h in _BUDGET_COLUMNS))
     out = ["<h2 id='iterations'>Win rate and score per iteration</h2>",
            "<p class='small muted'>Iteration 0 is the SFT model every method starts from. Shaded: "
-           "± one standard deviation over runs. Budget: counted env steps (policy steps; replayed "
-           "expert prefixes excluded) and generated tokens of the method's training rollouts and "
-           "simulations, summed up to the iteration (metrics rows <code>METHOD/itI/budget</code>)."
-           "</p>"]
+           "± one standard deviation over runs. Budget of the method's training rollouts and "
+           "simulations, summed up to the iteration (metrics rows <code>METHOD/itI/budget</code>): "
+           "episodes, policy env steps, the expert steps replayed before a simulation, generated "
+           "tokens, and the prompt tokens of every turn before and after prefix reuse (0: the "
+           "policy did not report them).</p>"]
     if curves:
         out.append(img(plots.plot_curves(curves), "win rate and mean score per iteration"))
     out.append(table(head, rows, left=1))

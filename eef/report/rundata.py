@@ -255,20 +255,22 @@ class Run:
         return dict(sorted(rows.items()))
 
     def budget(self, method: str, iteration: int) -> dict[str, float] | None:
-        """Cumulative counted budget of ``method`` up to ``iteration`` (env steps, generated
-        tokens, episodes) from its ``METHOD/itI/budget`` row; zero at iteration 0 (SFT uses only
-        the expert's trajectories)."""
+        """Cumulative counted budget of ``method`` up to ``iteration`` (every key of
+        ``eef.algorithms.common.BUDGET_KEYS``; 0 when a run did not count it) from its
+        ``METHOD/itI/budget`` row; zero at iteration 0 (SFT uses only the expert's
+        trajectories)."""
+        from eef.algorithms.common import BUDGET_KEYS
         if iteration == 0:
-            return {"env_steps": 0, "generated_tokens": 0, "episodes": 0}
+            return dict.fromkeys(BUDGET_KEYS, 0.0)
         r = next((r for r in self.metrics if r["stage"] == f"{method}/it{iteration}/budget"), None)
         b = (r or {}).get("budget")
         if not isinstance(b, dict):
             return None
-        if not all(_num(b.get(k, 0)) for k in ("env_steps", "generated_tokens", "episodes")):
+        if not all(_num(b.get(k) or 0) for k in BUDGET_KEYS):
             self.warn(f"{self.path / 'metrics.jsonl'}: budget of {method}/it{iteration} is not "
                       "numeric; ignored")
             return None
-        return {k: float(b.get(k) or 0) for k in ("env_steps", "generated_tokens", "episodes")}
+        return {k: float(b.get(k) or 0) for k in BUDGET_KEYS}
 
     def budget_rows(self, method: str) -> dict[int, dict[str, Any]]:
         out = {}

@@ -10,7 +10,9 @@ how EEF simulates from expert states s_0, s_l, ..., s_Ml with l = floor(|tau| / 
 al., arXiv 2504.13145, Sec. 3).  Envs that snapshot replay a recorded trajectory once (one pass
 snapshots every state requested from it; once per worker for the process and Ray backends) and
 restore the snapshots for the other samples; the others replay per episode.  Replay divergence
-from the record is kept in ``meta.replay_match`` / ``meta.replay_divergence``.
+from the record is kept in ``meta.replay_match`` / ``meta.replay_divergence``.  The env's step
+limit counts the replayed steps too, unless the request asks for ``fresh_step_limit`` (then
+the policy may take the env's whole limit after state k: EEF's ``method.sim_steps: full``).
 
 For the same seeds and a deterministic policy the engine produces exactly the trajectories of
 the sequential loop ``eef.rollout.episode.run_episode`` (the per-step seed is
@@ -26,6 +28,13 @@ wall_s, retries).
 Generated tokens.  After ``act``, a policy may set ``last_generated_tokens``: a list of ints, one
 per context of that call (tokens generated for that response).  Without it the count is
 ``None`` (unknown), e.g. for scripted experts.
+
+Prompt tokens.  ``meta.prompt_tokens`` counts the prompt tokens of every turn (before prefix
+reuse) and ``meta.prefill_tokens`` those the model computed (after it: the prefill work).  Per
+context when the policy sets ``last_prompt_tokens`` and ``last_reused_tokens`` (lists like
+``last_generated_tokens``); else from its ``stats`` counters (``prompt_tokens``,
+``reused_tokens``, as ``eef.models.decode.DecodeStats``): each call's increase, split evenly over
+its contexts (so sums over episodes are exact); else ``None``.
 """
 
 from __future__ import annotations
@@ -75,6 +84,10 @@ class RolloutRequest:
         "help": "Id of the parent recorded in source.parent (default: trajectory_id(parent))."})
     source: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "Extra provenance merged into each trajectory's source."})
+    fresh_step_limit: bool = field(default=False, metadata={
+        "help": "The env's step limit counts from start_state (the policy may take the whole "
+                "limit after the replayed prefix) instead of from the task's start; needs an "
+                "env that restarts_step_limit."})
 
 
 @dataclass
@@ -126,6 +139,10 @@ class Budget:
         "help": "Of which replaying recorded actions (0 when restored from a snapshot)."})
     generated_tokens: int | None = field(default=0, metadata={
         "help": "Tokens the policy generated (None: the policy does not report them)."})
+    prompt_tokens: int | None = field(default=0, metadata={
+        "help": "Prompt tokens of every turn, before prefix reuse (None: not reported)."})
+    prefill_tokens: int | None = field(default=0, metadata={
+        "help": "Prompt tokens the model computed, after prefix reuse (None: not reported)."})
     wall_s: float = field(default=0.0, metadata={
         "help": "Seconds from the request's first episode start to its last episode end."})
 
@@ -204,6 +221,8 @@ class _Episode:
     env_steps: int = 0
     replay_steps: int = 0
     tokens: int | None = 0
+    prompt_tokens: int | None = 0
+    prefill_tokens: int | None = 0
     t0: float = 0.0
     last: StepResult | None = None
 
@@ -242,6 +261,7 @@ class RolloutEngine:
         info = self.pool.info()
         self.env_name: str = info["name"]
         self.snapshots = bool(info["supports_snapshot"]) and self.config.use_snapshots
+        self.restarts_step_limit = bool(info.get("restarts_step_limit"))
         self._known: set[str] = set()  # task ids already checked
         self._slot_states: dict[int, set[tuple[str, int]]] = {}  # snapshots each slot holds
         self._wanted: dict[str, set[int]] = {}
@@ -278,6 +298,10 @@ class RolloutEngine:
                 raise RolloutRequestError(f"{where}: start_state must be >= 0")
             if r.start_state > 0 and r.parent is None:
                 raise RolloutRequestError(f"{where}: start_state {r.start_state} needs a parent")
+            if r.fresh_step_limit and r.start_state > 0 and not self.restarts_step_limit:
+                raise RolloutRequestError(
+                    f"{where}: fresh_step_limit, but {self.env_name} cannot count its step limit "
+                    "from a later state (restart_step_limit)")
             if r.parent is not None:
                 if r.parent.task_id != r.task_id:
                     raise RolloutRequestError(
@@ -360,7 +384,8 @@ class RolloutEngine:
             t.reward = float(info.get("score", e.last.reward if e.last else 0.0))
             t.success = bool(info.get("success", False))
             t.meta.update(env_steps=e.env_steps, replay_steps=e.replay_steps,
-                          generated_tokens=e.tokens, wall_s=round(time.time() - e.t0, 4),
+                          generated_tokens=e.tokens, prompt_tokens=e.prompt_tokens,
+                          prefill_tokens=e.prefill_tokens, wall_s=round(time.time() - e.t0, 4),
                           retries=e.attempts)
             if e.errors:
                 t.meta["errors"] = list(e.errors)
@@ -393,8 +418,9 @@ class RolloutEngine:
             b.episodes += 1
             b.env_steps += e.env_steps
             b.replay_steps += e.replay_steps
-            b.generated_tokens = (None if b.generated_tokens is None or e.tokens is None
-                                  else b.generated_tokens + e.tokens)
+            b.generated_tokens = _add(b.generated_tokens, e.tokens)
+            b.prompt_tokens = _add(b.prompt_tokens, e.prompt_tokens)
+            b.prefill_tokens = _add(b.prefill_tokens, e.prefill_tokens)
             b.wall_s = time.time() - req_t0[e.req]
             if e.slot is not None:
                 live.pop(e.slot, None)
@@ -459,16 +485,18 @@ class RolloutEngine:
                     groups.setdefault(requests[e.req].sampling, []).append(e)
                 actions: list[tuple[_Episode, str, str]] = []
                 for sampling, eps in groups.items():
+                    before = _prompt_counters(self.policy)
                     responses = self.policy.act([e.traj for e in eps], sampling,
                                                 [e.seed + len(e.traj.steps) for e in eps])
                     if len(responses) != len(eps):
                         raise RuntimeError(f"{self.policy.spec}: act returned {len(responses)} "
                                            f"responses for {len(eps)} contexts")
-                    counts = getattr(self.policy, "last_generated_tokens", None)
-                    ok = isinstance(counts, (list, tuple)) and len(counts) == len(eps)
+                    counts = _per_context(self.policy, "last_generated_tokens", len(eps))
+                    prompt, prefill = _prompt_counts(self.policy, before, len(eps))
                     for j, (e, resp) in enumerate(zip(eps, responses)):
-                        e.tokens = (e.tokens + int(counts[j])) if ok and e.tokens is not None \
-                            else None
+                        e.tokens = _add(e.tokens, counts and counts[j])
+                        e.prompt_tokens = _add(e.prompt_tokens, prompt and prompt[j])
+                        e.prefill_tokens = _add(e.prefill_tokens, prefill and prefill[j])
                         thought, action = parse_turn(resp)
                         actions.append((e, thought, action))
                     stats["act_calls"] += 1
@@ -535,9 +563,10 @@ class RolloutEngine:
             ks = sorted(wanted.get(pid, {e.start_k}))
             n = max(ks)
             return (r.task_id, r.parent.actions[:n], r.parent.observations[:n], e.start_k,
-                    self._snap_key(e), ks)
+                    self._snap_key(e), ks, r.fresh_step_limit)
         k = e.start_k
-        return (r.task_id, r.parent.actions[:k], r.parent.observations[:k], k)
+        return (r.task_id, r.parent.actions[:k], r.parent.observations[:k], k, None, (),
+                r.fresh_step_limit)
 
     @staticmethod
     def _snap_key(e: _Episode) -> str:
@@ -552,6 +581,8 @@ class RolloutEngine:
         src["start_state"] = e.start_k
         if pid is not None and e.start_k > 0:
             src["parent"] = pid
+            if r.fresh_step_limit:
+                src["fresh_step_limit"] = True
         src.update(sample=e.sample, seed=e.seed)
         if r.sampling is not None:
             src["sampling"] = dataclasses.asdict(r.sampling)
@@ -583,6 +614,46 @@ class RolloutEngine:
         e.env_steps += res.env_steps
         e.replay_steps += res.env_steps
         e.last = res.results[-1] if res.results else None
+
+
+def _add(total: int | None, n: int | None) -> int | None:
+    """A token count plus one more; None (unknown) when either is."""
+    return None if total is None or n is None else total + int(n)
+
+
+def _per_context(policy: Policy, attr: str, n: int) -> list[int] | None:
+    """The policy's per-context count list ``attr`` of its last act call, if it set one."""
+    xs = getattr(policy, attr, None)
+    return [int(x) for x in xs] if isinstance(xs, (list, tuple)) and len(xs) == n else None
+
+
+def _prompt_counters(policy: Policy) -> tuple[int, int] | None:
+    """(prompt tokens, reused prompt tokens) of the policy's cumulative ``stats``, if any."""
+    st = getattr(policy, "stats", None)
+    try:
+        return int(st.prompt_tokens), int(st.reused_tokens)  # type: ignore[union-attr]
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _prompt_counts(policy: Policy, before: tuple[int, int] | None, n: int
+                   ) -> tuple[list[int] | None, list[int] | None]:
+    """Per context of the last act call: (prompt tokens, prompt tokens computed after prefix
+    reuse), from the policy's per-context lists, else its counters' increase split evenly."""
+    prompt = _per_context(policy, "last_prompt_tokens", n)
+    reused = _per_context(policy, "last_reused_tokens", n)
+    if prompt is not None:
+        return prompt, [p - r for p, r in zip(prompt, reused or [0] * n)]
+    after = _prompt_counters(policy)
+    if before is None or after is None:
+        return None, None
+    return _split(after[0] - before[0], n), _split(after[0] - before[0] - after[1] + before[1], n)
+
+
+def _split(total: int, n: int) -> list[int]:
+    """``total`` over ``n`` parts as evenly as integers allow (the parts sum to ``total``)."""
+    q, r = divmod(total, n)
+    return [q + (i < r) for i in range(n)]
 
 
 def _progress(enabled: bool, title: str, total: int, done: int):

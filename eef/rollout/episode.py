@@ -24,9 +24,11 @@ def start_context(env: TextEnv, task_id: str, observation: str) -> Trajectory:
 
 def run_episode(env: TextEnv, policy: Policy, task_id: str, *, sampling: Sampling | None = None,
                 seed: int = 0, source: dict[str, Any] | None = None,
-                prefix: Trajectory | None = None, ground: bool = False) -> Trajectory:
+                prefix: Trajectory | None = None, ground: bool = False,
+                fresh_step_limit: bool = False) -> Trajectory:
     """Play one episode of ``task_id``.  With ``prefix`` (a recorded trajectory cut at state
-    s_k), its actions are replayed first and kept in the context (``source.start_state = k``).
+    s_k), its actions are replayed first and kept in the context (``source.start_state = k``);
+    ``fresh_step_limit``: the env's step limit then counts from s_k.
     ``ground``: map inadmissible actions to admissible ones (``eef.envs.grounding``)."""
     if prefix is not None and prefix.steps:
         rep = env.replay(task_id, prefix.actions, prefix.observations)
@@ -38,6 +40,8 @@ def run_episode(env: TextEnv, policy: Policy, task_id: str, *, sampling: Samplin
         start = len(prefix.steps)
         done = rep.done
         last = rep.results[-1] if rep.results else None
+        if fresh_step_limit and not done:
+            env.restart_step_limit()
     else:
         traj = start_context(env, task_id, env.reset(task_id))
         start, done, last = 0, False, None

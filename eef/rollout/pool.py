@@ -151,6 +151,7 @@ class EnvHost:
     def info(self) -> dict[str, Any]:
         env = self._env()
         return {"name": env.name, "supports_snapshot": bool(env.supports_snapshot),
+                "restarts_step_limit": bool(env.restarts_step_limit),
                 "max_steps": env.max_steps, "pid": os.getpid(),
                 "env_pid": getattr(env, "jvm_pid", None)}
 
@@ -171,9 +172,10 @@ class EnvHost:
     # -- episodes --------------------------------------------------------------------------
     def start(self, task_id: str, actions: Sequence[str] = (), expected: Sequence[str] | None = None,
               k: int | None = None, snap_key: str | None = None,
-              snap_ks: Sequence[int] = ()) -> StartResult:
+              snap_ks: Sequence[int] = (), fresh_limit: bool = False) -> StartResult:
         """Put the env at state ``k`` (default ``len(actions)``) of ``task_id``: after the first
         ``k`` of the recorded ``actions`` (whose recorded observations are ``expected``).
+        ``fresh_limit``: the step limit then counts from state ``k`` (``restart_step_limit``).
 
         ``k == 0``: ``reset``.  An env that snapshots, given ``snap_key`` (an id of the recorded
         trajectory): restore the stored snapshot of ``(snap_key, k)`` if there is one; otherwise
@@ -181,6 +183,13 @@ class EnvHost:
         states other samples of the same recorded trajectory will ask for; ``actions`` must
         reach the largest).  Otherwise ``env.replay`` of the first ``k`` actions.
         """
+        res = self._start(task_id, actions, expected, k, snap_key, snap_ks)
+        if fresh_limit and res.results and not res.done:
+            self._env().restart_step_limit()
+        return res
+
+    def _start(self, task_id: str, actions: Sequence[str], expected: Sequence[str] | None,
+               k: int | None, snap_key: str | None, snap_ks: Sequence[int]) -> StartResult:
         env = self._env()
         k = len(actions) if k is None else k
         if not 0 <= k <= len(actions):

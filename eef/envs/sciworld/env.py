@@ -163,6 +163,7 @@ class SciWorldEnv(TextEnv):
     """ScienceWorld with one JVM per env (started lazily, on the first call that needs it)."""
 
     name = "sciworld"
+    restarts_step_limit = True
 
     def __init__(self, data_dir: str | None = None, max_steps: int | None = None,
                  simplification: str = "easy", **options: Any):
@@ -443,6 +444,11 @@ class SciWorldEnv(TextEnv):
             info["failed"] = ep.raw < 0
             info["truncated"] = not ep.success and ep.raw >= 0 and ep.steps >= ep.max_steps
         return StepResult(obs, float(reward), ep.done, info)
+
+    def restart_step_limit(self) -> None:
+        ep = self.episode
+        ep.max_steps = ep.steps + self.task_limit(ep.task)
+        self.max_steps = ep.max_steps
 
     def available_actions(self) -> list[str]:
         """Every valid action-object combination of the current state (slow: 0.1-0.5 s)."""

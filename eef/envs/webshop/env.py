@@ -55,6 +55,7 @@ class _State:
     options: dict[str, str] = field(default_factory=dict)
     sub: str | None = None
     steps: int = 0
+    limit_from: int = 0               # the step limit counts steps after this many
     done: bool = False
     score: float = 0.0
     reward_info: dict[str, Any] | None = None
@@ -63,6 +64,7 @@ class _State:
 class WebShopEnv(TextEnv):
     name = "webshop"
     supports_snapshot = True
+    restarts_step_limit = True
 
     def __init__(self, data_dir: str | None = None, max_steps: int = 15, tagger: str = "rule",
                  search_anywhere: bool = True, instruction_on_every_page: bool = False):
@@ -126,6 +128,9 @@ class WebShopEnv(TextEnv):
         self._s = copy.deepcopy(snap)
         return self._render()
 
+    def restart_step_limit(self) -> None:
+        self.state.limit_from = self.state.steps
+
     @property
     def state(self) -> _State:
         if self._s is None:
@@ -162,7 +167,7 @@ class WebShopEnv(TextEnv):
         s.steps += 1
         reason = self._apply(action if isinstance(action, str) else "")
         reward = s.score if s.done else 0.0  # only the purchase step is rewarded
-        if not s.done and s.steps >= self.max_steps:
+        if not s.done and s.steps - s.limit_from >= self.max_steps:
             s.done = True
         return self._result(reason is None, reason, reward)
 
