@@ -170,3 +170,17 @@ print(json.dumps(bench_rollout(resolve("smollm2-135m-instruct", progress=False),
     fig = json.loads(out.stdout.strip().splitlines()[-1])
     assert fig["rollout_episodes"] == 16 and fig["rollout_env_steps"] >= 16
     assert 0 < fig["peak_rss_mb"] <= 6000
+
+
+def test_policy_reports_prompt_and_reused_tokens_per_context(policy):
+    """The rollout engine's budget reads exact per-context prompt counts from the policy."""
+    pol = HFPolicy(policy.model, policy.tokenizer)
+    trajs = [make_traj(3, seed=k) for k in range(3)]
+    s = Sampling(max_new_tokens=6)
+    pol.act([t.prefix(1) for t in trajs], s)
+    assert pol.last_reused_tokens == [0, 0, 0]
+    first = list(pol.last_prompt_tokens)
+    pol.act([t.prefix(2) for t in trajs], s)
+    assert all(p > q for p, q in zip(pol.last_prompt_tokens, first))
+    assert all(0 < r < p for r, p in zip(pol.last_reused_tokens, pol.last_prompt_tokens))
+    assert sum(pol.last_reused_tokens) == pol.stats.reused_tokens

@@ -320,14 +320,16 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int 
            stop_check: Callable[[int, list[int]], bool] | None = None,
            check_ids: set[int] | None = None, fast: bool | None = None,
            prefill_tokens: int = PREFILL_TOKENS, stats: DecodeStats | None = None,
-           prefix_cache: "PrefixCache | None" = None) -> list[list[int]]:
+           prefix_cache: "PrefixCache | None" = None,
+           reused_out: list[int] | None = None) -> list[list[int]]:
     """New tokens for each prompt (stop token included when one ended the row).
 
     ``stop_check(row, new_ids) -> bool`` is called after a token in ``check_ids`` (every token
     when ``check_ids`` is None) and ends that row when it returns True.  ``fast=None`` uses the
     static-cache path when the architecture supports it.  ``prefix_cache`` (fast path only):
     keys/values of earlier sequences; a prompt that starts like one of them prefills only the
-    rest, and every row's sequence is added to it at the end.
+    rest, and every row's sequence is added to it at the end; ``reused_out`` (a list) receives
+    each prompt's count of tokens taken from it.
     """
     if not prompts:
         return []
@@ -345,6 +347,8 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int 
     P = max(len(p) for p in prompts)
     reuse = prefix_cache if fast else None
     hits = [reuse.lookup(p) for p in prompts] if reuse is not None else None
+    if reused_out is not None:
+        reused_out[:] = [n for n, _ in hits] if hits is not None else [0] * B
     rows = list(range(B))  # rows[j]: the prompt in batch row j (batch rows shrink, see below)
     lens = torch.tensor([len(p) for p in prompts], device=dev)
     ids = torch.full((B, P), pad_id, dtype=torch.long, device=dev)

@@ -93,6 +93,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" | "length"
+    reused_tokens: int = 0  # prompt tokens whose keys/values came from the prefix cache
 
 
 @dataclass
@@ -138,8 +139,11 @@ class HFPolicy:
             seeds: Sequence[int] | None = None) -> list[str]:
         chats = [trajectory_messages(c, self.format.system) for c in contexts]
         out = self.complete(chats, sampling, seeds, stop_after_action=True, system_in_chats=True)
-        #: tokens generated per context of the last call (read by the rollout engine)
+        #: tokens generated, prompt tokens and prompt tokens reused from the prefix cache, per
+        #: context of the last call (read by the rollout engine's budget)
         self.last_generated_tokens = [c.completion_tokens for c in out]
+        self.last_prompt_tokens = [c.prompt_tokens for c in out]
+        self.last_reused_tokens = [c.reused_tokens for c in out]
         return [c.text for c in out]
 
     # -- chat completion (also used by the server) --------------------------------------------
@@ -232,16 +236,18 @@ class HFPolicy:
                      temperature=s.temperature, top_p=s.top_p, seeds=seeds,
                      stop_ids=self._stop.ids, pad_id=int(tok.pad_token_id),
                      stop_check=check if text_checks else None, check_ids=check_ids,
-                     fast=self.fast, stats=self.stats, prefix_cache=self.prefix_cache)
+                     fast=self.fast, stats=self.stats, prefix_cache=self.prefix_cache,
+                     reused_out=(reused := []))
         out = []
-        for p, ids in zip(prompts, new):
+        for p, ids, n_reused in zip(prompts, new, reused):
             n = len(ids)
             ended = bool(ids) and ids[-1] in self._stop.ids
             ids = [i for i in ids if i not in self._stop.ids]
             text, cut = self._cut(tok.decode(ids, skip_special_tokens=True), stop_after_action,
                                   stop)
             out.append(Completion(text.strip(), len(p), n,
-                                  "stop" if ended or cut or n < s.max_new_tokens else "length"))
+                                  "stop" if ended or cut or n < s.max_new_tokens else "length",
+                                  n_reused))
         return out
 
 
