@@ -184,7 +184,7 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
              system: Optional[str] = typer.Option(None, help="System message of hf:/openai: "
                                                   "policies."),
              ground: bool = typer.Option(False, help="Map inadmissible actions to the closest "
-                                         "admissible one (eef.envs.grounding)."),
+                                         "admissible one (eef.rollout.grounding)."),
              trim_block: int = typer.Option(1, help="hf: policies: drop the oldest turns of an "
                                             "over-long prompt in blocks of this many (lets the "
                                             "prefix cache reuse earlier turns)."),
@@ -337,10 +337,10 @@ def model_init(preset: str = typer.Option("tiny", help="Preset: tiny | small | t
                data_dir: Optional[Path] = DataDir):
     """Build a preset model + tokenizer in HF format (loads as hf:DIR)."""
     set_data_dir(data_dir)
-    from eef.models.preset import PresetError, init_preset
+    from eef.presets import PresetError, init_preset
     try:
         if pretrain:
-            from eef.models.pretrain import build_preset
+            from eef.presets import build_preset
             path = build_preset(preset, env, out=str(out) if out else None, seed=seed)
         else:
             if out is None:

@@ -168,7 +168,7 @@ def test_report_command(tmp_path):
 
 
 def test_eval_model_with_system_and_turn_length(tmp_path):
-    from eef.models.preset import init_preset
+    from eef.presets import init_preset
     model = init_preset("test", "webshop", tmp_path / "m")
     out = tmp_path / "e.jsonl"
     r = run("eval", "webshop", "--policy", f"hf:{model}", "--limit", "2", "--max-steps", "2",

@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
+from eef.errors import ModelMismatchError, ModelNotFoundError
 from eef.models.decode import DecodeStats, PrefixCache, decode
-from eef.models.errors import ModelMismatchError, ModelNotFoundError
 from eef.models.format import EmptyMaskError
 from eef.models.hf import HFPolicy
-from eef.models.preset import PRESETS, PresetError, init_preset, preset_config
 from eef.models.train import TrainConfig, TrainError, train_sft
 from eef.policy import PolicySpecError, Sampling, load_policy
+from eef.presets import PRESETS, PresetError, init_preset, preset_config
 from eef.trajectory import Step, Trajectory, write_jsonl
 from test_models_util import cached_dir, copy_task, corpus, make_traj, tiny_model_dir
 
@@ -76,13 +76,6 @@ def test_unknown_preset_and_env(tmp_path):
         init_preset("test", "nosuchenv", tmp_path)
     with pytest.raises(PresetError, match="empty corpus"):
         init_preset("test", None, tmp_path, texts=[])
-
-
-@pytest.mark.needs_data
-def test_webshop_tokenizer_corpus(tmp_path):
-    from eef.models.preset import webshop_corpus
-    texts = list(webshop_corpus())
-    assert len(texts) > 1000 and any("B0" in t for t in texts)
 
 
 # -- decoding --------------------------------------------------------------------------------
@@ -238,7 +231,7 @@ def test_bad_specs_and_paths(tmp_path, model_dir):
 
 def test_tokenizer_model_mismatch(tmp_path, model_dir):
     import shutil
-    from eef.models.preset import train_tokenizer
+    from eef.presets import train_tokenizer
     bad = tmp_path / "bad"
     shutil.copytree(model_dir, bad)
     train_tokenizer(corpus() * 3, 900).save_pretrained(bad)

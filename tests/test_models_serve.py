@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from eef.models.errors import EndpointError
+from eef.errors import EndpointError
 from eef.models.openai_client import OpenAIPolicy, parse_spec
 from eef.models.serve import ServeConfig, create_app
 from eef.policy import PolicySpecError, Sampling, load_policy

@@ -159,7 +159,7 @@ def test_rft_n_matches_eef_budget_exactly_or_rounded():
 
 def test_model_policy_takes_the_prefix_cache_setting(tmp_path):
     from eef.algorithms.common import Context, load_model_policy
-    from eef.models.preset import init_preset
+    from eef.presets import init_preset
     model = init_preset("test", "webshop", tmp_path / "m")
     for mb, on in ((0, False), (8, True)):
         cfg = load_config(None, [f"model.prefix_cache_mb={mb}", "model.trim_block=3"])

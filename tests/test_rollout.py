@@ -351,7 +351,7 @@ def test_shard_bounds_cover_in_order():
 
 
 def test_replicated_policy_answers_like_one_policy():
-    from eef.models.errors import EndpointError
+    from eef.errors import EndpointError
     from eef.rollout.engine import rollout
     from eef.rollout.replicas import ReplicatedPolicy
     made: list[CountingPolicy] = []

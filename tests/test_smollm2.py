@@ -39,7 +39,7 @@ def test_named_spec_resolves_to_a_cached_checkpoint():
 
 
 def test_bad_named_and_gguf_specs():
-    from eef.models.errors import ModelNotFoundError
+    from eef.errors import ModelNotFoundError
     from eef.models.named import resolve
     with pytest.raises(ModelNotFoundError, match="no such GGUF"):
         resolve("/nonexistent/model.gguf")

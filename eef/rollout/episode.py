@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from eef.envs.base import TextEnv
-from eef.envs.grounding import ground_action, note_grounding
+from eef.rollout.grounding import ground_action, note_grounding
 from eef.policy import Policy, Sampling
 from eef.react import parse_turn
 from eef.trajectory import Step, Trajectory, TrajectoryFormatError, dumps_line, iter_jsonl
@@ -27,7 +27,7 @@ def run_episode(env: TextEnv, policy: Policy, task_id: str, *, sampling: Samplin
                 prefix: Trajectory | None = None, ground: bool = False) -> Trajectory:
     """Play one episode of ``task_id``.  With ``prefix`` (a recorded trajectory cut at state
     s_k), its actions are replayed first and kept in the context (``source.start_state = k``).
-    ``ground``: map inadmissible actions to admissible ones (``eef.envs.grounding``)."""
+    ``ground``: map inadmissible actions to admissible ones (``eef.rollout.grounding``)."""
     if prefix is not None and prefix.steps:
         rep = env.replay(task_id, prefix.actions, prefix.observations)
         traj = prefix.prefix(len(prefix.steps))
