@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from eef.config import set_data_dir
+from eef.config import record_data_dir, set_data_dir
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="EEF: agent tuning that learns from an expert's failed trajectories.")
@@ -471,6 +471,7 @@ def run(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (def
     cfg = _load_cfg(config, sets)
     from eef.algorithms.pipeline import run_experiment
     out = out or Path("runs") / (config.stem if config else "default")
+    record_data_dir(out)
     try:
         rows = run_experiment(cfg, out)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
@@ -502,6 +503,7 @@ def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML 
     if seeds < 1 or train_seeds < 1:
         _fail("--seeds and --train-seeds must be >= 1")
     out = out or Path("runs") / f"compare-{config.stem if config else 'default'}"
+    record_data_dir(out)
     try:
         table = do_compare(cfg, ms, list(range(seeds)), out, train_seeds)
     except (ValueError, FileNotFoundError, RuntimeError) as e:

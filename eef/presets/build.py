@@ -385,7 +385,7 @@ def train_pretrain(init: Path, trajs: Sequence[Trajectory], out: Path, cfg: Pret
 
 def _progress(items: Iterator[Trajectory], total: int, label: str, show: bool
               ) -> Iterator[Trajectory]:
-    from tqdm.auto import tqdm
+    from eef.progress import tqdm
     with tqdm(total=total, desc=label, unit="seq", disable=not show) as bar:
         for t in items:
             yield t

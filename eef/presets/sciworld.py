@@ -201,7 +201,7 @@ def visit(env: "SciWorldEnv", pair: tuple[str, int], rooms: int, rng: random.Ran
 
 def _visits(env: "SciWorldEnv", pairs: Sequence[tuple[str, int]], rooms: int, seed: Any,
             progress: bool, label: str) -> Iterator[VariationVisit]:
-    from tqdm.auto import tqdm
+    from eef.progress import tqdm
     for pair in tqdm(pairs, desc=label, unit="variation", disable=not progress, leave=False):
         yield visit(env, pair, rooms, random.Random(f"visit/{seed}/{pair[0]}/{pair[1]}"))
 

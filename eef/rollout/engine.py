@@ -588,8 +588,10 @@ class RolloutEngine:
 def _progress(enabled: bool, title: str, total: int, done: int):
     if not enabled:
         return None, None
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from eef.progress import Progress
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("win {task.fields[win]:.1%}"),
                    TextColumn("{task.fields[sps]:.1f} steps/s"), TimeElapsedColumn(),

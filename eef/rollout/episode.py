@@ -83,8 +83,10 @@ def collect(env: TextEnv, policy: Policy, task_ids: Iterable[str], out: str | os
             raise TrajectoryFormatError(f"cannot resume from {out}: {e}") from e
         _truncate_partial_line(Path(out))
     todo = [t for t in task_ids if t not in done]
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from eef.progress import Progress
     wins = sum(done[t].success for t in task_ids if t in done)
     t0 = time.time()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
