@@ -43,6 +43,7 @@ def server(trained_dir):  # noqa: F811
     th.join(timeout=10)
 
 
+@pytest.mark.slow
 def test_openai_backend_against_eef_serve_32_concurrent(server):
     pol = load_policy(f"openai:agent@{server['url']}", concurrency=32)
     ctx = fixed_task(32)
@@ -58,6 +59,7 @@ def test_openai_backend_against_eef_serve_32_concurrent(server):
     assert pol.requests == 32
 
 
+@pytest.mark.slow
 def test_chat_completion_response_shape(server):
     r = httpx.post(f"{server['url']}/v1/chat/completions", json={
         "model": "agent", "messages": [{"role": "user", "content": "Instruction: [SEP] x"}],
@@ -79,6 +81,7 @@ def test_chat_completion_response_shape(server):
     ({"messages": [{"role": "user", "content": "x"}], "n": 2}, 400, "n=1"),
     ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 10**6}, 400, "max_tokens"),
 ])
+@pytest.mark.slow
 def test_bad_requests_get_clear_errors(server, body, status, msg):
     r = httpx.post(f"{server['url']}/v1/chat/completions", json=body)
     assert r.status_code == status and msg in r.json()["error"]["message"]
@@ -91,6 +94,7 @@ def _events(text: str) -> list[str]:
     return [b[len("data: "):] for b in blocks]
 
 
+@pytest.mark.slow
 def test_stream_sends_chat_completion_chunks_then_done(server):
     body = {"model": "agent", "messages": [{"role": "user", "content": "Instruction: [SEP] x"}],
             "temperature": 0, "max_tokens": 8}
@@ -114,6 +118,7 @@ def test_stream_sends_chat_completion_chunks_then_done(server):
     assert all("usage" not in json.loads(e) for e in _events(plain.text)[:-1])
 
 
+@pytest.mark.slow
 def test_official_openai_client_streams(server):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=f"{server['url']}/v1", api_key="unused", max_retries=0)
@@ -196,6 +201,7 @@ def test_spec_parsing(monkeypatch):
             parse_spec(bad)
 
 
+@pytest.mark.slow
 def test_llm_expert_through_openai_backend(server):
     from eef.experts import make_expert
     import eef.experts.llm as llm
@@ -207,7 +213,13 @@ def test_llm_expert_through_openai_backend(server):
     assert pol.system == llm.SYSTEM_PROMPTS["webshop"] and pol.inner.system == pol.system
     ctx = fixed_task(1)[0].prefix(0)
     out = pol.act([ctx], Sampling(max_new_tokens=40))
-    assert len(out) == 1 and isinstance(out[0], str)
+    # the expert's turn is the served model's answer to the trajectory behind the system prompt
+    from eef.models.format import cut_after_action, trajectory_messages
+    msgs = trajectory_messages(ctx, llm.SYSTEM_PROMPTS["webshop"])
+    assert msgs[0] == {"role": "system", "content": llm.SYSTEM_PROMPTS["webshop"]}
+    r = httpx.post(f"{server['url']}/v1/chat/completions", json={
+        "model": "agent", "messages": msgs, "temperature": 0.0, "max_tokens": 40})
+    assert out == [cut_after_action(r.json()["choices"][0]["message"]["content"])[0].strip()]
     with pytest.raises(PolicySpecError, match="needs a model"):
         make_expert(Env(), "llm")
     with pytest.raises(PolicySpecError, match="wraps a model"):

@@ -137,6 +137,7 @@ def test_options_are_validated_and_key_changes(cache):
         build_preset("huge", "webshop", progress=False)
 
 
+@pytest.mark.slow
 def test_build_is_cached_and_recorded(cache, monkeypatch):
     import eef.presets.build as P
     path = P.build_preset("test", "webshop", progress=False, **SMALL)
@@ -156,6 +157,7 @@ def test_build_is_cached_and_recorded(cache, monkeypatch):
         P.build_preset("test", "webshop", progress=False, **{**SMALL, "seed": 1})
 
 
+@pytest.mark.slow
 def test_interrupted_build_resumes(cache, tmp_path):
     import eef.presets.build as P
     out = tmp_path / "preset"
@@ -182,6 +184,7 @@ def test_interrupted_build_resumes(cache, tmp_path):
         P.build_preset("test", "webshop", out=out, progress=False, **SMALL)
 
 
+@pytest.mark.slow
 def test_warmup_is_shared_between_builds(cache, tmp_path):
     """Builds that differ only in their main phase reuse one warm-up; other warm-ups do not."""
     import torch
@@ -272,6 +275,7 @@ def test_copy_drills_copy_train_title_words_into_the_query(env):
         [d.instruction for d in drills]
 
 
+@pytest.mark.slow
 def test_copy_drill_build_is_a_phase_on_the_cached_build(cache, tmp_path, monkeypatch):
     import eef.presets.build as P
     from eef.envs.webshop import WebShopEnv

@@ -19,7 +19,7 @@ from probes.objects import (ObjectPage, corpus_names, evaluate_object_copies,
                             sciworld_object_pages)
 from eef.trajectory import Trajectory
 
-pytestmark = [pytest.mark.java, pytest.mark.needs_data,
+pytestmark = [pytest.mark.java, pytest.mark.needs_data, pytest.mark.slow,
               pytest.mark.skipif(not available(), reason="no Java runtime for ScienceWorld")]
 
 LOOK = """This room is called the workshop. In it, you see: 

@@ -286,6 +286,7 @@ def test_report_path_that_is_a_directory(fake, tmp_path):
         build_report([root / "seed0"], tmp_path, QUIET)
 
 
+@pytest.mark.slow
 def test_half_written_and_malformed_lines_are_skipped_with_a_warning(tmp_path):
     train, test = _ids()
     run = write_fake_run(tmp_path / "r", train[:8], test[:6], seed=3, methods=("eef",),
@@ -311,6 +312,7 @@ def test_half_written_and_malformed_lines_are_skipped_with_a_warning(tmp_path):
     assert row["win rate (%)"] == pct(ev["win_rate"], 0.0)
 
 
+@pytest.mark.slow
 def test_report_command_lists_skipped_input(tmp_path):
     import io
 
@@ -420,6 +422,7 @@ def real_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.needs_data
 def test_report_of_a_real_run(real_run, tmp_path):
     from eef.config import data_dir, recorded_data_dir
@@ -445,6 +448,7 @@ def test_report_of_a_real_run(real_run, tmp_path):
     assert "input problem(s) skipped" not in html
 
 
+@pytest.mark.slow
 def test_sciworld_run_and_a_run_without_results(tmp_path):
     train = [f"sciworld/{t}/{v}" for t in ("boil", "melt", "find-plant") for v in range(4)]
     test = [f"sciworld/{t}/{v}" for t in ("boil", "freeze") for v in range(3)]

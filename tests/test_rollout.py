@@ -299,6 +299,7 @@ def test_process_pool_worker_killed_mid_episode_is_retried():
     assert all(same(a, b) for a, b in zip(res.trajectories, ref.trajectories))
 
 
+@pytest.mark.slow
 def test_process_pool_reports_worker_start_failure():
     from eef.envs.base import EnvError
     with pytest.raises((TypeError, EnvError)):
@@ -313,12 +314,14 @@ def _dying_factory():
     os._exit(3)  # the worker process ends before it can report
 
 
+@pytest.mark.slow
 def test_process_pool_worker_dying_at_start_names_the_usual_cause():
     from eef.envs.base import EnvDiedError
     with pytest.raises(EnvDiedError, match="died while starting.*__main__"):
         rollout(_dying_factory, CountingPolicy(), [], config=cfg(num_envs=1, backend="process"))
 
 
+@pytest.mark.slow
 def test_process_pool_hung_worker_is_killed_and_the_episode_retried(tmp_path):
     flag = tmp_path / "hang"
     flag.touch()

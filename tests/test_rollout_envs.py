@@ -74,6 +74,7 @@ class _LookPolicy:
         return ["Thought: let me look.\nAction: look around" for _ in contexts]
 
 
+@pytest.mark.slow
 @pytest.mark.java
 @pytest.mark.skipif(not _sciworld_ok(), reason="no Java runtime for ScienceWorld")
 def test_sciworld_worker_killed_mid_episode_is_retried():

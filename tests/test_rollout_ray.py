@@ -18,6 +18,8 @@ from eef.rollout.engine import (EngineConfig, RolloutEngine, RolloutRequest,  # 
                                 expert_state_requests, rollout)
 from eef.rollout.episode import run_episode  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a Ray cluster per module
+
 
 @pytest.fixture(scope="module")
 def local_ray():
