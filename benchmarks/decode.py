@@ -36,7 +36,7 @@ from _util import emit, linear_gflop, parser, peak_gflops, table
 def build_model(seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from eef.models.preset import PRESETS
+    from eef.presets import PRESETS
     p = PRESETS["tiny"]
     cfg = LlamaConfig(vocab_size=p.vocab_size, hidden_size=p.hidden_size,
                       num_hidden_layers=p.num_hidden_layers,

@@ -41,10 +41,9 @@ def main() -> None:
 
     from eef.envs.sciworld import SciWorldEnv
     from eef.models.format import trajectory_messages
-    from eef.models.preset import PRESETS, init_preset, train_tokenizer
-    from eef.models.pretrain import PretrainConfig
-    from eef.models.pretrain_sciworld import (evaluate_object_copies, sciworld_corpus,
-                                              sciworld_object_pages, sciworld_texts, visit)
+    from eef.presets import PRESETS, PretrainConfig, init_preset, train_tokenizer
+    from eef.presets import sciworld, webshop
+    from probes.objects import evaluate_object_copies, sciworld_object_pages
 
     quick = args.quick
     n_explore, n_drills = (10, 200) if quick else (args.explore, args.drills)
@@ -56,7 +55,7 @@ def main() -> None:
 
     # -- tokenizer corpus and tokenizer -----------------------------------------------------
     t0 = time.perf_counter()
-    texts = list(sciworld_texts(env=env, variations_per_task=per_task, progress=False))
+    texts = list(sciworld.texts(env=env, variations_per_task=per_task, progress=False))
     figs["texts_seconds"] = time.perf_counter() - t0
     figs["texts"] = len(texts)
     figs["texts_chars"] = sum(map(len, texts))
@@ -71,15 +70,14 @@ def main() -> None:
     test = env.splits()["test"]
     looks, names = [], set()
     for pair in (test[::4] if quick else test):
-        v = visit(env, pair, 0, random.Random(0))
+        v = sciworld.visit(env, pair, 0, random.Random(0))
         looks.append(v.rooms[0].look)
         names |= set(v.rooms[0].listed)
     tokenizers = {"sciworld preset": tok}
     try:
-        from eef.models.preset import CORPORA, webshop_corpus, webshop_identifiers
-        ws = CORPORA.get("webshop", webshop_corpus)
-        tokenizers["webshop preset"] = train_tokenizer(ws(None), vocab, ["[SEP]"],
-                                                       identifiers=webshop_identifiers(None))
+        tokenizers["webshop preset"] = train_tokenizer(
+            webshop.texts(None), vocab, list(webshop.CURRICULUM.extra_tokens),
+            identifiers=webshop.identifiers(None))
     except Exception as e:  # no WebShop data: the comparison row is left out
         print(f"(webshop tokenizer skipped: {type(e).__name__}: {e})")
     rows = []
@@ -113,7 +111,7 @@ def main() -> None:
     for name, opts in parts:
         cfg = PretrainConfig.from_options({**zero, **opts})
         t0 = time.perf_counter()
-        trajs = list(sciworld_corpus(cfg, env=env, progress=False))
+        trajs = list(sciworld.corpus(cfg, env=env, progress=False))
         sec = time.perf_counter() - t0
         lens = [len(tok(tok.apply_chat_template(trajectory_messages(t), tokenize=False),
                         add_special_tokens=False)["input_ids"]) for t in trajs]

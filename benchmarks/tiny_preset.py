@@ -3,7 +3,7 @@
     python benchmarks/tiny_preset.py [--quick] [--json] [--sft-steps N] [--fresh] [--id-aliases]
                                      [--arms A,B] [--queries K] [--shuffle P]
 
-1. Build the pre-trained preset (``eef.models.pretrain.build_preset("tiny", "webshop")``;
+1. Build the pre-trained preset (``eef.presets.build_preset("tiny", "webshop")``;
    cached per machine, and a build that differs only in its main phase reuses a cached
    warm-up: ``--fresh`` builds everything into a temporary directory to time it).
 2. Held-out pages: for each TEST goal, the results page of the oracle's first search (the
@@ -15,7 +15,7 @@
 3. SFT on the oracle's pick turns of TRAIN goals (results page -> ``click[target]``, the first
    pages and the K-query pages listing the target; ``--shuffle P``: that share of them with
    the hits in a random order), then ``pick_accuracy`` on the test pages listing the target,
-   against clicking the first hit, the page-reading rule of ``eef.models.pretrain.rule_pick``
+   against clicking the first hit, the page-reading rule of ``probes.picks.rule_pick``
    (hits under the price cap, then the best title-word overlap) and ``PageRanker`` (a
    conditional logit on hand features of the hits, fit on the same train pages) there, and
    the ranker on the titles and prices alone and on the position alone.
@@ -81,9 +81,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
 
     from eef.envs.webshop import WebShopEnv
-    from eef.models.pretrain import (INFO_FILE, PageRanker, build_preset, evaluate_picks,
-                                     shuffled_hits, webshop_pick_pages)
-    from eef.models.preset import init_preset
+    from eef.presets import INFO_FILE, build_preset, init_preset
+    from probes.picks import PageRanker, evaluate_picks, shuffled_hits, webshop_pick_pages
     from eef.models.train import TrainConfig, train_sft
 
     progress = not a.no_progress

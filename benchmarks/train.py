@@ -97,7 +97,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     from eef.models.format import ChatFormat, build_examples
-    from eef.models.preset import init_preset
+    from eef.presets import init_preset
     from eef.models.train import (TrainConfig, epoch_batches, flops_per_example, train_sft)
     from eef.trajectory import write_jsonl
 

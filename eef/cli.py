@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from eef.config import set_data_dir
+from eef.config import record_data_dir, set_data_dir
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="EEF: agent tuning that learns from an expert's failed trajectories.")
@@ -198,7 +198,7 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
              system: Optional[str] = typer.Option(None, help="System message of hf:/openai: "
                                                   "policies."),
              ground: bool = typer.Option(False, help="Map inadmissible actions to the closest "
-                                         "admissible one (eef.envs.grounding)."),
+                                         "admissible one (eef.rollout.grounding)."),
              trim_block: int = typer.Option(1, help="hf: policies: drop the oldest turns of an "
                                             "over-long prompt in blocks of this many (lets the "
                                             "prefix cache reuse earlier turns)."),
@@ -356,10 +356,10 @@ def model_init(preset: str = typer.Option("tiny", help="Preset: tiny | small | t
                data_dir: Optional[Path] = DataDir):
     """Build a preset model + tokenizer in HF format (loads as hf:DIR)."""
     set_data_dir(data_dir)
-    from eef.models.preset import PresetError, init_preset
+    from eef.presets import PresetError, init_preset
     try:
         if pretrain:
-            from eef.models.pretrain import build_preset
+            from eef.presets import build_preset
             path = build_preset(preset, env, out=str(out) if out else None, seed=seed)
         else:
             if out is None:
@@ -492,6 +492,7 @@ def run(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (def
     cfg = _load_cfg(config, sets)
     from eef.algorithms.pipeline import run_experiment
     out = out or Path("runs") / (config.stem if config else "default")
+    record_data_dir(out)
     try:
         rows = run_experiment(cfg, out)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
@@ -523,6 +524,7 @@ def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML 
     if seeds < 1 or train_seeds < 1:
         _fail("--seeds and --train-seeds must be >= 1")
     out = out or Path("runs") / f"compare-{config.stem if config else 'default'}"
+    record_data_dir(out)
     try:
         table = do_compare(cfg, ms, list(range(seeds)), out, train_seeds)
     except (ValueError, FileNotFoundError, RuntimeError) as e:

@@ -8,7 +8,9 @@ collection, the rollout engine) treats them alike.
 
 Policy specs (strings): ``expert:NAME`` (a scripted expert of the env: ``expert:oracle``,
 ``expert:heuristic``, ``expert:gold``, ``expert:noisy``, ``expert:random``), ``hf:ID_OR_PATH``
-and ``openai:MODEL@BASE_URL`` (model backends, see ``eef.models``).
+and ``openai:MODEL@BASE_URL`` (model backends, see ``eef.models``).  Each scheme names its
+factory by module path (``register_backend``), so this module, below the experts and the
+models, imports neither.
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
+from eef.errors import PolicySpecError
+
 if TYPE_CHECKING:
     from eef.envs.base import TextEnv
     from eef.trajectory import Trajectory
+
+__all__ = ["Policy", "PolicySpecError", "Sampling", "load_policy", "register_backend"]
 
 
 @dataclass(frozen=True)
@@ -42,12 +48,9 @@ class Policy(Protocol):
         ...
 
 
-class PolicySpecError(ValueError):
-    """A policy spec string could not be resolved."""
-
-
-#: model backends by scheme; entries are ``module:factory(spec_rest, env=..., **kw)``
+#: policy factories by scheme; entries are ``module:factory(spec_rest, env=..., **kw)``
 _BACKENDS: dict[str, str] = {
+    "expert": "eef.experts:expert_policy",
     "hf": "eef.models.hf:load_hf_policy",
     "openai": "eef.models.openai_client:load_openai_policy",
 }
@@ -63,14 +66,9 @@ def load_policy(spec: str, env: "TextEnv | None" = None, **kwargs: Any) -> Polic
     if not sep or not rest:
         raise PolicySpecError(
             f"bad policy spec {spec!r}: expected expert:NAME, hf:PATH or openai:MODEL@URL")
-    if scheme == "expert":
-        from eef.experts import make_expert
-        if env is None:
-            raise PolicySpecError(f"{spec}: a scripted expert needs the env")
-        return make_expert(env, rest, **kwargs)
     if scheme not in _BACKENDS:
         raise PolicySpecError(
-            f"bad policy spec {spec!r}: unknown scheme {scheme!r} (known: expert, "
+            f"bad policy spec {spec!r}: unknown scheme {scheme!r} (known: "
             + ", ".join(sorted(_BACKENDS)) + ")")
     mod, _, attr = _BACKENDS[scheme].partition(":")
     try:

@@ -98,6 +98,7 @@ def test_tasks_output_is_a_tasks_file(tmp_path):
     assert [t["id"] for t in d["tasks"]] == [ln.split("\t")[0] for ln in lines]
 
 
+@pytest.mark.slow
 def test_collect_with_worker_processes_matches_sequential(tmp_path):
     seq, par = tmp_path / "seq.jsonl", tmp_path / "par.jsonl"
     for out, extra in ((seq, ()), (par, ("--workers", "2"))):
@@ -167,8 +168,9 @@ def test_report_command(tmp_path):
     assert html.startswith("<!DOCTYPE html>") and "Figure 1" in html
 
 
+@pytest.mark.slow
 def test_eval_model_with_system_and_turn_length(tmp_path):
-    from eef.models.preset import init_preset
+    from eef.presets import init_preset
     model = init_preset("test", "webshop", tmp_path / "m")
     out = tmp_path / "e.jsonl"
     r = run("eval", "webshop", "--policy", f"hf:{model}", "--limit", "2", "--max-steps", "2",

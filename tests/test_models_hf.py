@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
+from eef.errors import ModelMismatchError, ModelNotFoundError
 from eef.models.decode import DecodeStats, PrefixCache, decode
-from eef.models.errors import ModelMismatchError, ModelNotFoundError
 from eef.models.format import EmptyMaskError
 from eef.models.hf import HFPolicy
-from eef.models.preset import PRESETS, PresetError, init_preset, preset_config
 from eef.models.train import TrainConfig, TrainError, train_sft
 from eef.policy import PolicySpecError, Sampling, load_policy
+from eef.presets import PRESETS, PresetError, init_preset, preset_config
 from eef.trajectory import Step, Trajectory, write_jsonl
 from test_models_util import cached_dir, copy_task, corpus, make_traj, tiny_model_dir
 
@@ -46,6 +46,7 @@ def trained_dir(model_dir):
 
 
 # -- presets ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_preset_directory_is_a_plain_hf_model(model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     m = AutoModelForCausalLM.from_pretrained(model_dir)
@@ -56,6 +57,7 @@ def test_preset_directory_is_a_plain_hf_model(model_dir):
     assert info["preset"] == "test" and info["tokenizer_corpus"]["texts"] > 0
 
 
+@pytest.mark.slow
 def test_tiny_preset_size():
     class Tok:
         pad_token_id, eos_token_id = 0, 1
@@ -78,14 +80,8 @@ def test_unknown_preset_and_env(tmp_path):
         init_preset("test", None, tmp_path, texts=[])
 
 
-@pytest.mark.needs_data
-def test_webshop_tokenizer_corpus(tmp_path):
-    from eef.models.preset import webshop_corpus
-    texts = list(webshop_corpus())
-    assert len(texts) > 1000 and any("B0" in t for t in texts)
-
-
 # -- decoding --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_fast_decode_equals_generate_greedy(policy):
     model = policy.model
     g = torch.Generator().manual_seed(0)
@@ -105,6 +101,7 @@ def test_fast_decode_equals_generate_greedy(policy):
     assert fast == ref and loop == ref
 
 
+@pytest.mark.slow
 def test_prefix_cache_reuses_earlier_turns_with_the_same_outputs(policy):
     """A prompt that extends an earlier sequence prefills only its new part: same logits
     (greedy tokens) as a full prefill, in batches mixing hits, partial hits and misses."""
@@ -141,6 +138,7 @@ def test_prefix_cache_reuses_earlier_turns_with_the_same_outputs(policy):
     assert not cache.entries and cache.lookup(turn2[0]) == (0, None)
 
 
+@pytest.mark.slow
 def test_policy_turns_reuse_the_cache(policy):
     """Through the policy: the second turn of a conversation reuses the first's keys/values
     and answers as a policy without the cache."""
@@ -156,6 +154,7 @@ def test_policy_turns_reuse_the_cache(policy):
     assert cached.stats.reused_tokens > cached.stats.prompt_tokens / 3
 
 
+@pytest.mark.slow
 def test_decode_stops_rows_independently(policy):
     prompts = [[5, 6, 7], [8, 9, 10, 11]]
     free = decode(policy.model, prompts, max_new_tokens=6)
@@ -169,6 +168,7 @@ def test_decode_stops_rows_independently(policy):
     assert len(out[1]) == 2 and len(out[0]) == 6
 
 
+@pytest.mark.slow
 def test_sampling_is_seeded_per_row(policy):
     trajs = [make_traj(1, seed=i) for i in range(3)]
     s = Sampling(temperature=1.0, max_new_tokens=16)
@@ -179,6 +179,7 @@ def test_sampling_is_seeded_per_row(policy):
     assert policy.act(trajs, s, seeds=[4, 5, 6]) != a
 
 
+@pytest.mark.slow
 def test_greedy_batch_equals_one_by_one(policy):
     trajs = [make_traj(k, seed=k) for k in range(4)]
     s = Sampling(max_new_tokens=10)
@@ -186,6 +187,7 @@ def test_greedy_batch_equals_one_by_one(policy):
 
 
 # -- training --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sft_learns_the_turns_and_act_stops_after_the_action(trained_dir):
     pol = load_policy(f"hf:{trained_dir}")
     ctx = fixed_task(3)
@@ -198,6 +200,7 @@ def test_sft_learns_the_turns_and_act_stops_after_the_action(trained_dir):
     assert saved["config"]["lr"] == 1e-2 and saved["examples"] == 64
 
 
+@pytest.mark.slow
 def test_sft_is_reproducible_and_resumes(model_dir, tmp_path):
     cfg = TrainConfig(lr=3e-3, max_steps=6, batch_size=8, save_every=2)
     data = copy_task(40)
@@ -213,6 +216,7 @@ def test_sft_is_reproducible_and_resumes(model_dir, tmp_path):
                   batch_size=8, save_every=2), progress=False)
 
 
+@pytest.mark.slow
 def test_lora_adapter_loads_through_hf_spec(model_dir, tmp_path):
     path = tmp_path / "trajs.jsonl"
     write_jsonl(path, fixed_task(16))
@@ -220,7 +224,20 @@ def test_lora_adapter_loads_through_hf_spec(model_dir, tmp_path):
                   TrainConfig(lr=1e-2, max_steps=3, batch_size=8, lora_r=4), progress=False)
     assert (tmp_path / "lora" / "adapter_config.json").exists() and len(r["losses"]) == 3
     pol = load_policy(f"hf:{tmp_path / 'lora'}")
-    assert isinstance(pol.act([make_traj(1)], Sampling(max_new_tokens=4))[0], str)
+    # hf:ADAPTER is the base model with the trained low-rank update merged in
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    want = PeftModel.from_pretrained(base, tmp_path / "lora").merge_and_unload().state_dict()
+    got = pol.model.state_dict()
+    assert set(got) == set(want)
+    assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want)
+    changed = [k for k in want if not torch.equal(want[k], before[k])]
+    assert changed and all("proj" in k for k in changed)  # the adapted projections only
+    ctx = [make_traj(1)]
+    out = pol.act(ctx, Sampling(max_new_tokens=4))
+    assert len(out) == 1 and out == pol.act(ctx, Sampling(max_new_tokens=4))  # greedy: stable
 
 
 # -- bad input -------------------------------------------------------------------------------
@@ -238,7 +255,7 @@ def test_bad_specs_and_paths(tmp_path, model_dir):
 
 def test_tokenizer_model_mismatch(tmp_path, model_dir):
     import shutil
-    from eef.models.preset import train_tokenizer
+    from eef.presets import train_tokenizer
     bad = tmp_path / "bad"
     shutil.copytree(model_dir, bad)
     train_tokenizer(corpus() * 3, 900).save_pretrained(bad)
@@ -281,6 +298,7 @@ def test_padded_batch_loss_equals_per_sequence_losses(model_dir):
     assert torch.allclose(total, sum(p[0] for p in parts), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_sft_with_id_aliases_clicks_unseen_identifiers(model_dir, tmp_path):
     """Trained to click the first hit with per-page aliases, the model clicks the first hit of
     pages whose identifiers it never saw; the trained model keeps the format."""

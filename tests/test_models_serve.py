@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -9,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from eef.models.errors import EndpointError
+from eef.errors import EndpointError
 from eef.models.openai_client import OpenAIPolicy, parse_spec
 from eef.models.serve import ServeConfig, create_app
 from eef.policy import PolicySpecError, Sampling, load_policy
@@ -42,6 +43,7 @@ def server(trained_dir):  # noqa: F811
     th.join(timeout=10)
 
 
+@pytest.mark.slow
 def test_openai_backend_against_eef_serve_32_concurrent(server):
     pol = load_policy(f"openai:agent@{server['url']}", concurrency=32)
     ctx = fixed_task(32)
@@ -57,6 +59,7 @@ def test_openai_backend_against_eef_serve_32_concurrent(server):
     assert pol.requests == 32
 
 
+@pytest.mark.slow
 def test_chat_completion_response_shape(server):
     r = httpx.post(f"{server['url']}/v1/chat/completions", json={
         "model": "agent", "messages": [{"role": "user", "content": "Instruction: [SEP] x"}],
@@ -74,13 +77,63 @@ def test_chat_completion_response_shape(server):
     ({"messages": [{"role": "user", "content": "x" * 30_000}]}, 413, "over"),
     ({"messages": [{"role": "tool", "content": "x"}]}, 400, "bad request"),
     ({"messages": []}, 400, "messages"),
-    ({"messages": [{"role": "user", "content": "x"}], "stream": True}, 400, "stream"),
+    ({"messages": [{"role": "user", "content": "x"}], "stream": True, "n": 2}, 400, "n=1"),
     ({"messages": [{"role": "user", "content": "x"}], "n": 2}, 400, "n=1"),
     ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 10**6}, 400, "max_tokens"),
 ])
+@pytest.mark.slow
 def test_bad_requests_get_clear_errors(server, body, status, msg):
     r = httpx.post(f"{server['url']}/v1/chat/completions", json=body)
     assert r.status_code == status and msg in r.json()["error"]["message"]
+
+
+def _events(text: str) -> list[str]:
+    """The data of each server-sent event of a response body."""
+    blocks = [b for b in text.split("\n\n") if b.strip()]
+    assert all(b.startswith("data: ") for b in blocks), blocks
+    return [b[len("data: "):] for b in blocks]
+
+
+@pytest.mark.slow
+def test_stream_sends_chat_completion_chunks_then_done(server):
+    body = {"model": "agent", "messages": [{"role": "user", "content": "Instruction: [SEP] x"}],
+            "temperature": 0, "max_tokens": 8}
+    whole = httpx.post(f"{server['url']}/v1/chat/completions", json=body).json()
+    r = httpx.post(f"{server['url']}/v1/chat/completions",
+                   json={**body, "stream": True, "stream_options": {"include_usage": True}})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = _events(r.text)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert len({c["id"] for c in chunks}) == 1 and chunks[0]["model"] == "agent"
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == whole["choices"][0]["message"]["content"]
+    finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+    assert finish[:-1] == [None] * (len(finish) - 1)
+    assert finish[-1] == whole["choices"][0]["finish_reason"]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == whole["usage"]
+    plain = httpx.post(f"{server['url']}/v1/chat/completions", json={**body, "stream": True})
+    assert all("usage" not in json.loads(e) for e in _events(plain.text)[:-1])
+
+
+@pytest.mark.slow
+def test_official_openai_client_streams(server):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{server['url']}/v1", api_key="unused", max_retries=0)
+    messages = [{"role": "user", "content": "Instruction: [SEP] x"}]
+    whole = client.chat.completions.create(model="agent", messages=messages, temperature=0,
+                                           max_tokens=8)
+    stream = client.chat.completions.create(model="agent", messages=messages, temperature=0,
+                                            max_tokens=8, stream=True,
+                                            stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == \
+        whole.choices[0].finish_reason
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
 def test_unreachable_endpoint_raises_endpoint_error():
@@ -148,6 +201,7 @@ def test_spec_parsing(monkeypatch):
             parse_spec(bad)
 
 
+@pytest.mark.slow
 def test_llm_expert_through_openai_backend(server):
     from eef.experts import make_expert
     import eef.experts.llm as llm
@@ -159,7 +213,13 @@ def test_llm_expert_through_openai_backend(server):
     assert pol.system == llm.SYSTEM_PROMPTS["webshop"] and pol.inner.system == pol.system
     ctx = fixed_task(1)[0].prefix(0)
     out = pol.act([ctx], Sampling(max_new_tokens=40))
-    assert len(out) == 1 and isinstance(out[0], str)
+    # the expert's turn is the served model's answer to the trajectory behind the system prompt
+    from eef.models.format import cut_after_action, trajectory_messages
+    msgs = trajectory_messages(ctx, llm.SYSTEM_PROMPTS["webshop"])
+    assert msgs[0] == {"role": "system", "content": llm.SYSTEM_PROMPTS["webshop"]}
+    r = httpx.post(f"{server['url']}/v1/chat/completions", json={
+        "model": "agent", "messages": msgs, "temperature": 0.0, "max_tokens": 40})
+    assert out == [cut_after_action(r.json()["choices"][0]["message"]["content"])[0].strip()]
     with pytest.raises(PolicySpecError, match="needs a model"):
         make_expert(Env(), "llm")
     with pytest.raises(PolicySpecError, match="wraps a model"):

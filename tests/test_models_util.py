@@ -47,7 +47,7 @@ def make_tokenizer(kind: str):
     from transformers import PreTrainedTokenizerFast
 
     if kind == "tiny":
-        from eef.models.preset import train_tokenizer
+        from eef.presets import train_tokenizer
         return train_tokenizer(corpus(), 600, ["[SEP]"], identifiers=ASINS[:2])
     if kind == "smollm2":  # the real SmolLM2-135M-Instruct tokenizer and chat template
         from transformers import AutoTokenizer
@@ -128,7 +128,7 @@ def cached_dir(name: str, build) -> Path:
 
 
 def tiny_model_dir(path: Path, texts: list[str] | None = None, seed: int = 0) -> Path:
-    from eef.models.preset import init_preset
+    from eef.presets import init_preset
     if not (path / "config.json").exists():
         texts = texts or corpus() + [t.initial_observation + " " + " ".join(
             s.turn + " " + s.observation for s in t.steps) for t in copy_task(50)]

@@ -44,6 +44,7 @@ def clean_run(tmp_path_factory):
     return out, args, r
 
 
+@pytest.mark.slow
 def test_run_writes_the_run_dir(clean_run):
     out, _, r = clean_run
     assert (out / "config.yaml").exists() and (out / "expert.jsonl").exists()
@@ -70,6 +71,7 @@ def test_run_writes_the_run_dir(clean_run):
     assert "eef" in r.stdout and "sft" in r.stdout  # the summary table
 
 
+@pytest.mark.slow
 def test_rerun_reuses_every_stage(clean_run):
     out, args, _ = clean_run
     before = {p.name: p.stat().st_mtime for p in (out / "stages").iterdir()}
@@ -81,6 +83,7 @@ def test_rerun_reuses_every_stage(clean_run):
     assert time.time() - t0 < 120
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_gives_the_same_results(clean_run, tmp_path):
     _, args, _ = clean_run
     out = tmp_path / "killed"
@@ -108,6 +111,7 @@ def test_round_robin_by_type():
     assert round_robin_by_type(["webshop/3", "webshop/1"]) == ["webshop/3", "webshop/1"]
 
 
+@pytest.mark.slow
 def test_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(None, ["method.nope=1"])
@@ -182,9 +186,10 @@ def test_method_budget_is_the_last_cumulative_budget_row():
     assert method_budget(rows, "sft")["env_steps"] == 0
 
 
+@pytest.mark.slow
 def test_model_policy_takes_the_prefix_cache_setting(tmp_path):
     from eef.algorithms.common import Context, load_model_policy
-    from eef.models.preset import init_preset
+    from eef.presets import init_preset
     model = init_preset("test", "webshop", tmp_path / "m")
     for mb, on in ((0, False), (8, True)):
         cfg = load_config(None, [f"model.prefix_cache_mb={mb}", "model.trim_block=3"])
@@ -229,6 +234,7 @@ def test_embedded_default_is_the_shipped_webshop_tiny_config():
     assert to_dict(load_config(None)) == to_dict(load_config(shipped))
 
 
+@pytest.mark.slow
 def test_compare_runs_every_method_per_seed_at_matched_budget(tmp_path):
     from eef.algorithms.pipeline import method_budget
     out = tmp_path / "cmp"
@@ -255,6 +261,7 @@ def test_compare_runs_every_method_per_seed_at_matched_budget(tmp_path):
     assert "rft_xn" in r.stdout and "env_steps_mean" in r.stdout
 
 
+@pytest.mark.slow
 def test_train_seeds_retrain_on_the_same_data(tmp_path):
     from eef.algorithms.pipeline import compare_runs
     assert compare_runs([0, 1], 2) == [(0, None, "seed0"), (0, 1000, "seed0-train1000"),
@@ -283,6 +290,7 @@ def test_train_seeds_retrain_on_the_same_data(tmp_path):
     assert r.returncode != 0 and "--train-seeds" in r.stderr + r.stdout
 
 
+@pytest.mark.slow
 def test_explore_tasks_limits_rollouts_not_training(tmp_path):
     from eef.algorithms.common import explore_subset
     from eef.trajectory import read_jsonl
@@ -314,6 +322,7 @@ def test_explore_tasks_limits_rollouts_not_training(tmp_path):
     assert sft <= {t.task_id for t in read_jsonl(out / "data/eef/it1.jsonl")}
 
 
+@pytest.mark.slow
 def test_replay_mixes_pretraining_sequences_into_training(tmp_path):
     from eef.trajectory import read_jsonl
     with pytest.raises(ConfigError, match="model.replay"):

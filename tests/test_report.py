@@ -292,6 +292,7 @@ def test_report_path_that_is_a_directory(fake, tmp_path):
         build_report([root / "seed0"], tmp_path, QUIET)
 
 
+@pytest.mark.slow
 def test_half_written_and_malformed_lines_are_skipped_with_a_warning(tmp_path):
     train, test = _ids()
     run = write_fake_run(tmp_path / "r", train[:8], test[:6], seed=3, methods=("eef",),
@@ -317,6 +318,7 @@ def test_half_written_and_malformed_lines_are_skipped_with_a_warning(tmp_path):
     assert row["win rate (%)"] == pct(ev["win_rate"], 0.0)
 
 
+@pytest.mark.slow
 def test_report_command_lists_skipped_input(tmp_path):
     import io
 
@@ -391,6 +393,23 @@ def test_webshop_categories_from_the_catalogue(tmp_path):
         == sum(t.success for t in evals)
 
 
+@pytest.mark.needs_data
+def test_report_finds_the_data_dir_the_run_recorded(tmp_path, monkeypatch):
+    from eef.config import data_dir, record_data_dir, recorded_data_dir
+    from eef.envs.webshop.data import load_catalogue
+    goals = [g for g in load_catalogue().goals if g.split == "train"][:20:2]
+    run = write_fake_run(tmp_path / "r", [g.task_id for g in goals], [], seed=5,
+                         methods=("eef",), iterations=1)
+    record_data_dir(run)  # as `eef run` does, with EEF_DATA_DIR set
+    assert recorded_data_dir(run) == recorded_data_dir(run / "sub") == data_dir().resolve()
+    monkeypatch.delenv("EEF_DATA_DIR")
+    monkeypatch.setenv("EEF_CACHE_DIR", str(tmp_path / "cache"))  # no data at the default
+    html = build_report([run], tmp_path / "r.html", QUIET).read_text()
+    assert "categories unavailable" not in html
+    assert set(r["category"] for r in find_table(html, "category")) <= {
+        "beauty", "electronics", "fashion", "garden", "grocery"}
+
+
 # -- a real pipeline run ----------------------------------------------------------------------
 SMALL = ["model.base=preset:test", "model.pretrain=false", "env.train_tasks=8", "env.eval_tasks=3",
          "env.options={max_steps: 5}", "method.iterations=1", "method.M=2",
@@ -409,8 +428,11 @@ def real_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.needs_data
 def test_report_of_a_real_run(real_run, tmp_path):
+    from eef.config import data_dir, recorded_data_dir
+    assert recorded_data_dir(real_run) == data_dir().resolve()  # recorded by `eef run`
     out = build_report([real_run], tmp_path / "real.html", QUIET)
     html = out.read_text(encoding="utf-8")
     ms = metrics(real_run)
@@ -432,6 +454,7 @@ def test_report_of_a_real_run(real_run, tmp_path):
     assert "input problem(s) skipped" not in html
 
 
+@pytest.mark.slow
 def test_sciworld_run_and_a_run_without_results(tmp_path):
     train = [f"sciworld/{t}/{v}" for t in ("boil", "melt", "find-plant") for v in range(4)]
     test = [f"sciworld/{t}/{v}" for t in ("boil", "freeze") for v in range(3)]

@@ -31,10 +31,10 @@ try:
 except ImportError:
     HAVE_SELENIUM = False
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not (CHROMIUM and DRIVER and HAVE_SELENIUM),
     reason="browser test needs Chromium and chromedriver (apt-get install chromium "
-           "chromium-driver) and selenium (pip install selenium)")
+           "chromium-driver) and selenium (pip install selenium)")]
 
 
 @pytest.fixture(scope="module")

@@ -335,6 +335,7 @@ def test_process_pool_worker_killed_mid_episode_is_retried():
     assert all(same(a, b) for a, b in zip(res.trajectories, ref.trajectories))
 
 
+@pytest.mark.slow
 def test_process_pool_reports_worker_start_failure():
     from eef.envs.base import EnvError
     with pytest.raises((TypeError, EnvError)):
@@ -349,12 +350,14 @@ def _dying_factory():
     os._exit(3)  # the worker process ends before it can report
 
 
+@pytest.mark.slow
 def test_process_pool_worker_dying_at_start_names_the_usual_cause():
     from eef.envs.base import EnvDiedError
     with pytest.raises(EnvDiedError, match="died while starting.*__main__"):
         rollout(_dying_factory, CountingPolicy(), [], config=cfg(num_envs=1, backend="process"))
 
 
+@pytest.mark.slow
 def test_process_pool_hung_worker_is_killed_and_the_episode_retried(tmp_path):
     flag = tmp_path / "hang"
     flag.touch()
@@ -387,7 +390,7 @@ def test_shard_bounds_cover_in_order():
 
 
 def test_replicated_policy_answers_like_one_policy():
-    from eef.models.errors import EndpointError
+    from eef.errors import EndpointError
     from eef.rollout.engine import rollout
     from eef.rollout.replicas import ReplicatedPolicy
     made: list[CountingPolicy] = []

@@ -74,6 +74,7 @@ class _LookPolicy:
         return ["Thought: let me look.\nAction: look around" for _ in contexts]
 
 
+@pytest.mark.slow
 @pytest.mark.java
 @pytest.mark.skipif(not _sciworld_ok(), reason="no Java runtime for ScienceWorld")
 def test_sciworld_worker_killed_mid_episode_is_retried():
@@ -117,7 +118,7 @@ class _SloppyShopper:
 
 
 def test_grounding_maps_inadmissible_actions_to_admissible_ones(webshop):
-    from eef.envs.grounding import ground_action
+    from eef.rollout.grounding import ground_action
     tid = webshop.tasks("test")[0].id
     pol = _SloppyShopper()
     raw = run_episode(webshop, pol, tid)  # as written: nothing is ever clicked
@@ -140,7 +141,7 @@ def test_grounding_maps_inadmissible_actions_to_admissible_ones(webshop):
 
 
 def test_ground_action_rule():
-    from eef.envs.grounding import ground_action as g
+    from eef.rollout.grounding import ground_action as g
     page = ["search[<query>]", "click[back to search]", "click[< prev]", "click[next >]",
             "click[b0abc12345]", "click[b0zzz99999]"]
     assert g("search[red shoes]", page) == "search[red shoes]"  # fills the template

@@ -18,6 +18,8 @@ from eef.rollout.engine import (EngineConfig, RolloutEngine, RolloutRequest,  # 
                                 expert_state_requests, rollout)
 from eef.rollout.episode import run_episode  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a Ray cluster per module
+
 
 @pytest.fixture(scope="module")
 def local_ray():
@@ -77,7 +79,7 @@ def test_policy_replicas_as_ray_actors(local_ray):
     a dead replica is a clear EndpointError."""
     from functools import partial
 
-    from eef.models.errors import EndpointError
+    from eef.errors import EndpointError
     from eef.rollout.replicas import ReplicatedPolicy
     reqs = [RolloutRequest(f"t{i}", samples=2, seed=i) for i in range(6)]
     conf = EngineConfig(num_envs=4, progress=False)

@@ -15,7 +15,7 @@ from eef.envs.sciworld import (NO_ACTION, JavaNotFoundError, SciWorldEnv, Simula
 from eef.experts.sciworld import GoldExpert, NoisyExpert, RandomExpert, failure_kind
 from eef.rollout.episode import collect, summarize
 
-pytestmark = [pytest.mark.java,
+pytestmark = [pytest.mark.java, pytest.mark.slow,
               pytest.mark.skipif(not available(), reason="no Java runtime for ScienceWorld")]
 
 # fast tasks: short gold paths, quick gold-path generation

@@ -18,6 +18,8 @@ from eef.models.serve import ServeConfig, create_app
 from eef.policy import Sampling, load_policy
 from test_models_hf import fixed_task, model_dir  # noqa: F401  (fixtures)
 
+pytestmark = pytest.mark.slow  # a model server and pipeline runs in subprocesses
+
 
 def _free_port() -> int:
     with socket.socket() as s:

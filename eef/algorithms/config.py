@@ -77,12 +77,12 @@ class ExpertConfig:
 class ModelConfig:
     base: str = _h("Base model: preset:tiny / preset:small (built once per machine and cached) "
                    "or hf:PATH_OR_ID.", "preset:tiny")
-    pretrain: bool = _h("Pre-train a preset on env text before use (eef.models.pretrain; "
+    pretrain: bool = _h("Pre-train a preset on env text before use (eef.presets.build; "
                         "built once per machine and cached). False: random initialisation.", True)
     preset_options: dict[str, Any] = _h("Options of the preset build (PretrainConfig fields, "
                                         "see docs/tiny-preset.md).", factory=dict)
     replay: int = _h("Pre-training sequences of the preset (a seeded sample of its corpus, "
-                     "eef.models.pretrain.replay_sequences) added to every training stage's "
+                     "eef.presets.build.replay_sequences) added to every training stage's "
                      "data against forgetting; 0: none.  Needs a pre-trained preset base model.", 0)
     system: str | None = _h("System message of the chat format.", None)
     trim_block: int = _h("In-process policy: a prompt over the model's context drops its "

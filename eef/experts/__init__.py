@@ -44,3 +44,10 @@ def make_expert(env: "TextEnv", name: str, **kwargs: Any) -> "Policy":
                               f"known: {', '.join(expert_names(env_name)) or 'none'}")
     mod, _, attr = _EXPERTS[key].partition(":")
     return getattr(importlib.import_module(mod), attr)(env, **kwargs)
+
+
+def expert_policy(name: str, env: "TextEnv | None" = None, **kwargs: Any) -> "Policy":
+    """The factory of ``expert:NAME`` policy specs (``eef.policy.load_policy``)."""
+    if env is None:
+        raise PolicySpecError(f"expert:{name}: a scripted expert needs the env")
+    return make_expert(env, name, **kwargs)

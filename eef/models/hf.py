@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 
 from eef.models.decode import DecodeStats, PrefixCache, decode
-from eef.models.errors import ModelMismatchError, ModelNotFoundError
+from eef.errors import ModelMismatchError, ModelNotFoundError
 from eef.models.format import (ChatFormat, IdAliases, cut_after_action, format_options,
                                trajectory_messages)
 from eef.models.precision import check_dtype, choose_dtype

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from eef.config import cache_dir
-from eef.models.errors import ModelNotFoundError
+from eef.errors import ModelNotFoundError
 
 #: name -> (python package shipping the file, GGUF file name, how to install it)
 NAMED: dict[str, tuple[str, str, str]] = {

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import urlparse
 
-from eef.models.errors import EndpointError
+from eef.errors import EndpointError
 from eef.models.format import cut_after_action, trajectory_messages
 from eef.policy import PolicySpecError, Sampling
 

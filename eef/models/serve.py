@@ -7,8 +7,10 @@ that arrived within ``max_wait_ms`` of the first (up to ``max_batch``) and decod
 ``max_body_bytes`` get 413, more than ``max_messages`` messages or ``max_tokens`` above
 ``max_new_tokens`` get 400; prompts longer than the model's context are cut by the documented
 policy of ``eef.models.format``.  Supported fields: ``model``, ``messages``, ``temperature``,
-``top_p``, ``max_tokens`` / ``max_completion_tokens``, ``seed``, ``stop``, ``n`` (1 only);
-``stream`` is refused.
+``top_p``, ``max_tokens`` / ``max_completion_tokens``, ``seed``, ``stop``, ``n`` (1 only),
+``stream`` and ``stream_options.include_usage``.  A streamed answer is server-sent events in
+the ``chat.completion.chunk`` format ending with ``data: [DONE]``; the completion is decoded
+in its batch first, so its text comes as one content chunk (errors keep their status codes).
 
 LoRA adapters, with vLLM's endpoints (so a client that drives a vLLM server drives this one):
 ``POST /v1/load_lora_adapter {"lora_name": NAME, "lora_path": DIR}`` loads the peft adapter in
@@ -114,7 +116,7 @@ def create_app(policy: Any, cfg: ServeConfig | None = None, loader: Any = None) 
     """The FastAPI app serving ``policy`` (an ``HFPolicy``).  ``loader(adapter_dir)`` returns
     the policy of a LoRA adapter directory (None: no adapter endpoints)."""
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, StreamingResponse
 
     cfg = cfg or ServeConfig()
     name = cfg.model_name or getattr(policy, "spec", "model")
@@ -217,8 +219,6 @@ def create_app(policy: Any, cfg: ServeConfig | None = None, loader: Any = None) 
             req = ChatRequest.model_validate_json(body)
         except Exception as e:
             return error(400, f"bad request: {e}")
-        if req.stream:
-            return error(400, "stream=true is not supported")
         if req.n != 1:
             return error(400, "only n=1 is supported")
         if not req.messages or len(req.messages) > cfg.max_messages:
@@ -239,15 +239,45 @@ def create_app(policy: Any, cfg: ServeConfig | None = None, loader: Any = None) 
         except Exception as e:  # pragma: no cover - a model failure
             return error(500, f"{type(e).__name__}: {e}", "server_error")
         app.state.chat_requests += 1
-        return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
-                "created": int(time.time()), "model": req.model or name,
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
+                "model": req.model or name}
+        usage = {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                 "total_tokens": c.prompt_tokens + c.completion_tokens}
+        if req.stream:
+            with_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(_sse_chunks(head, c.text, c.finish_reason,
+                                                 usage if with_usage else None),
+                                     media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+        return {**head, "object": "chat.completion",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
                              "finish_reason": c.finish_reason}],
-                "usage": {"prompt_tokens": c.prompt_tokens,
-                          "completion_tokens": c.completion_tokens,
-                          "total_tokens": c.prompt_tokens + c.completion_tokens}}
+                "usage": usage}
 
     return app
+
+
+def _sse_chunks(head: dict[str, Any], text: str, finish_reason: str,
+                usage: dict[str, int] | None) -> Any:
+    """The server-sent events of a streamed completion: the role, the text, the finish reason
+    (then the usage when asked for), each a ``chat.completion.chunk``, and ``[DONE]``."""
+    import json
+
+    def chunk(delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
+        return {**head, "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                **({"usage": None} if usage is not None else {})}
+
+    events = [chunk({"role": "assistant", "content": ""})]
+    if text:
+        events.append(chunk({"content": text}))
+    events.append(chunk({}, finish_reason))
+    if usage is not None:
+        events.append({**head, "object": "chat.completion.chunk", "choices": [],
+                       "usage": usage})
+    for e in events:
+        yield f"data: {json.dumps(e)}\n\n"
+    yield "data: [DONE]\n\n"
 
 
 def _request_model() -> Any:
@@ -259,6 +289,10 @@ def _request_model() -> Any:
         model_config = ConfigDict(extra="ignore")
         role: Literal["system", "user", "assistant"]
         content: str
+
+    class StreamOptions(BaseModel):
+        model_config = ConfigDict(extra="ignore")
+        include_usage: bool = False
 
     class Request(BaseModel):
         model_config = ConfigDict(extra="ignore")
@@ -272,6 +306,7 @@ def _request_model() -> Any:
         stop: str | list[str] | None = None
         n: int = 1
         stream: bool = False
+        stream_options: StreamOptions | None = None
 
     return Request
 

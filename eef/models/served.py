@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from eef.models.errors import EndpointError, ModelError
+from eef.errors import EndpointError, ModelError
 from eef.models.openai_client import OpenAIPolicy
 
 

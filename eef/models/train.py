@@ -236,7 +236,7 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
     ``stop_after`` ends the run after that many steps of this call (tests of resume).
     """
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
+    from eef.progress import tqdm
 
     from eef.models.hf import load_model_and_tokenizer
 

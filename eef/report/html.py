@@ -46,7 +46,8 @@ class ReportConfig:
     page_size: int = field(default=50, metadata={"help": "Figure 1 entries per page."})
     data_dir: str | None = field(default=None, metadata={
         "help": "Data dir for WebShop product categories (default: the run's env.options."
-                "data_dir, else EEF_DATA_DIR / the default data dir)."})
+                "data_dir, else EEF_DATA_DIR, else the data dir the run recorded, else the "
+                "default data dir)."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
     def __post_init__(self) -> None:
@@ -291,13 +292,23 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 # -- the page ---------------------------------------------------------------------------------
+def _run_data_dir(runs: list[Run]) -> str | None:
+    """The runs' data dir: a config's ``env.options.data_dir``, else (with no ``EEF_DATA_DIR``)
+    the one a run recorded (``eef.config.record_data_dir``)."""
+    for r in runs:
+        if d := ((r.config.get("env") or {}).get("options") or {}).get("data_dir"):
+            return str(d)
+    if os.environ.get("EEF_DATA_DIR"):
+        return None
+    from eef.config import recorded_data_dir
+    return next((str(d) for r in runs if (d := recorded_data_dir(r.path))), None)
+
+
 def render_report(runs: list[Run], cfg: ReportConfig | None = None, progress=None) -> str:
     """The report page of already-loaded runs (``progress(step_name)`` is called per view)."""
     cfg = cfg or ReportConfig()
     tick = progress or (lambda _name: None)
-    data_dir = cfg.data_dir or next(
-        (str((r.config.get("env") or {}).get("options", {}).get("data_dir"))
-         for r in runs if (r.config.get("env") or {}).get("options", {}).get("data_dir")), None)
+    data_dir = cfg.data_dir or _run_data_dir(runs)
     tick("metrics")
     curves = A.curves(runs)
     expert = A.expert_summary(runs)
@@ -353,7 +364,9 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
     out = Path(out)
     if out.exists() and out.is_dir():
         raise ReportError(f"{out}: is a directory; give the report's file name (report.html)")
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+
+    from eef.progress import Progress
     steps = ["load", "metrics", "tables and plots", "task categories", "figure 2", "figure 1",
              "write"]
     with Progress(TextColumn("[bold]report[/] {task.description}"), BarColumn(),

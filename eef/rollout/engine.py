@@ -52,7 +52,7 @@ from typing import Any, Callable, Literal, Sequence
 
 from eef.envs.base import EnvDiedError, StepResult, TextEnv, UnknownTaskError
 from eef.policy import Policy, Sampling
-from eef.envs.grounding import note_grounding
+from eef.rollout.grounding import note_grounding
 from eef.react import parse_turn
 from eef.rollout.pool import EnvPool, EnvSpec, LocalPool, ProcessPool, StartResult
 from eef.trajectory import Step, Trajectory, TrajectoryFormatError, dumps_line, iter_jsonl
@@ -108,7 +108,7 @@ class EngineConfig:
         "help": "Safety cap on policy steps per episode (None: the env's own limit)."})
     ground_actions: bool = field(default=False, metadata={
         "help": "Replace an action the state does not admit by the closest admissible one "
-                "(eef.envs.grounding; the model's text is kept in meta['grounded'])."})
+                "(eef.rollout.grounding; the model's text is kept in meta['grounded'])."})
     use_snapshots: bool = field(default=True, metadata={
         "help": "Replay once per env slot and restore snapshots, when the env supports them."})
     snapshot_cache: int = field(default=64, metadata={
@@ -659,8 +659,10 @@ def _split(total: int, n: int) -> list[int]:
 def _progress(enabled: bool, title: str, total: int, done: int):
     if not enabled:
         return None, None
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from eef.progress import Progress
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("win {task.fields[win]:.1%}"),
                    TextColumn("{task.fields[sps]:.1f} steps/s"), TimeElapsedColumn(),

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from eef.envs.base import TextEnv
-from eef.envs.grounding import ground_action, note_grounding
+from eef.rollout.grounding import ground_action, note_grounding
 from eef.policy import Policy, Sampling
 from eef.react import parse_turn
 from eef.trajectory import Step, Trajectory, TrajectoryFormatError, dumps_line, iter_jsonl
@@ -29,7 +29,7 @@ def run_episode(env: TextEnv, policy: Policy, task_id: str, *, sampling: Samplin
     """Play one episode of ``task_id``.  With ``prefix`` (a recorded trajectory cut at state
     s_k), its actions are replayed first and kept in the context (``source.start_state = k``);
     ``fresh_step_limit``: the env's step limit then counts from s_k.
-    ``ground``: map inadmissible actions to admissible ones (``eef.envs.grounding``)."""
+    ``ground``: map inadmissible actions to admissible ones (``eef.rollout.grounding``)."""
     if prefix is not None and prefix.steps:
         rep = env.replay(task_id, prefix.actions, prefix.observations)
         traj = prefix.prefix(len(prefix.steps))
@@ -87,8 +87,10 @@ def collect(env: TextEnv, policy: Policy, task_ids: Iterable[str], out: str | os
             raise TrajectoryFormatError(f"cannot resume from {out}: {e}") from e
         _truncate_partial_line(Path(out))
     todo = [t for t in task_ids if t not in done]
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from eef.progress import Progress
     wins = sum(done[t].success for t in task_ids if t in done)
     t0 = time.time()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

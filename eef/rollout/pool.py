@@ -238,9 +238,9 @@ class EnvHost:
         return self._env().step(action)
 
     def step_grounded(self, action: str) -> tuple[str, StepResult]:
-        """Ground ``action`` in the state's admissible actions (``eef.envs.grounding``), then
+        """Ground ``action`` in the state's admissible actions (``eef.rollout.grounding``), then
         step; returns the executed action and the step's result."""
-        from eef.envs.grounding import ground_action
+        from eef.rollout.grounding import ground_action
         env = self._env()
         executed = ground_action(action, env.available_actions())
         return executed, env.step(executed)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from eef.models.errors import EndpointError
+from eef.errors import EndpointError
 from eef.policy import Sampling
 
 if TYPE_CHECKING:

@@ -1,10 +1,9 @@
-"""The preset builder (eef.models.pretrain) on a very small budget: the 'test' preset, a few
-dozen sequences, a few optimizer steps."""
+"""The preset build (eef.presets) and the WebShop curriculum on a very small budget: the 'test'
+preset, a few dozen sequences, a few optimizer steps."""
 
 from __future__ import annotations
 
 import json
-import random
 import re
 
 import pytest
@@ -23,7 +22,7 @@ def env():
 
 @pytest.fixture(scope="module")
 def corpus(env):
-    from eef.models.pretrain import explore_transcripts, pick_tasks
+    from eef.presets.webshop import explore_transcripts, pick_tasks
     return (list(explore_transcripts(env, 25, seed=3, relabel=0.5)),
             list(pick_tasks(env, 60, seed=3, option_share=0.5, relabel=0.5)))
 
@@ -89,7 +88,7 @@ def test_copy_targets_are_listed_train_products(env, corpus):
 
 def test_lookup_drills_copy_listed_identifiers(env):
     from eef.experts.webshop import parse_page
-    from eef.models.pretrain import _words, lookup_drills
+    from eef.presets.webshop import _words, lookup_drills
     train = set(env.cat.split["train"])
     drills = list(lookup_drills(env, 40, seed=2))
     assert len(drills) == 40
@@ -119,7 +118,7 @@ def test_lookup_drills_copy_listed_identifiers(env):
 
 
 def test_options_are_validated_and_key_changes(cache):
-    from eef.models.pretrain import PretrainConfig, PretrainError, build_key, build_preset
+    from eef.presets import PretrainConfig, PretrainError, build_key, build_preset
     k1, _ = build_key("test", "webshop", PretrainConfig.from_options(SMALL))
     k2, _ = build_key("test", "webshop", PretrainConfig.from_options(SMALL))
     k3, _ = build_key("test", "webshop", PretrainConfig.from_options({**SMALL, "steps": 4}))
@@ -133,13 +132,14 @@ def test_options_are_validated_and_key_changes(cache):
         build_preset("test", "webshop", progress=False, relabel=2.0)
     with pytest.raises(PretrainError, match="no pre-training corpus"):
         build_preset("test", "nowhere", progress=False)
-    from eef.models.preset import PresetError
+    from eef.presets import PresetError
     with pytest.raises(PresetError, match="unknown preset 'huge'"):
         build_preset("huge", "webshop", progress=False)
 
 
+@pytest.mark.slow
 def test_build_is_cached_and_recorded(cache, monkeypatch):
-    import eef.models.pretrain as P
+    import eef.presets.build as P
     path = P.build_preset("test", "webshop", progress=False, **SMALL)
     assert path.parent == cache / "presets" and not path.with_name(path.name + ".tmp").exists()
     info = json.loads((path / P.INFO_FILE).read_text())
@@ -157,8 +157,9 @@ def test_build_is_cached_and_recorded(cache, monkeypatch):
         P.build_preset("test", "webshop", progress=False, **{**SMALL, "seed": 1})
 
 
+@pytest.mark.slow
 def test_interrupted_build_resumes(cache, tmp_path):
-    import eef.models.pretrain as P
+    import eef.presets.build as P
     out = tmp_path / "preset"
     opts = {**SMALL, "steps": 4, "warmup_steps": 2}
     with pytest.raises(P.BuildInterrupted, match="warmup"):
@@ -183,12 +184,13 @@ def test_interrupted_build_resumes(cache, tmp_path):
         P.build_preset("test", "webshop", out=out, progress=False, **SMALL)
 
 
+@pytest.mark.slow
 def test_warmup_is_shared_between_builds(cache, tmp_path):
     """Builds that differ only in their main phase reuse one warm-up; other warm-ups do not."""
     import torch
     from safetensors.torch import load_file
 
-    import eef.models.pretrain as P
+    import eef.presets.build as P
     opts = {**SMALL, "steps": 2, "warmup_steps": 2}
     a = P.build_preset("test", "webshop", out=tmp_path / "a", progress=False, **opts)
     assert not json.loads((a / P.INFO_FILE).read_text())["pretraining"]["warmup_reused"]
@@ -210,128 +212,9 @@ def test_warmup_is_shared_between_builds(cache, tmp_path):
     assert all(torch.equal(wb[k], wd[k]) for k in wb)
 
 
-def test_pick_probe_scores_policies(env):
-    from eef.experts import make_expert
-    from eef.models.pretrain import evaluate_picks, rule_pick, webshop_pick_pages
-    pages = webshop_pick_pages(env, "test", limit=12)
-    assert pages and all(p.context.steps[-1].action.startswith("search[") for p in pages)
-    with_target = [p for p in pages if p.target_listed]
-    assert with_target
-    oracle = make_expert(env, "oracle")
-    r = evaluate_picks(oracle, with_target)
-    assert r["copy_rate"] == 1.0 and r["pick_accuracy"] == 1.0
-    assert r["first_hit"] == sum(p.listed[0] == p.target for p in with_target) / len(with_target)
-    assert r["rule_pick"] == sum(rule_pick(p) == p.target for p in with_target) / len(with_target)
-    assert all(rule_pick(p) in p.listed for p in pages)
-    ex = with_target[0].sft_example()
-    assert [s.train for s in ex.steps] == [False, True] and ex.steps[-1].action.startswith("click[")
-
-
-def test_rule_pick_reads_prices_and_titles():
-    from eef.envs.webshop.env import SEP
-    from eef.models.pretrain import PickPage, PretrainError, rule_pick
-    from eef.trajectory import Step, Trajectory
-
-    def page(instruction: str, hits: list[tuple[str, str, str]]) -> PickPage:
-        obs = SEP.join(["Back to Search", "Page 1 (Total results: 3)", "Next >",
-                        *[x for h in hits for x in h]])
-        ctx = Trajectory("t", "webshop", instruction, "WebShop",
-                         [Step("search[x]", obs, train=False)])
-        return PickPage(ctx, [h[0] for h in hits], hits[0][0], Step("click[x]", ""))
-
-    hits = [("B000000001", "Red Leather Shoes", "$10.00"),
-            ("B000000002", "Blue Cotton Shirt for Men", "$45.00"),
-            ("B000000003", "Blue Cotton Shirt", "$20.00 to $25.00")]
-    capped = "i need a blue cotton shirt for men, and price lower than 30.00 dollars"
-    assert rule_pick(page(capped, hits)) == "B000000003"  # the better title is over the cap
-    assert rule_pick(page("i need a blue cotton shirt for men", hits)) == "B000000002"
-    # nothing under the cap: titles decide among all hits; ties go to the higher hit
-    assert rule_pick(page("i need shoes, and price lower than 5.00 dollars", hits)) == "B000000001"
-    assert rule_pick(page("i need a hat", hits)) == "B000000001"
-    bad = page("i need a hat", hits)
-    bad.context.steps[-1].observation = "WebShop [SEP] Instruction: [SEP] x [SEP] Search"
-    with pytest.raises(PretrainError, match="results"):
-        rule_pick(bad)
-
-
-def test_pick_pages_from_more_queries(env):
-    from eef.models.pretrain import webshop_pick_pages
-    first = webshop_pick_pages(env, "test", limit=8)
-    more = webshop_pick_pages(env, "test", limit=8, queries=3, seed=1)
-    assert more[:1][0].context.steps[-1].action == first[0].context.steps[-1].action
-    extra = [p for p in more if not p.context.steps[-1].action.startswith("search[find me")]
-    assert extra and all(p.target_listed for p in extra)
-    keys = [(p.context.steps[-1].observation, p.context.instruction) for p in extra]
-    assert len(set(keys)) == len(keys)
-    for p in extra:  # 2-8 words of the instruction's product phrase
-        q = p.context.steps[-1].action[len("search["):-1].split()
-        assert 1 <= len(q) <= 8 and all(w in p.context.instruction.lower() for w in q)
-    again = webshop_pick_pages(env, "test", limit=8, queries=3, seed=1)
-    assert [p.context.steps[-1].action for p in again] == [p.context.steps[-1].action
-                                                            for p in more]
-
-
-def test_shuffled_hits_keep_the_page_and_the_pick(env):
-    from eef.experts.webshop import parse_page
-    from eef.models.pretrain import PretrainError, shuffled_hits, webshop_pick_pages
-    page = next(p for p in webshop_pick_pages(env, "test", limit=20) if p.target_listed)
-    ex = page.sft_example()
-    orders = set()
-    for seed in range(6):
-        sh = shuffled_hits(ex, random.Random(seed))
-        hits = parse_page(sh.steps[-2].observation)["hits"]
-        assert sorted(hits) == sorted(parse_page(ex.steps[-2].observation)["hits"])
-        assert sh.steps[-1] == ex.steps[-1] and sh.steps[-1].train
-        orders.add(tuple(h[0] for h in hits))
-    assert len(orders) > 1
-    assert parse_page(ex.steps[-2].observation)["hits"][0][0] == page.listed[0]  # not in place
-    with pytest.raises(PretrainError, match="not a pick example"):
-        shuffled_hits(ex.prefix(0), random.Random(0))
-
-
-def test_page_ranker_learns_what_the_page_says():
-    from eef.envs.webshop.env import SEP
-    from eef.models.pretrain import PageRanker, PickPage, PretrainError
-    from eef.trajectory import Step, Trajectory
-    rng = random.Random(0)
-    words = "red blue green cotton wool silk shirt dress hat coat boots socks".split()
-
-    def page(i: int) -> PickPage:
-        want = rng.sample(words, 4)
-        titles = [" ".join(rng.sample([w for w in words if w not in want], 4)) for _ in range(6)]
-        at = rng.randrange(6)
-        titles[at] = " ".join(want)  # the target: the title holding the instruction's words
-        hits = [(f"B{i:04d}{k:05d}", t.title(), "$10.00") for k, t in enumerate(titles)]
-        obs = SEP.join(["Back to Search", "Page 1 (Total results: 6)", "Next >",
-                        *[x for h in hits for x in h]])
-        ctx = Trajectory(f"t{i}", "webshop", "i need a " + " ".join(want), "WebShop",
-                         [Step("search[x]", obs, train=False)])
-        return PickPage(ctx, [h[0] for h in hits], hits[at][0], Step("click[x]", ""))
-
-    with pytest.raises(PretrainError, match="before fit"):
-        PageRanker().pick(page(0))
-    with pytest.raises(PretrainError, match="no pages"):
-        PageRanker().fit([])
-    ranker = PageRanker().fit([page(i) for i in range(60)])
-    held = [page(i) for i in range(60, 100)]
-    assert sum(ranker.pick(p) == p.target for p in held) >= 36
-    assert sum(p.listed[0] == p.target for p in held) <= 15
-    # the titles carry the pick here, the position does not
-    by_words = PageRanker(groups=("words",)).fit([page(i) for i in range(60)])
-    assert sum(by_words.pick(p) == p.target for p in held) >= 36
-    where = PageRanker(groups=("position",)).fit([page(i) for i in range(60)])
-    assert sum(where.pick(p) == p.target for p in held) <= 15
-    assert where.accuracy(held) == sum(where.pick(p) == p.target for p in held) / len(held)
-    assert where.accuracy([]) == 0.0
-    with pytest.raises(PretrainError, match="groups"):
-        PageRanker(groups=("colour",))
-    with pytest.raises(PretrainError, match="groups"):
-        PageRanker(groups=())
-
-
 def test_search_drills_carry_the_train_instruction_into_the_query(env):
     from eef.experts.webshop import instruction_parts
-    from eef.models.pretrain import search_drills
+    from eef.presets.webshop import search_drills
     drills = list(search_drills(env, 30, seed=2))
     assert len(drills) == 30
     train = {t.id: t for t in env.tasks("train")}
@@ -349,8 +232,7 @@ def test_search_drills_carry_the_train_instruction_into_the_query(env):
 
 
 def test_search_drills_key_and_replay(env):
-    from eef.models.pretrain import (PretrainConfig, PretrainError, build_key,
-                                     replay_sequences)
+    from eef.presets import PretrainConfig, PretrainError, build_key, replay_sequences
     k0, p0 = build_key("test", "webshop", PretrainConfig.from_options(SMALL))
     k1, p1 = build_key("test", "webshop", PretrainConfig.from_options({**SMALL, "search_drills": 0}))
     k2, p2 = build_key("test", "webshop", PretrainConfig.from_options({**SMALL, "search_drills": 5}))
@@ -369,7 +251,7 @@ def test_search_drills_key_and_replay(env):
 
 
 def test_copy_drills_copy_train_title_words_into_the_query(env):
-    from eef.models.pretrain import copy_drills
+    from eef.presets.webshop import copy_drills
     drills = list(copy_drills(env, 60, seed=4))
     assert len(drills) == 60
     train_titles = {env.cat.products[t.meta["asin"]]["Title"].lower() for t in env.tasks("train")}
@@ -393,9 +275,11 @@ def test_copy_drills_copy_train_title_words_into_the_query(env):
         [d.instruction for d in drills]
 
 
+@pytest.mark.slow
 def test_copy_drill_build_is_a_phase_on_the_cached_build(cache, tmp_path, monkeypatch):
-    import eef.models.pretrain as P
+    import eef.presets.build as P
     from eef.envs.webshop import WebShopEnv
+    from eef.presets.webshop import copy_drills
     base_opts = {**SMALL, "steps": 2}
     kb, pb = P.build_key("test", "webshop", P.PretrainConfig.from_options(base_opts))
     k0, _ = P.build_key("test", "webshop", P.PretrainConfig.from_options(
@@ -432,6 +316,14 @@ def test_copy_drill_build_is_a_phase_on_the_cached_build(cache, tmp_path, monkey
     rep = P.replay_sequences("webshop", opts, 5, seed=2)
     assert [t.source["task"] for t in rep].count("copy") == 5 and len(rep) == 10
     assert [t.instruction for t in rep if t.source["task"] == "copy"] == \
-        [t.instruction for t in P.copy_drills(WebShopEnv(), 5, 3)]  # fresh: seeded seed + 1
+        [t.instruction for t in copy_drills(WebShopEnv(), 5, 3)]  # fresh: seeded seed + 1
     with pytest.raises(P.PretrainError, match="WebShop drills"):
         P.build_preset("test", "sciworld", out=tmp_path / "sw", progress=False, **opts)
+
+
+def test_webshop_tokenizer_text():
+    from eef.presets import webshop
+    texts = list(webshop.texts())
+    assert len(texts) > 1000 and any("B0" in t for t in texts)
+    ids = webshop.identifiers()
+    assert len(ids) == len(set(ids)) == 1000 and all(a == a.upper() for a in ids)

@@ -1,19 +1,17 @@
-"""ScienceWorld text for the tiny preset: the tokenizer corpus, the self-supervised pre-training
-corpus and the object-name copy probe.
+"""The ScienceWorld curriculum of the tiny preset: tokenizer text and the pre-training corpus.
 
 ScienceWorld's agent must name objects exactly as the simulator knows them (``focus on red
-light bulb``, ``pick up dove egg``): a from-scratch model has to learn to copy an object name
-from the room listing into its action.  This module gives it environment text to learn that
-from, the analogue of ``eef.models.pretrain``'s WebShop corpus.
+light bulb``, ``pick up dove egg``): the corpus teaches a from-scratch model to copy an object
+name from a room listing into its action.
 
 Only **train** variations are ever loaded for the corpora: ETO's train file, minus the 54
 variations it shares with the dev file (``train_only_pairs``; no test variation is in it).  No
 gold action, expert trajectory, score or goal outcome enters them.
 
-* ``sciworld_texts``: the tokenizer corpus: the env's action templates, task descriptions,
+* ``texts``: the tokenizer corpus: the env's action templates, task descriptions,
   ``look around`` listings of a few rooms, random-exploration observations and object names of
   ``TEXT_VARIATIONS_PER_TASK`` train variations per task type.
-* ``sciworld_corpus(cfg)``: the pre-training corpus, with ``PretrainConfig``'s fields mapped:
+* ``corpus(cfg)``: the pre-training corpus, with ``PretrainConfig``'s fields mapped:
 
   ====================  =====================================================================
   ``explore_episodes``  random-exploration transcripts on train variations: a uniform sampler
@@ -23,7 +21,7 @@ gold action, expert trajectory, score or goal outcome enters them.
                         most ``EXPLORE_STEPS`` steps; cut before any step that ends the
                         episode by success or failure (goal outcome), every reward 0; loss on
                         valid actions only (invalid ones stay in the context).
-  ``short_drills``      the warm-up drills (when the config has that field): 1-4 object
+  ``short_drills``      the warm-up drills: 1-4 object
                         lines of a train room listing alone (no room header); the instruction
                         names 1-3 listed objects by a word each; the thought looks each up
                         (``The <word> is the <name>.``) and the action applies the
@@ -43,10 +41,6 @@ gold action, expert trajectory, score or goal outcome enters them.
 
   ``relabel``, ``option_share`` do not apply (ScienceWorld has no identifiers and no options).
 
-* ``sciworld_object_pages`` / ``evaluate_object_copies``: the copy probe on held-out (test)
-  variations: the start room's listing, an instruction naming one listed object, and the share
-  of greedy actions whose object is a listed name, exactly.
-
 Object names.  A *listed* object of a room is a name of ``env.objects()`` (the names the
 simulator's parser accepts) that occurs in the room's ``look around`` text as whole words,
 lower case (``glass jar``; ``freezer`` in "a ultra low temperature freezer").  The agent, the
@@ -56,13 +50,12 @@ air, rooms and doors are never targets.
 from __future__ import annotations
 
 import math
-import os
 import random
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
-from eef.models.pretrain import PretrainConfig, PretrainError
+from eef.presets.base import Curriculum, DataDir, PretrainConfig, PretrainError
 from eef.trajectory import Step, Trajectory
 
 if TYPE_CHECKING:
@@ -171,7 +164,8 @@ def listed_objects(look: str, objects: Iterable[str]) -> list[str]:
                    if o and re.search(rf"(?<![a-z0-9]){re.escape(o.lower())}(?![a-z0-9])", body)})
 
 
-def _targets(view: RoomView) -> list[str]:
+def targets(view: RoomView) -> list[str]:
+    """The listed names of ``view`` that a copy task may name (no agent, air, room or door)."""
     rooms = set(LOCATIONS) | {view.room}
     return [o for o in view.listed if o not in NOT_TARGETS and o not in rooms
             and "door" not in o.split()]
@@ -207,7 +201,7 @@ def visit(env: "SciWorldEnv", pair: tuple[str, int], rooms: int, rng: random.Ran
 
 def _visits(env: "SciWorldEnv", pairs: Sequence[tuple[str, int]], rooms: int, seed: Any,
             progress: bool, label: str) -> Iterator[VariationVisit]:
-    from tqdm.auto import tqdm
+    from eef.progress import tqdm
     for pair in tqdm(pairs, desc=label, unit="variation", disable=not progress, leave=False):
         yield visit(env, pair, rooms, random.Random(f"visit/{seed}/{pair[0]}/{pair[1]}"))
 
@@ -275,7 +269,7 @@ def explore_transcripts(env: "SciWorldEnv", n: int, seed: int = 0, *,
 
 
 # -- copy drills and copy tasks -----------------------------------------------------------------
-def _name_words(target: str, others: Sequence[str], k: int, rng: random.Random
+def naming_words(target: str, others: Sequence[str], k: int, rng: random.Random
                 ) -> list[str] | None:
     """Up to ``k`` words of ``target`` (name order kept, more added when needed) that no other
     listed name contains all of; None when even the whole name is inside another name."""
@@ -291,7 +285,7 @@ def _name_words(target: str, others: Sequence[str], k: int, rng: random.Random
     return [w for w in words if w in chosen]
 
 
-def _verb_for(name: str, look: str, rng: random.Random) -> str:
+def verb_for(name: str, look: str, rng: random.Random) -> str:
     """``open`` for a thing the listing says is closed (sometimes), else focus on / pick up."""
     closed = re.search(rf"{re.escape(name)}[^\n]*?\bis closed", look.lower()) is not None
     if closed and rng.random() < 0.5:
@@ -299,7 +293,7 @@ def _verb_for(name: str, look: str, rng: random.Random) -> str:
     return rng.choice(VERBS[:2])
 
 
-def _instruction(verb: str, words: str, rng: random.Random) -> str:
+def instruction_for(verb: str, words: str, rng: random.Random) -> str:
     return rng.choice(_NAMING).format(verb=verb, Verb=verb[0].upper() + verb[1:], w=words,
                                       verb_it=_VERB_IT[verb])
 
@@ -321,7 +315,7 @@ def lookup_drills(views: Sequence[RoomView], n: int, seed: int = 0, *, min_hits:
     """``n`` dense copy drills on train room listings (see the module doc).  ``short`` drills
     show the kept object lines alone (no room header): a few dozen tokens."""
     rng = random.Random(f"sciworld/lookup{'_short' if short else ''}/{seed}")
-    usable = [v for v in views if _targets(v)]
+    usable = [v for v in views if targets(v)]
     if n and not usable:
         raise PretrainError("no room listing with a nameable object")
     made = tries = 0
@@ -330,9 +324,9 @@ def lookup_drills(views: Sequence[RoomView], n: int, seed: int = 0, *, min_hits:
         if tries > 20 * n + 100:
             raise PretrainError(f"could not build {n} lookup drills ({made} after {tries})")
         v = rng.choice(usable)
-        cands = _targets(v)
+        cands = targets(v)
         looked = rng.sample(cands, rng.randint(1, min(3, len(cands))))
-        named = [(o, _name_words(o, v.listed, 1, rng)) for o in looked]
+        named = [(o, naming_words(o, v.listed, 1, rng)) for o in looked]
         if any(w is None for _, w in named):
             continue
         page = _cut_listing(v.look, looked, min_hits, max_hits, rng)
@@ -341,9 +335,9 @@ def lookup_drills(views: Sequence[RoomView], n: int, seed: int = 0, *, min_hits:
         listed = listed_objects(page, v.listed)
         if not all(o in listed for o in looked):
             continue
-        verb = _verb_for(looked[0], v.look, rng)
+        verb = verb_for(looked[0], v.look, rng)
         words = [" ".join(w) for _, w in named]  # type: ignore[arg-type]
-        text = _instruction(verb, ", then the ".join(words), rng)
+        text = instruction_for(verb, ", then the ".join(words), rng)
         thought = " ".join(f"The {w} is the {o}." for w, (o, _) in zip(words, named))
         kind = "lookup_short" if short else "lookup"
         yield Trajectory(f"pretrain/{kind}/{made}", "sciworld", text,
@@ -359,7 +353,7 @@ def pick_tasks(visits: Sequence[VariationVisit], n: int, seed: int = 0, *, name_
                thought_share: float = 0.5) -> Iterator[Trajectory]:
     """``n`` episode-shaped copy tasks on train variations (see the module doc)."""
     rng = random.Random(f"sciworld/pick/{seed}")
-    usable = [v for v in visits if any(_targets(r) for r in v.rooms)]
+    usable = [v for v in visits if any(targets(r) for r in v.rooms)]
     if n and not usable:
         raise PretrainError("no variation with a nameable object")
     made = tries = 0
@@ -369,16 +363,16 @@ def pick_tasks(visits: Sequence[VariationVisit], n: int, seed: int = 0, *, name_
             raise PretrainError(f"could not build {n} copy tasks ({made} after {tries})")
         v = rng.choice(usable)
         start = v.rooms[0]
-        rooms = [r for r in v.rooms if _targets(r)]
+        rooms = [r for r in v.rooms if targets(r)]
         away = [r for r in rooms if r is not start]
         room = rng.choice(away) if away and (rng.random() < 0.5 or start not in rooms) \
             else start
-        target = rng.choice(_targets(room))
-        words = _name_words(target, room.listed, rng.randint(1, name_words), rng)
+        target = rng.choice(targets(room))
+        words = naming_words(target, room.listed, rng.randint(1, name_words), rng)
         if words is None:
             continue
-        verb = _verb_for(target, room.look, rng)
-        text = _instruction(verb, " ".join(words), rng)
+        verb = verb_for(target, room.look, rng)
+        text = instruction_for(verb, " ".join(words), rng)
         steps = []
         if room is not start:
             steps = [Step(f"teleport to {room.room}", room.arrival, train=False),
@@ -395,12 +389,12 @@ def pick_tasks(visits: Sequence[VariationVisit], n: int, seed: int = 0, *, name_
 
 
 # -- the corpora ---------------------------------------------------------------------------------
-def _open_env(data_dir: str | os.PathLike | None) -> "SciWorldEnv":
+def _open_env(data_dir: DataDir) -> "SciWorldEnv":
     from eef.envs.sciworld import SciWorldEnv
     return SciWorldEnv(str(data_dir) if data_dir else None)
 
 
-def sciworld_texts(data_dir: str | os.PathLike | None = None, *,
+def texts(data_dir: DataDir = None, *,
                    env: "SciWorldEnv | None" = None,
                    variations_per_task: int = TEXT_VARIATIONS_PER_TASK, seed: int = 0,
                    progress: bool = True) -> Iterator[str]:
@@ -448,7 +442,7 @@ def sciworld_texts(data_dir: str | os.PathLike | None = None, *,
             env.close()
 
 
-def sciworld_identifiers(data_dir: str | os.PathLike | None = None) -> list[str]:
+def identifiers(data_dir: DataDir = None) -> list[str]:
     """No identifier tokens for ScienceWorld: object names are ordinary English words
     (``red light bulb``, ``dove egg``) that BPE learns as word tokens from the listings, and a
     test variation's objects (e.g. an animal seen only in test) must still be spelt from
@@ -456,7 +450,7 @@ def sciworld_identifiers(data_dir: str | os.PathLike | None = None) -> list[str]
     return []
 
 
-def sciworld_corpus(cfg: PretrainConfig, data_dir: str | os.PathLike | None = None, *,
+def corpus(cfg: PretrainConfig, data_dir: DataDir = None, *,
                     env: "SciWorldEnv | None" = None, progress: bool = True
                     ) -> Iterator[Trajectory]:
     """The ScienceWorld pre-training corpus of ``cfg``: ``lookup_drills`` copy drills,
@@ -469,7 +463,7 @@ def sciworld_corpus(cfg: PretrainConfig, data_dir: str | os.PathLike | None = No
     env = env or _open_env(data_dir)
     try:
         pairs = train_only_pairs(env)
-        short = getattr(cfg, "short_drills", 0)
+        short = cfg.short_drills
         # each visit gives ~4 rooms; ~8 drills or tasks per room keep the text varied
         need = short + cfg.lookup_drills + cfg.pick_tasks
         n_visits = min(len(pairs), max(24, math.ceil(need / 32))) if need else 0
@@ -489,98 +483,16 @@ def sciworld_corpus(cfg: PretrainConfig, data_dir: str | os.PathLike | None = No
             env.close()
 
 
-# -- the copy probe -----------------------------------------------------------------------------
-@dataclass
-class ObjectPage:
-    """A held-out room listing, an instruction naming one listed object, and what a model
-    should answer there."""
-
-    context: Trajectory
-    listed: list[str]
-    target: str
-    verb: str
-
-    @property
-    def answer(self) -> str:
-        return f"{self.verb} {self.target}"
+def versions() -> dict[str, str]:
+    """The simulator's version: its text differs between versions."""
+    import scienceworld
+    return {"simulator": getattr(scienceworld, "__version__", "unknown")}
 
 
-def sciworld_object_pages(env: "SciWorldEnv", split: str = "test", limit: int | None = None,
-                          seed: int = 0, rooms: int = 0) -> list[ObjectPage]:
-    """Per variation of ``split`` (first ``limit``): the start room's ``look around`` and an
-    instruction naming one of its listed objects (drawn with ``seed``), in the prompt shape of
-    the copy tasks.  With ``rooms``, also that many other rooms (drawn), each a page whose
-    context goes on with ``teleport to <room>`` and ``look around``.  Rooms that list no
-    nameable object are skipped."""
-    if split not in ("train", "dev", "test"):
-        raise PretrainError(f"split must be train | dev | test, not {split!r}")
-    pairs = train_only_pairs(env) if split == "train" else list(env.splits()[split])
-    out = []
-    for pair in pairs[:limit]:
-        rng = random.Random(f"sciworld/pages/{seed}/{pair[0]}/{pair[1]}")
-        v = visit(env, pair, rooms, rng)
-        for room in v.rooms:
-            cands = [o for o in _targets(room)
-                     if _name_words(o, room.listed, 1, rng) is not None]
-            if not cands:
-                continue
-            target = rng.choice(cands)
-            words = _name_words(target, room.listed, 2, rng)
-            verb = _verb_for(target, room.look, rng)
-            text = _instruction(verb, " ".join(words or [target]), rng)
-            ctx = Trajectory(v.task_id, "sciworld", text, f"{text}\n\n{v.rooms[0].look}",
-                             source={"kind": "probe", "split": split, "room": room.room})
-            if room is not v.rooms[0]:
-                ctx.steps = [Step(f"teleport to {room.room}", room.arrival, train=False),
-                             Step("look around", room.look, train=False)]
-            out.append(ObjectPage(ctx, room.listed, target, verb))
-    return out
-
-
-def named_objects(action: str) -> list[str]:
-    """The object arguments of an action (``move a to b`` -> ``[a, b]``), else ``[]``."""
-    from eef.experts.sciworld import action_objects
-    return action_objects(action.strip())
-
-
-def corpus_names(trajs: Iterable[Trajectory]) -> set[str]:
-    """Every object name listed in the copy drills and tasks of a corpus (``seen`` of
-    ``evaluate_object_copies``)."""
-    return {n for t in trajs for n in t.source.get("listed", [])}
-
-
-def evaluate_object_copies(policy: Any, pages: Sequence[ObjectPage], max_new_tokens: int = 48,
-                           seen: Iterable[str] | None = None) -> dict[str, Any]:
-    """Greedy turns of ``policy`` (a Policy or an HF model directory) on ``pages``.
-
-    ``copy_rate``: share of pages whose action names objects and every one of them is a name
-    listed on that page, exactly (same case and words).  ``target_rate``: share whose action
-    names the instruction's object (any verb); ``exact_rate``: share whose action is exactly
-    ``<verb> <target>``.  With ``seen`` (the object names of the training text, e.g.
-    ``corpus_names(corpus)``), ``unseen_pages`` / ``unseen_target_rate`` restrict the target
-    rate to the pages whose target name was never seen: those can only be copied."""
-    from eef.models.pretrain import greedy_turns
-    from eef.react import parse_turn
-    outs = greedy_turns(policy, [p.context for p in pages], max_new_tokens)
-    actions = [parse_turn(o)[1] for o in outs]
-    objs = [named_objects(a) for a in actions]
-    n = len(pages)
-    copied = [bool(o) and all(x in p.listed for x in o) for o, p in zip(objs, pages)]
-    hit = [p.target in o for o, p in zip(objs, pages)]
-    out: dict[str, Any] = {
-        "pages": n, "copy_rate": sum(copied) / n, "target_rate": sum(hit) / n,
-        "exact_rate": sum(a == p.answer for a, p in zip(actions, pages)) / n}
-    if seen is not None:
-        known = set(seen)
-        new = [h for h, p in zip(hit, pages) if p.target not in known]
-        out["unseen_pages"] = len(new)
-        out["unseen_target_rate"] = sum(new) / len(new) if new else None
-    out["examples"] = [{"task": p.context.task_id, "output": o, "answer": p.answer}
-                       for o, p in list(zip(outs, pages))[:5]]
-    return out
-
-
-__all__ = ["sciworld_texts", "sciworld_identifiers", "sciworld_corpus", "sciworld_object_pages",
-           "evaluate_object_copies", "corpus_names", "ObjectPage", "RoomView", "VariationVisit",
-           "train_only_pairs", "explore_transcripts", "lookup_drills", "pick_tasks",
-           "listed_objects", "random_action"]
+CURRICULUM = Curriculum(
+    env="sciworld", texts=texts, identifiers=identifiers, corpus=corpus, versions=versions,
+    texts_what="sciworld action templates and text of train variations only (task "
+               "descriptions, rooms, object names, random actions; no dev/test variation, no "
+               "expert)",
+    data_files=(("train_indices.json",), ("dev_indices.json",), ("test_indices.json",),
+                ("max_steps.json",)))

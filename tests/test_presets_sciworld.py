@@ -1,5 +1,6 @@
-"""ScienceWorld text for the tiny preset (eef.models.pretrain_sciworld) on the real simulator:
-one JVM for the module, small corpora."""
+"""The ScienceWorld curriculum of the tiny preset (eef.presets.sciworld) and the object-copy
+probe (benchmarks/probes/objects.py) on the real simulator: one JVM for the module, small
+corpora."""
 
 import random
 import re
@@ -7,16 +8,18 @@ import re
 import pytest
 
 from eef.envs.sciworld import NO_ACTION, SciWorldEnv, available
-from eef.models.pretrain import PretrainConfig, PretrainError
-from eef.models.pretrain_sciworld import (OUTCOME, ObjectPage, RoomView, _name_words,
-                                          corpus_names, evaluate_object_copies, listed_objects,
-                                          lookup_drills,
-                                          random_action, sciworld_corpus, sciworld_identifiers,
-                                          sciworld_object_pages, sciworld_texts,
-                                          train_only_pairs)
+from eef.presets import PretrainConfig, PretrainError
+from eef.presets.sciworld import (OUTCOME, RoomView, listed_objects, lookup_drills, naming_words,
+                                  random_action, train_only_pairs)
+from eef.presets.sciworld import corpus as sciworld_corpus
+from eef.presets.sciworld import identifiers as sciworld_identifiers
+from eef.presets.sciworld import texts as sciworld_texts
+from probes import ProbeError
+from probes.objects import (ObjectPage, corpus_names, evaluate_object_copies,
+                            sciworld_object_pages)
 from eef.trajectory import Trajectory
 
-pytestmark = [pytest.mark.java, pytest.mark.needs_data,
+pytestmark = [pytest.mark.java, pytest.mark.needs_data, pytest.mark.slow,
               pytest.mark.skipif(not available(), reason="no Java runtime for ScienceWorld")]
 
 LOOK = """This room is called the workshop. In it, you see: 
@@ -53,11 +56,6 @@ def held_out(env):
 
 
 def _cfg(**options):
-    """A small config (``short_drills`` only where the config has that field)."""
-    from dataclasses import fields
-    if "short_drills" not in {f.name for f in fields(PretrainConfig)}:
-        options.pop("short_drills", None)
-        options["warmup_steps"] = 0
     return PretrainConfig.from_options(options)
 
 
@@ -94,9 +92,9 @@ def test_name_words_single_out_the_target():
     rng = random.Random(0)
     names = ["blue light bulb", "red light bulb", "battery"]
     for _ in range(20):
-        w = _name_words("blue light bulb", names, 1, rng)
+        w = naming_words("blue light bulb", names, 1, rng)
         assert w is not None and "blue" in w
-    assert _name_words("light bulb", ["light bulb", "blue light bulb"], 2, rng) is None
+    assert naming_words("light bulb", ["light bulb", "blue light bulb"], 2, rng) is None
 
 
 def test_random_action_never_focuses():
@@ -120,7 +118,7 @@ def test_corpus_counts_and_determinism(env, cfg, corpus):
     kinds = [t.source["task"] for t in corpus]
     assert kinds.count("lookup") == 16 and kinds.count("pick") == 16
     assert kinds.count("explore") == 3
-    assert kinds.count("lookup_short") == getattr(cfg, "short_drills", 0)
+    assert kinds.count("lookup_short") == cfg.short_drills
     for t in corpus:
         assert bool(t.source.get("short")) == (t.source["task"] == "lookup_short")
     again = list(sciworld_corpus(cfg, env=env, progress=False))
@@ -192,7 +190,7 @@ class _ScriptedEnv:
 
 
 def test_exploration_cuts_the_outcome_and_masks_invalid_actions():
-    from eef.models.pretrain_sciworld import explore_transcripts
+    from eef.presets.sciworld import explore_transcripts
     script = [("You move to the kitchen.", {}),
               (NO_ACTION, {"valid": False}),
               ("Ambiguous request: Please enter the number for the action you intended (or "
@@ -239,7 +237,7 @@ def test_trained_actions_name_listed_objects(env, corpus):
 
 # -- tokenizer texts --------------------------------------------------------------------------
 def test_texts_train_a_tokenizer(env, texts, held_out):
-    from eef.models.preset import train_tokenizer
+    from eef.presets import train_tokenizer
     texts, loaded = texts
     train = {env.task_id(*p) for p in train_only_pairs(env)}
     assert len(loaded) == 24 and set(loaded) <= train  # one variation per task type
@@ -292,12 +290,12 @@ def test_object_pages_and_copy_counts(env, texts, tmp_path):
                                  [q, p, p], seen=corpus_names([]) | {p.target})
     assert res["unseen_pages"] == 1 and res["unseen_target_rate"] == 1.0
     assert res["target_rate"] == 1.0
-    with pytest.raises(PretrainError):
+    with pytest.raises(ProbeError):
         evaluate_object_copies(_Fixed([]), [])
-    with pytest.raises(PretrainError, match="split"):
+    with pytest.raises(ProbeError, match="split"):
         sciworld_object_pages(env, "validation")
     # a tiny random model gives a rate in [0, 1]
-    from eef.models.preset import init_preset
+    from eef.presets import init_preset
     model = init_preset("test", None, tmp_path / "m", texts=texts)
     res = evaluate_object_copies(model, pages, max_new_tokens=8)
     assert 0.0 <= res["copy_rate"] <= 1.0 and res["pages"] == len(pages)
@@ -305,29 +303,22 @@ def test_object_pages_and_copy_counts(env, texts, tmp_path):
 
 
 def test_build_preset_for_sciworld(env, monkeypatch, tmp_path):
-    """The registrations eef.models.preset / eef.models.pretrain take for ScienceWorld give a
-    whole build (a few steps of the ``test`` preset; the module's env, 1 variation per task
+    """ScienceWorld's curriculum gives a whole build (a few steps of the ``test`` preset; the module's env, 1 variation per task
     type for the tokenizer)."""
     import json
     from functools import partial
 
-    from eef.models import preset as PR
-    from eef.models import pretrain as PT
-    monkeypatch.setitem(PR.CORPORA, "sciworld", partial(sciworld_texts, env=env,
-                                                        variations_per_task=1, progress=False))
-    monkeypatch.setitem(PR.IDENTIFIERS, "sciworld", sciworld_identifiers)
-    monkeypatch.setitem(PT.CORPUS_BUILDERS, "sciworld",
-                        partial(sciworld_corpus, env=env, progress=False))
-    monkeypatch.setitem(PT.DATA_FILES, "sciworld", [("train_indices.json",),
-                                                    ("dev_indices.json",),
-                                                    ("test_indices.json",),
-                                                    ("max_steps.json",)])
+    from dataclasses import replace
+
+    from eef.presets import CURRICULA, build_preset
+    monkeypatch.setitem(CURRICULA, "sciworld", replace(
+        CURRICULA["sciworld"],
+        texts=partial(sciworld_texts, env=env, variations_per_task=1, progress=False),
+        corpus=partial(sciworld_corpus, env=env, progress=False)))
     opts = {"short_drills": 32, "warmup_steps": 1, "warmup_batch_size": 8, "short_replay": 8,
             "lookup_drills": 16, "explore_episodes": 2, "pick_tasks": 16, "steps": 2,
             "batch_size": 8, "max_tokens": 512}
-    opts = {k: v for k, v in opts.items()
-            if k in {f.name for f in __import__("dataclasses").fields(PretrainConfig)}}
-    out = PT.build_preset("test", "sciworld", out=tmp_path / "m", progress=False, threads=1,
+    out = build_preset("test", "sciworld", out=tmp_path / "m", progress=False, threads=1,
                           **opts)
     info = json.loads((out / "eef_preset.json").read_text())
     assert info["identifier_tokens"] == 0

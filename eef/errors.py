@@ -1,8 +1,12 @@
-"""Errors of the model layer (each names what to fix)."""
+"""Errors shared across layers: a policy spec that cannot be resolved and the model backends'
+failures (each message names what to fix).  This module imports nothing of eef, so every layer
+can raise and catch them."""
 
 from __future__ import annotations
 
-from eef.policy import PolicySpecError
+
+class PolicySpecError(ValueError):
+    """A policy spec string could not be resolved."""
 
 
 class ModelError(RuntimeError):

@@ -1,0 +1,134 @@
+"""The research probes of the tiny preset (benchmarks/probes): pick pages, reference pickers."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from probes import ProbeError
+from probes.picks import (PageRanker, PickPage, evaluate_picks, rule_pick, shuffled_hits,
+                          webshop_pick_pages)
+
+
+@pytest.fixture(scope="module")
+def env():
+    from eef.envs.webshop import WebShopEnv
+    return WebShopEnv()
+
+
+@pytest.mark.needs_data
+def test_pick_probe_scores_policies(env):
+    from eef.experts import make_expert
+    pages = webshop_pick_pages(env, "test", limit=12)
+    assert pages and all(p.context.steps[-1].action.startswith("search[") for p in pages)
+    with_target = [p for p in pages if p.target_listed]
+    assert with_target
+    oracle = make_expert(env, "oracle")
+    r = evaluate_picks(oracle, with_target)
+    assert r["copy_rate"] == 1.0 and r["pick_accuracy"] == 1.0
+    assert r["first_hit"] == sum(p.listed[0] == p.target for p in with_target) / len(with_target)
+    assert r["rule_pick"] == sum(rule_pick(p) == p.target for p in with_target) / len(with_target)
+    assert all(rule_pick(p) in p.listed for p in pages)
+    ex = with_target[0].sft_example()
+    assert [s.train for s in ex.steps] == [False, True] and ex.steps[-1].action.startswith("click[")
+
+
+def test_rule_pick_reads_prices_and_titles():
+    from eef.envs.webshop.env import SEP
+    from eef.trajectory import Step, Trajectory
+
+    def page(instruction: str, hits: list[tuple[str, str, str]]) -> PickPage:
+        obs = SEP.join(["Back to Search", "Page 1 (Total results: 3)", "Next >",
+                        *[x for h in hits for x in h]])
+        ctx = Trajectory("t", "webshop", instruction, "WebShop",
+                         [Step("search[x]", obs, train=False)])
+        return PickPage(ctx, [h[0] for h in hits], hits[0][0], Step("click[x]", ""))
+
+    hits = [("B000000001", "Red Leather Shoes", "$10.00"),
+            ("B000000002", "Blue Cotton Shirt for Men", "$45.00"),
+            ("B000000003", "Blue Cotton Shirt", "$20.00 to $25.00")]
+    capped = "i need a blue cotton shirt for men, and price lower than 30.00 dollars"
+    assert rule_pick(page(capped, hits)) == "B000000003"  # the better title is over the cap
+    assert rule_pick(page("i need a blue cotton shirt for men", hits)) == "B000000002"
+    # nothing under the cap: titles decide among all hits; ties go to the higher hit
+    assert rule_pick(page("i need shoes, and price lower than 5.00 dollars", hits)) == "B000000001"
+    assert rule_pick(page("i need a hat", hits)) == "B000000001"
+    bad = page("i need a hat", hits)
+    bad.context.steps[-1].observation = "WebShop [SEP] Instruction: [SEP] x [SEP] Search"
+    with pytest.raises(ProbeError, match="results"):
+        rule_pick(bad)
+
+
+@pytest.mark.needs_data
+def test_pick_pages_from_more_queries(env):
+    first = webshop_pick_pages(env, "test", limit=8)
+    more = webshop_pick_pages(env, "test", limit=8, queries=3, seed=1)
+    assert more[:1][0].context.steps[-1].action == first[0].context.steps[-1].action
+    extra = [p for p in more if not p.context.steps[-1].action.startswith("search[find me")]
+    assert extra and all(p.target_listed for p in extra)
+    keys = [(p.context.steps[-1].observation, p.context.instruction) for p in extra]
+    assert len(set(keys)) == len(keys)
+    for p in extra:  # 2-8 words of the instruction's product phrase
+        q = p.context.steps[-1].action[len("search["):-1].split()
+        assert 1 <= len(q) <= 8 and all(w in p.context.instruction.lower() for w in q)
+    again = webshop_pick_pages(env, "test", limit=8, queries=3, seed=1)
+    assert [p.context.steps[-1].action for p in again] == [p.context.steps[-1].action
+                                                            for p in more]
+
+
+@pytest.mark.needs_data
+def test_shuffled_hits_keep_the_page_and_the_pick(env):
+    from eef.experts.webshop import parse_page
+    page = next(p for p in webshop_pick_pages(env, "test", limit=20) if p.target_listed)
+    ex = page.sft_example()
+    orders = set()
+    for seed in range(6):
+        sh = shuffled_hits(ex, random.Random(seed))
+        hits = parse_page(sh.steps[-2].observation)["hits"]
+        assert sorted(hits) == sorted(parse_page(ex.steps[-2].observation)["hits"])
+        assert sh.steps[-1] == ex.steps[-1] and sh.steps[-1].train
+        orders.add(tuple(h[0] for h in hits))
+    assert len(orders) > 1
+    assert parse_page(ex.steps[-2].observation)["hits"][0][0] == page.listed[0]  # not in place
+    with pytest.raises(ProbeError, match="not a pick example"):
+        shuffled_hits(ex.prefix(0), random.Random(0))
+
+
+def test_page_ranker_learns_what_the_page_says():
+    from eef.envs.webshop.env import SEP
+    from eef.trajectory import Step, Trajectory
+    rng = random.Random(0)
+    words = "red blue green cotton wool silk shirt dress hat coat boots socks".split()
+
+    def page(i: int) -> PickPage:
+        want = rng.sample(words, 4)
+        titles = [" ".join(rng.sample([w for w in words if w not in want], 4)) for _ in range(6)]
+        at = rng.randrange(6)
+        titles[at] = " ".join(want)  # the target: the title holding the instruction's words
+        hits = [(f"B{i:04d}{k:05d}", t.title(), "$10.00") for k, t in enumerate(titles)]
+        obs = SEP.join(["Back to Search", "Page 1 (Total results: 6)", "Next >",
+                        *[x for h in hits for x in h]])
+        ctx = Trajectory(f"t{i}", "webshop", "i need a " + " ".join(want), "WebShop",
+                         [Step("search[x]", obs, train=False)])
+        return PickPage(ctx, [h[0] for h in hits], hits[at][0], Step("click[x]", ""))
+
+    with pytest.raises(ProbeError, match="before fit"):
+        PageRanker().pick(page(0))
+    with pytest.raises(ProbeError, match="no pages"):
+        PageRanker().fit([])
+    ranker = PageRanker().fit([page(i) for i in range(60)])
+    held = [page(i) for i in range(60, 100)]
+    assert sum(ranker.pick(p) == p.target for p in held) >= 36
+    assert sum(p.listed[0] == p.target for p in held) <= 15
+    # the titles carry the pick here, the position does not
+    by_words = PageRanker(groups=("words",)).fit([page(i) for i in range(60)])
+    assert sum(by_words.pick(p) == p.target for p in held) >= 36
+    where = PageRanker(groups=("position",)).fit([page(i) for i in range(60)])
+    assert sum(where.pick(p) == p.target for p in held) <= 15
+    assert where.accuracy(held) == sum(where.pick(p) == p.target for p in held) / len(held)
+    assert where.accuracy([]) == 0.0
+    with pytest.raises(ProbeError, match="groups"):
+        PageRanker(groups=("colour",))
+    with pytest.raises(ProbeError, match="groups"):
+        PageRanker(groups=())
