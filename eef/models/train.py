@@ -127,20 +127,23 @@ def micro_batches(examples: Sequence[Example], batch: list[int], max_tokens: int
         if groups[-1] and (len(groups[-1]) + 1) * L > max_tokens:
             groups.append([])
         groups[-1].append(i)
-    out = []
-    for g in groups:
-        T = max(len(examples[i].input_ids) for i in g)
-        ids = torch.full((len(g), T), pad_id, dtype=torch.long)
-        att = torch.zeros((len(g), T), dtype=torch.long)
-        lab = torch.full((len(g), T), -100, dtype=torch.long)
-        for r, i in enumerate(g):
-            e = examples[i]
-            n = len(e.input_ids)
-            ids[r, :n] = torch.tensor(e.input_ids)
-            att[r, :n] = 1
-            lab[r, :n] = torch.tensor([t if m else -100 for t, m in zip(e.input_ids, e.mask)])
-        out.append((ids, att, lab))
-    return out
+    return [pad_examples([examples[i] for i in g], pad_id) for g in groups]
+
+
+def pad_examples(examples: Sequence[Example], pad_id: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, attention_mask, labels) of ``examples`` in their order; labels
+    are -100 wherever the loss mask is 0."""
+    T = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    att = torch.zeros((len(examples), T), dtype=torch.long)
+    lab = torch.full((len(examples), T), -100, dtype=torch.long)
+    for r, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[r, :n] = torch.tensor(e.input_ids)
+        att[r, :n] = 1
+        lab[r, :n] = torch.tensor([t if m else -100 for t, m in zip(e.input_ids, e.mask)])
+    return ids, att, lab
 
 
 # -- model ------------------------------------------------------------------------------------
@@ -158,6 +161,13 @@ class MaskedLMLoss(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ce, sel = self.token_losses(input_ids, attention_mask, labels)
+        return ce.sum(), sel.sum()
+
+    def token_losses(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cross-entropy of every trained token (row-major order) and the boolean
+        (rows, length - 1) map of the trained target positions."""
         backbone, head = self._parts()
         # Right padding: under the causal mask no real token can see a pad (pads come last),
         # and pad positions are never in the loss, so the padding mask is not needed; leaving
@@ -168,8 +178,27 @@ class MaskedLMLoss(torch.nn.Module):
         tgt = labels[:, 1:]
         sel = tgt != -100
         logits = head(h[:, :-1][sel]).float()
-        loss = F.cross_entropy(logits, tgt[sel], reduction="sum")
-        return loss, sel.sum()
+        return F.cross_entropy(logits, tgt[sel], reduction="none"), sel
+
+
+def add_lora(model: Any, cfg: TrainConfig) -> Any:
+    """``model`` with a new LoRA adapter of ``cfg`` (peft), the only trained weights."""
+    from peft import LoraConfig, get_peft_model
+    return get_peft_model(model, LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=[t.strip() for t in cfg.lora_targets.split(",") if t.strip()],
+        task_type="CAUSAL_LM"))
+
+
+def make_optimizer(model: Any, cfg: TrainConfig, total: int) -> tuple[list[Any], Any, Any]:
+    """(trained parameters, AdamW, lr schedule of ``total`` steps) of ``cfg``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
+                            betas=(0.9, 0.95))
+    return params, opt, torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
 
 
 def _lr_lambda(cfg: TrainConfig, total: int):
@@ -224,22 +253,12 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
     fmt = ChatFormat(tok, system=cfg.system, **opts)
     examples, report = build_examples(trajs, fmt, cfg.max_tokens)
     if cfg.lora_r > 0:
-        from peft import LoraConfig, get_peft_model
-        model = get_peft_model(model, LoraConfig(
-            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-            target_modules=[t.strip() for t in cfg.lora_targets.split(",") if t.strip()],
-            task_type="CAUSAL_LM"))
+        model = add_lora(model, cfg)
     model.train()
     acc = Accelerator(mixed_precision=cfg.mixed_precision)
     per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
-                            betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
+    params, opt, sched = make_optimizer(model, cfg, total)
     loss_mod = MaskedLMLoss(model)
     loss_mod, opt = acc.prepare(loss_mod, opt)
 
