@@ -94,7 +94,7 @@ def dpo_stage(ctx: Context, name: str, init: Path, reference: Path, pairs: list[
         write_pairs(run / data_rel, pairs)
         res = train_dpo(str(init), run / data_rel, run / rel, cfg, beta=ctx.cfg.dpo.beta,
                         reference=None if reference == init else str(reference),
-                        progress=ctx.cfg.rollout.progress)
+                        key=digest(key), progress=ctx.cfg.rollout.progress)
         return {"steps": res["steps"], "pairs": res["pairs"],
                 "skipped_pairs": res["skipped_pairs"], "seconds": res["seconds"],
                 "final_loss": res["losses"][-1], "final_accuracy": res["accuracies"][-1]}

@@ -35,11 +35,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
-import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -47,9 +44,9 @@ from typing import Any, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from eef.models.format import ChatFormat, Example, IdAliases, format_options, save_format_options
-from eef.models.train import (MaskedLMLoss, TrainConfig, TrainError, _load_checkpoint,
-                              _save_checkpoint, add_lora, make_optimizer, pad_examples)
+from eef.models.format import ChatFormat, Example
+from eef.models.train import (MaskedLMLoss, TrainConfig, TrainError, _load_checkpoint, add_lora,
+                              load_for_training, pad_examples, prepare_steps, run_steps)
 from eef.trajectory import Trajectory, dumps_line
 
 
@@ -190,18 +187,18 @@ def _reference_logps(path: Path, key: str, compute) -> tuple[torch.Tensor, torch
 
 def train_dpo(model_path: str, pairs: str | os.PathLike | Iterable[Pair],
               out: str | os.PathLike, cfg: TrainConfig | None = None, *, beta: float = 0.1,
-              reference: str | None = None, progress: bool = True,
+              reference: str | None = None, key: str = "", progress: bool = True,
               stop_after: int | None = None) -> dict[str, Any]:
     """DPO of ``model_path`` on ``pairs`` (a JSONL file of ``Pair.to_dict`` or pairs) into
     ``out``; the reference is ``reference`` (a model path) or, by default, ``model_path``.
+    ``key`` identifies the inputs beyond the pairs, beta and the paths (e.g. the models'
+    contents): reference log-probs in ``out`` made under another key are recomputed, and a
+    checkpoint of another key is an error.
 
     Returns ``{"losses", "accuracies", "margins", "steps", "pairs", "skipped_pairs",
     "seconds"}`` (accuracy: the share of a batch's pairs whose margin is positive).
     ``stop_after`` ends the run after that many steps of this call (tests of resume).
     """
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
-
     from eef.models.hf import load_model_and_tokenizer
 
     cfg = cfg or TrainConfig()
@@ -211,24 +208,14 @@ def train_dpo(model_path: str, pairs: str | os.PathLike | Iterable[Pair],
     pairs = read_pairs(pairs) if isinstance(pairs, (str, os.PathLike)) else list(pairs)
     if not pairs:
         raise TrainError("no preference pair to train on")
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    model, tok = load_model_and_tokenizer(model_path, merge_lora=False)
-    opts = format_options(model_path)
-    if cfg.id_aliases is not None:
-        opts["aliases"] = IdAliases() if cfg.id_aliases else None
-    fmt = ChatFormat(tok, system=cfg.system, **opts)
+    model, tok, fmt = load_for_training(model_path, cfg)
     enc, kept = encode_pairs(pairs, fmt, cfg.max_tokens)
     if not enc:
         raise TrainError(f"none of the {len(pairs)} pairs has a counted token on both sides "
                          f"(every step train=False, or no turn fits {cfg.max_tokens} tokens)")
     model = _trainable(model, cfg)
-    acc = Accelerator(mixed_precision=cfg.mixed_precision)
-    per_epoch = math.ceil(len(enc) / cfg.batch_size)
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
-    params, opt, sched = make_optimizer(model, cfg, total)
-    plain = SequenceLogps(model)
-    logps, opt = acc.prepare(plain, opt)
+    acc, logps, params, opt, sched, per_epoch, total = prepare_steps(
+        SequenceLogps(model), cfg, len(enc))
     pad = int(tok.pad_token_id)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -245,7 +232,7 @@ def train_dpo(model_path: str, pairs: str | os.PathLike | Iterable[Pair],
 
     def compute_ref() -> tuple[torch.Tensor, torch.Tensor]:
         if reference is None or str(reference) == str(model_path):
-            return ref_pass(plain)
+            return ref_pass(acc.unwrap_model(logps))
         ref_model, _ = load_model_and_tokenizer(str(reference))
         try:
             return ref_pass(SequenceLogps(ref_model).to(acc.device))
@@ -254,7 +241,8 @@ def train_dpo(model_path: str, pairs: str | os.PathLike | Iterable[Pair],
 
     data_key = hashlib.sha256(json.dumps(
         [[w.input_ids + w.mask for w in p.chosen + p.rejected] for p in enc]).encode()).hexdigest()
-    dpo_key = {"beta": beta, "reference": str(reference or model_path), "data": data_key[:16]}
+    dpo_key = {"beta": beta, "reference": str(reference or model_path), "data": data_key[:16],
+               "key": key}
     ref_c, ref_r = _reference_logps(out / "ref_logps.json", json.dumps(dpo_key, sort_keys=True),
                                     compute_ref)
     ref_c, ref_r = ref_c.to(acc.device), ref_r.to(acc.device)
@@ -265,80 +253,41 @@ def train_dpo(model_path: str, pairs: str | os.PathLike | Iterable[Pair],
     if (ckpt / "trainer_state.json").exists():
         state = _load_checkpoint(ckpt, acc.unwrap_model(logps).model, opt, sched, cfg)
         if state.get("dpo") != dpo_key:
-            raise TrainError(f"{ckpt}: checkpoint of a DPO run on other pairs, beta or reference;"
-                             " use another output directory")
-    main, rank, world = acc.is_main_process, acc.process_index, acc.num_processes
+            raise TrainError(f"{ckpt}: checkpoint of a DPO run on other pairs, beta, reference "
+                             "or key; use another output directory")
+    rank, world = acc.process_index, acc.num_processes
     if cfg.batch_size < world:
         raise TrainError(f"batch_size {cfg.batch_size} is smaller than the {world} processes")
-    if main:
+    if acc.is_main_process:
         (out / "eef_train.json").write_text(json.dumps(
             {"config": asdict(cfg), "method": "dpo", "beta": beta, "base_model": model_path,
              "reference": str(reference or model_path), "pairs": len(enc),
              "skipped_pairs": len(pairs) - len(enc)}, indent=2))
-    log_f = open(out / "train_log.jsonl", "a", encoding="utf-8")
-    bar = tqdm(total=total, initial=state["step"], disable=not progress or not main,
-               desc="dpo", unit="step")
-    step, ran, t0 = state["step"], 0, time.time()
-    try:
-        while step < total:
-            epoch, k = divmod(step, per_epoch)
-            order = list(range(len(enc)))
-            random.Random(cfg.seed * 1_000_003 + epoch).shuffle(order)
-            batch = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
-            sums = torch.zeros(3, device=acc.device)  # loss, correct pairs, margin
-            for g in pair_groups(enc, batch[rank::world], cfg.micro_batch_tokens):
-                c, r = side_logps(logps, [enc[i] for i in g], pad, acc.device)
-                rc, rr = ref_c[g], ref_r[g]
-                losses = dpo_loss(c.float(), r.float(), rc, rr, beta)
-                # DDP averages gradients over processes, hence the factor world
-                acc.backward(losses.sum() * (world / len(batch)))
-                margin = ((c - rc) - (r - rr)).detach().float()
-                sums += torch.stack([losses.detach().sum(), (margin > 0).float().sum(),
-                                     margin.sum()])
-            if world > 1:
-                sums = acc.reduce(sums, reduction="sum")
-            if cfg.grad_clip > 0:
-                acc.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            ran += 1
-            loss, accuracy, margin = (float(x) / len(batch) for x in sums)
-            state["losses"].append(loss)
-            state["accuracies"].append(accuracy)
-            state["margins"].append(margin)
-            if main and (step % cfg.log_every == 0 or step == total):
-                log_f.write(json.dumps({"step": step, "epoch": epoch, "loss": loss,
-                                        "accuracy": accuracy, "margin": margin,
-                                        "lr": sched.get_last_lr()[0]}) + "\n")
-                log_f.flush()
-            bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.2f}")
-            bar.update(1)
-            if step % cfg.save_every == 0 and step < total:
-                state["step"] = step
-                state["seconds"] += time.time() - t0
-                t0 = time.time()
-                if main:
-                    _save_checkpoint(ckpt, acc.unwrap_model(logps).model, tok, opt, sched,
-                                     state, cfg)
-                acc.wait_for_everyone()
-            if stop_after is not None and ran >= stop_after:
-                break
-    finally:
-        bar.close()
-        log_f.close()
-    state["step"] = step
-    state["seconds"] += time.time() - t0
-    model = acc.unwrap_model(logps).model
-    if main and step >= total:
-        model.save_pretrained(out)
-        tok.save_pretrained(out)
-        save_format_options(out, fmt.aliases)
-        shutil.rmtree(ckpt, ignore_errors=True)
-    elif main:
-        _save_checkpoint(ckpt, model, tok, opt, sched, state, cfg)
-    acc.wait_for_everyone()
+
+    def dpo_step(epoch: int, k: int) -> dict[str, float]:
+        order = list(range(len(enc)))
+        random.Random(cfg.seed * 1_000_003 + epoch).shuffle(order)
+        batch = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+        sums = torch.zeros(3, device=acc.device)  # loss, pairs ordered right, margin
+        for g in pair_groups(enc, batch[rank::world], cfg.micro_batch_tokens):
+            c, r = side_logps(logps, [enc[i] for i in g], pad, acc.device)
+            rc, rr = ref_c[g], ref_r[g]
+            losses = dpo_loss(c.float(), r.float(), rc, rr, beta)
+            # DDP averages gradients over processes, hence the factor world
+            acc.backward(losses.sum() * (world / len(batch)))
+            margin = ((c - rc) - (r - rr)).detach().float()
+            sums += torch.stack([losses.detach().sum(), (margin > 0).float().sum(),
+                                 margin.sum()])
+        if world > 1:
+            sums = acc.reduce(sums, reduction="sum")
+        loss, accuracy, margin = (float(x) / len(batch) for x in sums)
+        state["losses"].append(loss)
+        state["accuracies"].append(accuracy)
+        state["margins"].append(margin)
+        return {"loss": loss, "accuracy": accuracy, "margin": margin}
+
+    step = run_steps(acc, logps, tok, fmt, opt, sched, params, cfg, out, state, total,
+                     per_epoch, dpo_step, desc="dpo", progress=progress, stop_after=stop_after)
     return {"losses": state["losses"], "accuracies": state["accuracies"],
             "margins": state["margins"], "steps": step, "total_steps": total,
             "pairs": len(enc), "skipped_pairs": len(pairs) - len(enc), "kept": kept,

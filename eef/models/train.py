@@ -181,6 +181,19 @@ class MaskedLMLoss(torch.nn.Module):
         return F.cross_entropy(logits, tgt[sel], reduction="none"), sel
 
 
+def load_for_training(model_path: str, cfg: TrainConfig) -> tuple[Any, Any, ChatFormat]:
+    """(model, tokenizer, chat format) to fine-tune ``model_path`` with ``cfg``, after seeding
+    torch and ``random`` with ``cfg.seed``; a LoRA adapter directory loads unmerged."""
+    from eef.models.hf import load_model_and_tokenizer
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    model, tok = load_model_and_tokenizer(model_path, merge_lora=False)
+    opts = format_options(model_path)
+    if cfg.id_aliases is not None:
+        opts["aliases"] = IdAliases() if cfg.id_aliases else None
+    return model, tok, ChatFormat(tok, system=cfg.system, **opts)
+
+
 def add_lora(model: Any, cfg: TrainConfig) -> Any:
     """``model`` with a new LoRA adapter of ``cfg`` (peft), the only trained weights."""
     from peft import LoraConfig, get_peft_model
@@ -199,6 +212,19 @@ def make_optimizer(model: Any, cfg: TrainConfig, total: int) -> tuple[list[Any],
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
                             betas=(0.9, 0.95))
     return params, opt, torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
+
+
+def prepare_steps(module: torch.nn.Module, cfg: TrainConfig, n: int) -> tuple[Any, ...]:
+    """(accelerator, ``module`` prepared, trained parameters, optimizer, lr schedule, steps per
+    epoch, total steps) to train ``module.model`` on ``n`` items in batches of ``batch_size``
+    (accelerate's ``mixed_precision``; several processes under ``accelerate launch``)."""
+    from accelerate import Accelerator
+    acc = Accelerator(mixed_precision=cfg.mixed_precision)
+    per_epoch = math.ceil(n / cfg.batch_size)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
+    params, opt, sched = make_optimizer(module.model, cfg, total)
+    module, opt = acc.prepare(module, opt)
+    return acc, module, params, opt, sched, per_epoch, total
 
 
 def _lr_lambda(cfg: TrainConfig, total: int):
@@ -234,33 +260,18 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
     Returns ``{"losses": [...], "steps", "tokens", "trained_tokens", "seconds", "report"}``.
     ``stop_after`` ends the run after that many steps of this call (tests of resume).
     """
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
-
-    from eef.models.hf import load_model_and_tokenizer
-
     cfg = cfg or TrainConfig()
     out = Path(out)
     trajs = load_trajectories(data)
     if not trajs:
         raise TrainError("empty dataset: no trajectory to train on")
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    model, tok = load_model_and_tokenizer(model_path, merge_lora=False)
-    opts = format_options(model_path)
-    if cfg.id_aliases is not None:
-        opts["aliases"] = IdAliases() if cfg.id_aliases else None
-    fmt = ChatFormat(tok, system=cfg.system, **opts)
+    model, tok, fmt = load_for_training(model_path, cfg)
     examples, report = build_examples(trajs, fmt, cfg.max_tokens)
     if cfg.lora_r > 0:
         model = add_lora(model, cfg)
     model.train()
-    acc = Accelerator(mixed_precision=cfg.mixed_precision)
-    per_epoch = math.ceil(len(examples) / cfg.batch_size)
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
-    params, opt, sched = make_optimizer(model, cfg, total)
-    loss_mod = MaskedLMLoss(model)
-    loss_mod, opt = acc.prepare(loss_mod, opt)
+    acc, loss_mod, params, opt, sched, per_epoch, total = prepare_steps(
+        MaskedLMLoss(model), cfg, len(examples))
 
     ckpt = out / "checkpoint"
     state = {"step": 0, "losses": [], "tokens": 0, "trained_tokens": 0, "seconds": 0.0}
@@ -273,32 +284,62 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
              "trajectories": len(trajs), "cut_report": asdict(report)}, indent=2))
 
     pad = int(tok.pad_token_id)
-    rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
+    rank, world = acc.process_index, acc.num_processes
     if cfg.batch_size < world:
         raise TrainError(f"batch_size {cfg.batch_size} is smaller than the {world} processes")
+
+    def sft_step(epoch: int, k: int) -> dict[str, float]:
+        batch = epoch_batches(examples, cfg.batch_size, cfg.seed, epoch)[k]
+        # several processes (accelerate launch): each takes every world-th sequence; DDP
+        # averages gradients over processes, hence the factor world on the loss
+        local = batch[rank::world]
+        mbs = micro_batches(examples, local, cfg.micro_batch_tokens, pad) if local else []
+        n_trained = sum(examples[i].n_trained for i in batch)
+        total_loss = torch.zeros((), device=acc.device)
+        for ids, att, lab in mbs:
+            ids, att, lab = ids.to(acc.device), att.to(acc.device), lab.to(acc.device)
+            loss_sum, _ = loss_mod(ids, att, lab)
+            acc.backward(loss_sum * (world / n_trained))
+            total_loss += loss_sum.detach()
+        if world > 1:
+            total_loss = acc.reduce(total_loss, reduction="sum")
+        loss = float(total_loss) / n_trained
+        state["losses"].append(loss)
+        state["tokens"] += sum(len(examples[i].input_ids) for i in batch)
+        state["trained_tokens"] += n_trained
+        return {"loss": loss}
+
+    step = run_steps(acc, loss_mod, tok, fmt, opt, sched, params, cfg, out, state, total,
+                     per_epoch, sft_step, desc="sft", progress=progress, stop_after=stop_after)
+    return {"losses": state["losses"], "steps": step, "total_steps": total,
+            "tokens": state["tokens"], "trained_tokens": state["trained_tokens"],
+            "seconds": state["seconds"], "examples": len(examples), "report": asdict(report)}
+
+
+def run_steps(acc: Any, module: Any, tok: Any, fmt: ChatFormat, opt: Any, sched: Any,
+              params: list[Any], cfg: TrainConfig, out: Path, state: dict[str, Any], total: int,
+              per_epoch: int, step_fn: Any, *, desc: str, progress: bool,
+              stop_after: int | None) -> int:
+    """The optimizer loop of SFT and DPO, from step ``state["step"]`` to ``total``.
+
+    ``step_fn(epoch, k)`` accumulates the gradients of batch ``k`` of ``epoch`` (and its own
+    records in ``state``) and returns the values to log, ``loss`` first; this loop clips the
+    gradients, steps the optimizer and the lr schedule, appends to ``out/train_log.jsonl``,
+    checkpoints every ``save_every`` steps (``out/checkpoint``: model, optimizer, scheduler, RNG
+    and ``state``) and at the end writes the model to ``out`` (or, stopped early by
+    ``stop_after``, a checkpoint).  Returns the step reached."""
+    from tqdm.auto import tqdm
+    main = acc.is_main_process
+    ckpt = out / "checkpoint"
     log_f = open(out / "train_log.jsonl", "a", encoding="utf-8")
-    bar = tqdm(total=total, initial=state["step"], disable=not progress or not acc.is_main_process,
-               desc="sft", unit="step")
+    bar = tqdm(total=total, initial=state["step"], disable=not progress or not main,
+               desc=desc, unit="step")
     step, ran = state["step"], 0
     t0 = time.time()
     try:
         while step < total:
             epoch, k = divmod(step, per_epoch)
-            batch = epoch_batches(examples, cfg.batch_size, cfg.seed, epoch)[k]
-            # several processes (accelerate launch): each takes every world-th sequence; DDP
-            # averages gradients over processes, hence the factor world on the loss
-            local = batch[rank::world]
-            mbs = micro_batches(examples, local, cfg.micro_batch_tokens, pad) if local else []
-            n_trained = sum(examples[i].n_trained for i in batch)
-            total_loss = torch.zeros((), device=acc.device)
-            for ids, att, lab in mbs:
-                ids, att, lab = ids.to(acc.device), att.to(acc.device), lab.to(acc.device)
-                loss_sum, _ = loss_mod(ids, att, lab)
-                acc.backward(loss_sum * (world / n_trained))
-                total_loss += loss_sum.detach()
-            if world > 1:
-                total_loss = acc.reduce(total_loss, reduction="sum")
-            total_loss = float(total_loss)
+            logged = step_fn(epoch, k)
             if cfg.grad_clip > 0:
                 acc.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
@@ -306,22 +347,18 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
             opt.zero_grad(set_to_none=True)
             step += 1
             ran += 1
-            loss = total_loss / n_trained
-            state["losses"].append(loss)
-            state["tokens"] += sum(len(examples[i].input_ids) for i in batch)
-            state["trained_tokens"] += n_trained
             if main and (step % cfg.log_every == 0 or step == total):
-                log_f.write(json.dumps({"step": step, "epoch": epoch, "loss": loss,
+                log_f.write(json.dumps({"step": step, "epoch": epoch, **logged,
                                         "lr": sched.get_last_lr()[0]}) + "\n")
                 log_f.flush()
-            bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch)
+            bar.set_postfix(loss=f"{logged['loss']:.4f}", epoch=epoch)
             bar.update(1)
             if step % cfg.save_every == 0 and step < total:
                 state["step"] = step
                 state["seconds"] += time.time() - t0
                 t0 = time.time()
                 if main:
-                    _save_checkpoint(ckpt, acc.unwrap_model(loss_mod).model, tok, opt, sched,
+                    _save_checkpoint(ckpt, acc.unwrap_model(module).model, tok, opt, sched,
                                      state, cfg)
                 acc.wait_for_everyone()
             if stop_after is not None and ran >= stop_after:
@@ -331,7 +368,7 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
         log_f.close()
     state["step"] = step
     state["seconds"] += time.time() - t0
-    model = acc.unwrap_model(loss_mod).model
+    model = acc.unwrap_model(module).model
     if main and step >= total:
         model.save_pretrained(out)
         tok.save_pretrained(out)
@@ -340,9 +377,7 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
     elif main:
         _save_checkpoint(ckpt, model, tok, opt, sched, state, cfg)
     acc.wait_for_everyone()
-    return {"losses": state["losses"], "steps": step, "total_steps": total,
-            "tokens": state["tokens"], "trained_tokens": state["trained_tokens"],
-            "seconds": state["seconds"], "examples": len(examples), "report": asdict(report)}
+    return step
 
 
 def _save_checkpoint(ckpt: Path, model: Any, tok: Any, opt: Any, sched: Any,
