@@ -182,3 +182,99 @@ def test_dpo_bad_input(model_dir, tmp_path):
             bad.check()
     got = DPOConfig(lr=None).train_config(TrainConfig(lr=1e-3, max_steps=50))
     assert got.lr == pytest.approx(5e-5) and got.max_steps == 0 and got.schedule == "constant"
+
+
+# -- end to end -------------------------------------------------------------------------------
+def _small(*more: str) -> list[str]:
+    from test_pipeline import SMALL
+    return [x for s in SMALL + list(more) for x in ("--set", s)]
+
+
+@pytest.mark.needs_data
+def test_eto_iteration_end_to_end_and_resume_after_kill_9(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_pipeline import _eef, _evals, _metrics
+
+    from eef.trajectory import read_jsonl
+    args = _small("method.name=eto", "env.options={max_steps: 8}")
+    clean = tmp_path / "clean"
+    r = _eef(["run", "--out", str(clean), *args], timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {x["stage"]: x for x in _metrics(clean)}
+    assert set(_evals(clean)) == {"expert", "eval/sft", "eval/eto/it1"}
+    budget = rows["eto/it1/budget"]
+    experts = read_jsonl(clean / "expert.jsonl")
+    solved = {t.task_id for t in experts if t.success}
+    s0 = read_jsonl(clean / "rollouts/eto/it1/s0.jsonl")
+    # one rollout per task the expert solved, counted like RFT's
+    assert sorted(t.task_id for t in s0) == sorted(solved)
+    assert budget["budget"]["env_steps"] == sum(len(t) for t in s0) > 0
+    pairs = read_pairs(clean / "data/eto/it1.pairs.jsonl") if budget["pairs"] else []
+    assert [(p.chosen.actions, p.rejected.actions) for p in pairs] == \
+        [(p.chosen.actions, p.rejected.actions) for p in eto_pairs(experts, s0)[0]]
+    assert budget["pairs"] == len(pairs) == budget["lose"] + budget["win"]
+    if pairs:  # the test preset's random model fails where the expert succeeds
+        assert rows["train/eto/it1"]["pairs"] == len(pairs)
+        saved = json.loads((clean / "models/eto/it1/eef_train.json").read_text())
+        assert saved["method"] == "dpo" and saved["reference"].endswith("models/sft")
+
+    killed = tmp_path / "killed"
+    p = subprocess.Popen([sys.executable, "-m", "eef.cli", "run", "--out", str(killed), *args],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and not (killed / "stages/rollout__eto__it1__s0.json").exists():
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGKILL)  # in the DPO stage or right before it
+    p.wait()
+    r = _eef(["run", "--out", str(killed), *args], timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _evals(killed) == _evals(clean)
+    if pairs:
+        assert read_pairs(killed / "data/eto/it1.pairs.jsonl") == pairs
+
+
+@pytest.mark.needs_data
+def test_compare_runs_and_reports_all_six_methods(tmp_path):
+    import time
+
+    from test_pipeline import _eef, _metrics
+    from test_report import QUIET, find_table
+
+    from eef.algorithms.pipeline import METHODS, method_budget
+    from eef.report.html import build_report
+    from eef.trajectory import read_jsonl
+    out = tmp_path / "cmp"
+    args = ["compare", "--methods", ",".join(METHODS), "--seeds", "1", "--out", str(out),
+            *_small("env.options={max_steps: 8}", "env.train_tasks=12")]
+    r = _eef(args, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = json.loads((out / "results.json").read_text())
+    assert [row["method"] for row in table] == ["eef", "sft", "sft_all", "rft", "rft_xn", "eto"]
+    by = {row["method"]: row for row in table}
+    assert by["sft"]["env_steps_mean"] == by["sft_all"]["env_steps_mean"] == 0
+    rows = _metrics(out / "seed0")
+    assert by["eto"]["env_steps_mean"] == method_budget(rows, "eto")["env_steps"] > 0
+    experts = read_jsonl(out / "seed0/expert.jsonl")
+    assert read_jsonl(out / "seed0/data/sft_all.jsonl") == experts  # failures included
+    assert any(not t.success for t in experts)
+    # resumes: a rerun recomputes nothing
+    before = {q.name: q.stat().st_mtime for q in (out / "seed0/stages").iterdir()}
+    t0 = time.time()
+    r = _eef(args, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {q.name: q.stat().st_mtime for q in (out / "seed0/stages").iterdir()} == before
+    assert time.time() - t0 < 120
+    # the report lists the new methods with their counted budgets
+    html = build_report([out], tmp_path / "report.html", QUIET).read_text(encoding="utf-8")
+    its = {(x["method"], x["iteration"]): x for x in find_table(html, "method", "iteration", "runs")}
+    assert ("sft_all", "0") in its and ("eto", "1") in its
+    steps = method_budget(rows, "eto")["env_steps"]
+    assert its[("eto", "1")]["env steps (cum.)"] == f"{steps:,.0f}"
+    summary = [x["method"] for x in find_table(html, "method", "split", "runs", "episodes")]
+    assert {"sft_all", "eto"} <= set(summary)

@@ -121,7 +121,8 @@ def _curves_section(curves: dict[str, list[A.CurvePoint]]) -> str:
     head = ("method", "iteration", "runs", "episodes", "win rate (%)", "mean score",
             "env steps (cum.)", "generated tokens (cum.)")
     out = ["<h2 id='iterations'>Win rate and score per iteration</h2>",
-           "<p class='small muted'>Iteration 0 is the SFT model every method starts from. Shaded: "
+           "<p class='small muted'>Iteration 0 is the SFT model every iterative method starts from "
+           "(SFT-all's is its own model). Shaded: "
            "± one standard deviation over runs. Budget: counted env steps (policy steps; replayed "
            "expert prefixes excluded) and generated tokens of the method's training rollouts and "
            "simulations, summed up to the iteration (metrics rows <code>METHOD/itI/budget</code>)."
