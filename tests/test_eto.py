@@ -235,11 +235,15 @@ def test_eto_iteration_end_to_end_and_resume_after_kill_9(tmp_path):
     r = _eef(["run", "--out", str(killed), *args], timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert _evals(killed) == _evals(clean)
-    if pairs:
-        assert read_pairs(killed / "data/eto/it1.pairs.jsonl") == pairs
+    if pairs:  # the same pairs (episodes' wall times aside)
+        def view(ps):
+            return [(p.task_id, p.chosen.actions, p.rejected.actions, p.chosen.reward,
+                     p.rejected.reward) for p in ps]
+        assert view(read_pairs(killed / "data/eto/it1.pairs.jsonl")) == view(pairs)
 
 
 @pytest.mark.needs_data
+@pytest.mark.timeout(1800)  # six methods: slow when the machine is shared
 def test_compare_runs_and_reports_all_six_methods(tmp_path):
     import time
 
@@ -251,8 +255,8 @@ def test_compare_runs_and_reports_all_six_methods(tmp_path):
     from eef.trajectory import read_jsonl
     out = tmp_path / "cmp"
     args = ["compare", "--methods", ",".join(METHODS), "--seeds", "1", "--out", str(out),
-            *_small("env.options={max_steps: 8}", "env.train_tasks=12")]
-    r = _eef(args, timeout=900)
+            *_small()]
+    r = _eef(args, timeout=1500)
     assert r.returncode == 0, r.stderr[-3000:]
     table = json.loads((out / "results.json").read_text())
     assert [row["method"] for row in table] == ["eef", "sft", "sft_all", "rft", "rft_xn", "eto"]

@@ -104,6 +104,10 @@ class SamplingConfig:
     max_new_tokens: int = _h("Longest agent turn in tokens.", 96)
 
 
+#: the methods (docs/pipeline.md), in the order of the comparison tables
+METHODS = ("sft", "sft_all", "rft", "rft_xn", "eef", "eto")
+
+
 @dataclass
 class MethodConfig:
     name: str = _h("sft | sft_all | rft | rft_xn | eef | eto (docs/pipeline.md).", "eef")
@@ -260,9 +264,8 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"model.prefix_cache_mb must be >= 0, not {cfg.model.prefix_cache_mb}")
     if cfg.env.eval_order not in ("split", "by_type"):
         raise ConfigError(f"env.eval_order: {cfg.env.eval_order!r} is not split or by_type")
-    names = ("sft", "sft_all", "rft", "rft_xn", "eef", "eto")
-    if m.name not in names:
-        raise ConfigError(f"method.name: {m.name!r} is not one of {', '.join(names)}")
+    if m.name not in METHODS:
+        raise ConfigError(f"method.name: {m.name!r} is not one of {', '.join(METHODS)}")
     try:
         cfg.dpo.check()
     except ValueError as e:

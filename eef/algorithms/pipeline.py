@@ -9,10 +9,8 @@ from typing import Any
 
 from eef.algorithms.common import (Context, base_stage, expert_stage, explore_subset, make_env,
                                    select_tasks)
-from eef.algorithms.config import ExperimentConfig, to_dict
+from eef.algorithms.config import METHODS, ExperimentConfig, to_dict
 from eef.algorithms.rundir import RunDir
-
-METHODS = ("sft", "sft_all", "rft", "rft_xn", "eef", "eto")
 
 
 def prepare(cfg: ExperimentConfig, out: str | Path) -> Context:
