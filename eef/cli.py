@@ -504,7 +504,8 @@ def run(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (def
 @app.command()
 def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (default: "
                                                     "embedded)."),
-            methods: str = typer.Option("sft,rft,rft_xn,eef", help="Comma-separated methods."),
+            methods: str = typer.Option("sft,rft,rft_xn,eef", help="Comma-separated methods "
+                                        "(sft, sft_all, rft, rft_xn, eef, eto)."),
             seeds: int = typer.Option(3, help="Number of seeds (0..N-1)."),
             train_seeds: int = typer.Option(1, "--train-seeds", help="Trainings per seed with "
                                             "different training seeds on the same tasks and "

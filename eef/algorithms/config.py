@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from eef.models.dpo import DPOConfig
 from eef.models.train import TrainConfig
 from eef.rollout.engine import EngineConfig
 
@@ -124,9 +125,13 @@ class SamplingConfig:
     max_new_tokens: int = _h("Longest agent turn in tokens.", 96)
 
 
+#: the methods (docs/pipeline.md), in the order of the comparison tables
+METHODS = ("sft", "sft_all", "rft", "rft_xn", "eef", "eto")
+
+
 @dataclass
 class MethodConfig:
-    name: str = _h("sft | rft | rft_xn | eef.", "eef")
+    name: str = _h("sft | sft_all | rft | rft_xn | eef | eto (docs/pipeline.md).", "eef")
     iterations: int = _h("I: rounds of rollouts + fine-tuning after the SFT stage (paper: 3).", 3)
     M: int = _h("EEF: simulated states per expert trajectory besides s_0; l = floor(|tau|/(M+1)) "
                 "(paper: 5).", 5)
@@ -179,6 +184,7 @@ class ExperimentConfig:
                                factory=EngineConfig)
     sampling: SamplingConfig = _h("Decoding.", factory=SamplingConfig)
     method: MethodConfig = _h("The algorithm.", factory=MethodConfig)
+    dpo: DPOConfig = _h("DPO of method eto (eef.models.dpo.DPOConfig).", factory=DPOConfig)
     seed: int = _h("Seed of task subsets, training and sampling.", 0)
     train_seed: int | None = _h("Seed of fine-tuning and of the agent's sampling (rollouts, "
                                 "simulations, evaluation) when it should differ from seed "
@@ -312,8 +318,12 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"model.prefix_cache_mb must be >= 0, not {cfg.model.prefix_cache_mb}")
     if cfg.env.eval_order not in ("split", "by_type"):
         raise ConfigError(f"env.eval_order: {cfg.env.eval_order!r} is not split or by_type")
-    if m.name not in ("sft", "rft", "rft_xn", "eef"):
-        raise ConfigError(f"method.name: {m.name!r} is not one of sft, rft, rft_xn, eef")
+    if m.name not in METHODS:
+        raise ConfigError(f"method.name: {m.name!r} is not one of {', '.join(METHODS)}")
+    try:
+        cfg.dpo.check()
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     if m.iterations < 0 or m.M < 0 or m.samples_per_state < 1 or m.rft_n < 0:
         raise ConfigError("method: iterations, M, rft_n must be >= 0 and samples_per_state >= 1")
     if m.rft_n and m.rft_n < 1:

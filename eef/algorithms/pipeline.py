@@ -10,10 +10,8 @@ from typing import Any
 
 from eef.algorithms.common import (BUDGET_KEYS, Budget, Context, base_stage, expert_stage,
                                    explore_subset, make_env, select_tasks)
-from eef.algorithms.config import ExperimentConfig, to_dict
+from eef.algorithms.config import METHODS, ExperimentConfig, to_dict
 from eef.algorithms.rundir import RunDir
-
-METHODS = ("sft", "rft", "rft_xn", "eef")
 
 
 def prepare(cfg: ExperimentConfig, out: str | Path) -> Context:
@@ -66,10 +64,15 @@ def rft_n_for(ctx: Context) -> float | list[float]:
 
 def run_method(ctx: Context, method: str) -> Path:
     from eef.algorithms.eef import run_eef
+    from eef.algorithms.eto import run_eto
     from eef.algorithms.rft import run_rft
-    from eef.algorithms.sft import run_sft
+    from eef.algorithms.sft import run_sft, run_sft_all
     if method == "sft":
         return run_sft(ctx)
+    if method == "sft_all":
+        return run_sft_all(ctx)
+    if method == "eto":
+        return run_eto(ctx)
     if method == "rft":
         return run_rft(ctx, 1, "rft")
     if method == "rft_xn":

@@ -1,5 +1,6 @@
 """SFT (behaviour cloning): fine-tune the base model on the expert's successful trajectories
-with the action-masked loss of Eq. 1.  This is also iteration 0 of RFT, RFT×N and EEF."""
+with the action-masked loss of Eq. 1.  This is also iteration 0 of RFT, RFT×N, EEF and ETO.
+SFT-all: the same on every expert trajectory, failures included."""
 
 from __future__ import annotations
 
@@ -13,4 +14,14 @@ def run_sft(ctx: Context) -> Path:
         raise ValueError("the expert solved none of the training tasks: nothing to clone")
     model = train_stage(ctx, "sft", ctx.base, ctx.expert_successes)
     eval_stage(ctx, "sft", 0, "sft", model)
+    return model
+
+
+def run_sft_all(ctx: Context) -> Path:
+    """SFT-all: fine-tune the base model on every expert trajectory, failures included (every
+    step trained), the naive way of using the expert's failures."""
+    if not ctx.experts:
+        raise ValueError("no expert trajectory to clone")
+    model = train_stage(ctx, "sft_all", ctx.base, ctx.experts)
+    eval_stage(ctx, "sft_all", 0, "sft_all", model)
     return model

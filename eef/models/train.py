@@ -96,16 +96,16 @@ class TrainError(ValueError):
     """Bad training input (no data, no trained token, incompatible checkpoint)."""
 
 
-def resolve_mixed_precision(name: str, model_path: str) -> str:
-    """accelerate's ``mixed_precision`` for ``TrainConfig.mixed_precision`` (``auto``: bf16
-    where it is fast for this model, else no)."""
+def resolve_mixed_precision(name: str, n_params: int) -> str:
+    """accelerate's ``mixed_precision`` for ``TrainConfig.mixed_precision`` and a model of
+    ``n_params`` parameters (``auto``: bf16 where it is fast for it, else no)."""
     if name in ("no", "bf16", "fp16"):
         return name
     if name != "auto":
         raise TrainError(f"mixed_precision must be no, bf16, fp16 or auto, not {name!r}")
     from eef.models.precision import SMALL_MODEL_PARAMS, fast_bf16
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    return "bf16" if fast_bf16(dev) and model_params(model_path) >= SMALL_MODEL_PARAMS else "no"
+    return "bf16" if fast_bf16(dev) and n_params >= SMALL_MODEL_PARAMS else "no"
 
 
 def model_params(model_path: str) -> int:
@@ -157,20 +157,23 @@ def micro_batches(examples: Sequence[Example], batch: list[int], max_tokens: int
         if groups[-1] and (len(groups[-1]) + 1) * L > max_tokens:
             groups.append([])
         groups[-1].append(i)
-    out = []
-    for g in groups:
-        T = max(len(examples[i].input_ids) for i in g)
-        ids = torch.full((len(g), T), pad_id, dtype=torch.long)
-        att = torch.zeros((len(g), T), dtype=torch.long)
-        lab = torch.full((len(g), T), -100, dtype=torch.long)
-        for r, i in enumerate(g):
-            e = examples[i]
-            n = len(e.input_ids)
-            ids[r, :n] = torch.tensor(e.input_ids)
-            att[r, :n] = 1
-            lab[r, :n] = torch.tensor([t if m else -100 for t, m in zip(e.input_ids, e.mask)])
-        out.append((ids, att, lab))
-    return out
+    return [pad_examples([examples[i] for i in g], pad_id) for g in groups]
+
+
+def pad_examples(examples: Sequence[Example], pad_id: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, attention_mask, labels) of ``examples`` in their order; labels
+    are -100 wherever the loss mask is 0."""
+    T = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    att = torch.zeros((len(examples), T), dtype=torch.long)
+    lab = torch.full((len(examples), T), -100, dtype=torch.long)
+    for r, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[r, :n] = torch.tensor(e.input_ids)
+        att[r, :n] = 1
+        lab[r, :n] = torch.tensor([t if m else -100 for t, m in zip(e.input_ids, e.mask)])
+    return ids, att, lab
 
 
 # -- model ------------------------------------------------------------------------------------
@@ -188,6 +191,13 @@ class MaskedLMLoss(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ce, sel = self.token_losses(input_ids, attention_mask, labels)
+        return ce.sum(), sel.sum()
+
+    def token_losses(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cross-entropy of every trained token (row-major order) and the boolean
+        (rows, length - 1) map of the trained target positions."""
         backbone, head = self._parts()
         # Right padding: under the causal mask no real token can see a pad (pads come last),
         # and pad positions are never in the loss, so the padding mask is not needed; leaving
@@ -198,8 +208,58 @@ class MaskedLMLoss(torch.nn.Module):
         tgt = labels[:, 1:]
         sel = tgt != -100
         logits = head(h[:, :-1][sel]).float()
-        loss = F.cross_entropy(logits, tgt[sel], reduction="sum")
-        return loss, sel.sum()
+        return F.cross_entropy(logits, tgt[sel], reduction="none"), sel
+
+
+def load_for_training(model_path: str, cfg: TrainConfig) -> tuple[Any, Any, ChatFormat]:
+    """(model, tokenizer, chat format) to fine-tune ``model_path`` with ``cfg``, after seeding
+    torch and ``random`` with ``cfg.seed``; a LoRA adapter directory loads unmerged."""
+    from eef.models.hf import load_model_and_tokenizer
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    # LoRA trains float32 adapters over frozen weights: those can be held in bf16 outright
+    bf16 = cfg.lora_r > 0 and cfg.mixed_precision in ("bf16", "auto") and \
+        resolve_mixed_precision(cfg.mixed_precision, model_params(model_path)) == "bf16"
+    model, tok = load_model_and_tokenizer(model_path, merge_lora=False,
+                                          dtype="bfloat16" if bf16 else None)
+    opts = format_options(model_path)
+    if cfg.id_aliases is not None:
+        opts["aliases"] = IdAliases() if cfg.id_aliases else None
+    return model, tok, ChatFormat(tok, system=cfg.system, **opts)
+
+
+def add_lora(model: Any, cfg: TrainConfig) -> Any:
+    """``model`` with a new LoRA adapter of ``cfg`` (peft), the only trained weights."""
+    from peft import LoraConfig, get_peft_model
+    return get_peft_model(model, LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=[t.strip() for t in cfg.lora_targets.split(",") if t.strip()],
+        task_type="CAUSAL_LM"))
+
+
+def make_optimizer(model: Any, cfg: TrainConfig, total: int) -> tuple[list[Any], Any, Any]:
+    """(trained parameters, AdamW, lr schedule of ``total`` steps) of ``cfg``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
+                            betas=(0.9, 0.95))
+    return params, opt, torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
+
+
+def prepare_steps(module: torch.nn.Module, cfg: TrainConfig, n: int) -> tuple[Any, ...]:
+    """(accelerator, ``module`` prepared, trained parameters, optimizer, lr schedule, steps per
+    epoch, total steps) to train ``module.model`` on ``n`` items in batches of ``batch_size``
+    (accelerate's ``mixed_precision``; several processes under ``accelerate launch``)."""
+    from accelerate import Accelerator
+    acc = Accelerator(mixed_precision=resolve_mixed_precision(
+        cfg.mixed_precision, sum(p.numel() for p in module.model.parameters())))
+    per_epoch = math.ceil(n / cfg.batch_size)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
+    params, opt, sched = make_optimizer(module.model, cfg, total)
+    module, opt = acc.prepare(module, opt)
+    return acc, module, params, opt, sched, per_epoch, total
 
 
 def _lr_lambda(cfg: TrainConfig, total: int):
@@ -235,47 +295,18 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
     Returns ``{"losses": [...], "steps", "tokens", "trained_tokens", "seconds", "report"}``.
     ``stop_after`` ends the run after that many steps of this call (tests of resume).
     """
-    from accelerate import Accelerator
-    from eef.progress import tqdm
-
-    from eef.models.hf import load_model_and_tokenizer
-
     cfg = cfg or TrainConfig()
     out = Path(out)
     trajs = load_trajectories(data)
     if not trajs:
         raise TrainError("empty dataset: no trajectory to train on")
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    mixed = resolve_mixed_precision(cfg.mixed_precision, model_path)
-    # LoRA trains float32 adapters over frozen weights: those can be held in bf16 outright
-    model, tok = load_model_and_tokenizer(
-        model_path, merge_lora=False,
-        dtype="bfloat16" if mixed == "bf16" and cfg.lora_r > 0 else None)
-    opts = format_options(model_path)
-    if cfg.id_aliases is not None:
-        opts["aliases"] = IdAliases() if cfg.id_aliases else None
-    fmt = ChatFormat(tok, system=cfg.system, **opts)
+    model, tok, fmt = load_for_training(model_path, cfg)
     examples, report = build_examples(trajs, fmt, cfg.max_tokens)
     if cfg.lora_r > 0:
-        from peft import LoraConfig, get_peft_model
-        model = get_peft_model(model, LoraConfig(
-            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-            target_modules=[t.strip() for t in cfg.lora_targets.split(",") if t.strip()],
-            task_type="CAUSAL_LM"))
+        model = add_lora(model, cfg)
     model.train()
-    acc = Accelerator(mixed_precision=mixed)
-    per_epoch = math.ceil(len(examples) / cfg.batch_size)
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
-                            betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
-    loss_mod = MaskedLMLoss(model)
-    loss_mod, opt = acc.prepare(loss_mod, opt)
+    acc, loss_mod, params, opt, sched, per_epoch, total = prepare_steps(
+        MaskedLMLoss(model), cfg, len(examples))
 
     ckpt = out / "checkpoint"
     state = {"step": 0, "losses": [], "tokens": 0, "trained_tokens": 0, "seconds": 0.0}
@@ -288,32 +319,62 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
              "trajectories": len(trajs), "cut_report": asdict(report)}, indent=2))
 
     pad = int(tok.pad_token_id)
-    rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
+    rank, world = acc.process_index, acc.num_processes
     if cfg.batch_size < world:
         raise TrainError(f"batch_size {cfg.batch_size} is smaller than the {world} processes")
+
+    def sft_step(epoch: int, k: int) -> dict[str, float]:
+        batch = epoch_batches(examples, cfg.batch_size, cfg.seed, epoch)[k]
+        # several processes (accelerate launch): each takes every world-th sequence; DDP
+        # averages gradients over processes, hence the factor world on the loss
+        local = batch[rank::world]
+        mbs = micro_batches(examples, local, cfg.micro_batch_tokens, pad) if local else []
+        n_trained = sum(examples[i].n_trained for i in batch)
+        total_loss = torch.zeros((), device=acc.device)
+        for ids, att, lab in mbs:
+            ids, att, lab = ids.to(acc.device), att.to(acc.device), lab.to(acc.device)
+            loss_sum, _ = loss_mod(ids, att, lab)
+            acc.backward(loss_sum * (world / n_trained))
+            total_loss += loss_sum.detach()
+        if world > 1:
+            total_loss = acc.reduce(total_loss, reduction="sum")
+        loss = float(total_loss) / n_trained
+        state["losses"].append(loss)
+        state["tokens"] += sum(len(examples[i].input_ids) for i in batch)
+        state["trained_tokens"] += n_trained
+        return {"loss": loss}
+
+    step = run_steps(acc, loss_mod, tok, fmt, opt, sched, params, cfg, out, state, total,
+                     per_epoch, sft_step, desc="sft", progress=progress, stop_after=stop_after)
+    return {"losses": state["losses"], "steps": step, "total_steps": total,
+            "tokens": state["tokens"], "trained_tokens": state["trained_tokens"],
+            "seconds": state["seconds"], "examples": len(examples), "report": asdict(report)}
+
+
+def run_steps(acc: Any, module: Any, tok: Any, fmt: ChatFormat, opt: Any, sched: Any,
+              params: list[Any], cfg: TrainConfig, out: Path, state: dict[str, Any], total: int,
+              per_epoch: int, step_fn: Any, *, desc: str, progress: bool,
+              stop_after: int | None) -> int:
+    """The optimizer loop of SFT and DPO, from step ``state["step"]`` to ``total``.
+
+    ``step_fn(epoch, k)`` accumulates the gradients of batch ``k`` of ``epoch`` (and its own
+    records in ``state``) and returns the values to log, ``loss`` first; this loop clips the
+    gradients, steps the optimizer and the lr schedule, appends to ``out/train_log.jsonl``,
+    checkpoints every ``save_every`` steps (``out/checkpoint``: model, optimizer, scheduler, RNG
+    and ``state``) and at the end writes the model to ``out`` (or, stopped early by
+    ``stop_after``, a checkpoint).  Returns the step reached."""
+    from eef.progress import tqdm
+    main = acc.is_main_process
+    ckpt = out / "checkpoint"
     log_f = open(out / "train_log.jsonl", "a", encoding="utf-8")
-    bar = tqdm(total=total, initial=state["step"], disable=not progress or not acc.is_main_process,
-               desc="sft", unit="step")
+    bar = tqdm(total=total, initial=state["step"], disable=not progress or not main,
+               desc=desc, unit="step")
     step, ran = state["step"], 0
     t0 = time.time()
     try:
         while step < total:
             epoch, k = divmod(step, per_epoch)
-            batch = epoch_batches(examples, cfg.batch_size, cfg.seed, epoch)[k]
-            # several processes (accelerate launch): each takes every world-th sequence; DDP
-            # averages gradients over processes, hence the factor world on the loss
-            local = batch[rank::world]
-            mbs = micro_batches(examples, local, cfg.micro_batch_tokens, pad) if local else []
-            n_trained = sum(examples[i].n_trained for i in batch)
-            total_loss = torch.zeros((), device=acc.device)
-            for ids, att, lab in mbs:
-                ids, att, lab = ids.to(acc.device), att.to(acc.device), lab.to(acc.device)
-                loss_sum, _ = loss_mod(ids, att, lab)
-                acc.backward(loss_sum * (world / n_trained))
-                total_loss += loss_sum.detach()
-            if world > 1:
-                total_loss = acc.reduce(total_loss, reduction="sum")
-            total_loss = float(total_loss)
+            logged = step_fn(epoch, k)
             if cfg.grad_clip > 0:
                 acc.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
@@ -321,22 +382,18 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
             opt.zero_grad(set_to_none=True)
             step += 1
             ran += 1
-            loss = total_loss / n_trained
-            state["losses"].append(loss)
-            state["tokens"] += sum(len(examples[i].input_ids) for i in batch)
-            state["trained_tokens"] += n_trained
             if main and (step % cfg.log_every == 0 or step == total):
-                log_f.write(json.dumps({"step": step, "epoch": epoch, "loss": loss,
+                log_f.write(json.dumps({"step": step, "epoch": epoch, **logged,
                                         "lr": sched.get_last_lr()[0]}) + "\n")
                 log_f.flush()
-            bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch)
+            bar.set_postfix(loss=f"{logged['loss']:.4f}", epoch=epoch)
             bar.update(1)
             if step % cfg.save_every == 0 and step < total:
                 state["step"] = step
                 state["seconds"] += time.time() - t0
                 t0 = time.time()
                 if main:
-                    _save_checkpoint(ckpt, acc.unwrap_model(loss_mod).model, tok, opt, sched,
+                    _save_checkpoint(ckpt, acc.unwrap_model(module).model, tok, opt, sched,
                                      state, cfg)
                 acc.wait_for_everyone()
             if stop_after is not None and ran >= stop_after:
@@ -346,7 +403,7 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
         log_f.close()
     state["step"] = step
     state["seconds"] += time.time() - t0
-    model = acc.unwrap_model(loss_mod).model
+    model = acc.unwrap_model(module).model
     if main and step >= total:
         model.save_pretrained(out)
         tok.save_pretrained(out)
@@ -355,9 +412,7 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
     elif main:
         _save_checkpoint(ckpt, model, tok, opt, sched, state, cfg)
     acc.wait_for_everyone()
-    return {"losses": state["losses"], "steps": step, "total_steps": total,
-            "tokens": state["tokens"], "trained_tokens": state["trained_tokens"],
-            "seconds": state["seconds"], "examples": len(examples), "report": asdict(report)}
+    return step
 
 
 def _save_checkpoint(ckpt: Path, model: Any, tok: Any, opt: Any, sched: Any,

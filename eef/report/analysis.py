@@ -13,7 +13,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from eef.report.rundata import NAVIGATION_CLICKS, Run, TaskCategories, as_int, navigation_skill
+from eef.report.rundata import (NAVIGATION_CLICKS, SINGLE_STAGE, Run, TaskCategories, as_int,
+                                method_order, navigation_skill)
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
@@ -48,7 +49,7 @@ def curves(runs: list[Run]) -> dict[str, list[CurvePoint]]:
             for it, row in run.curve(m).items():
                 by[m][it].append((run, row))
     out: dict[str, list[CurvePoint]] = {}
-    for m in _method_order(by):
+    for m in method_order(by):
         pts = []
         for it in sorted(by[m]):
             rows = by[m][it]
@@ -65,9 +66,6 @@ def curves(runs: list[Run]) -> dict[str, list[CurvePoint]]:
     return out
 
 
-def _method_order(ms) -> list[str]:
-    order = ("sft", "rft", "rft_xn", "eef")
-    return sorted(ms, key=lambda m: (order.index(m) if m in order else len(order), m))
 
 
 def final_iteration(run: Run, method: str) -> dict[str, Any] | None:
@@ -124,7 +122,7 @@ def category_breakdown(runs: list[Run], cats: TaskCategories
             _add(table[cats(t.task_id)]["expert (train)"], t)
     if any(run.experts for run in runs):
         cols.append("expert (train)")
-    methods = _method_order({m for r in runs for m in r.methods})
+    methods = method_order({m for r in runs for m in r.methods})
     for m in methods:
         col = f"{m} (final)"
         for run in runs:
@@ -175,7 +173,7 @@ def train_task_comparison(runs: list[Run]) -> list[TrainTaskRow]:
                 row.expert_solved += sum(bool(expert_ok.get(k)) for k in solved)
                 row.solved_expert_failed += sum(v and not expert_ok.get(k, False)
                                                 for k, v in solved.items())
-    return [acc[k] for k in sorted(acc, key=lambda k: (_method_order([x[0] for x in acc]).index(k[0]), k[1]))]
+    return [acc[k] for k in sorted(acc, key=lambda k: (method_order([x[0] for x in acc]).index(k[0]), k[1]))]
 
 
 # -- Figure 2: navigation skills and recovery-state samples ------------------------------------
@@ -213,7 +211,7 @@ def navigation_shares(runs: list[Run]) -> list[NavigationRow]:
     ws = [r for r in runs if r.env == "webshop"]
     if any(r.experts for r in ws):
         out.append(row("expert (train)", [t for r in ws for t in r.experts]))
-    for m in _method_order({m for r in ws for m in r.methods}):
+    for m in method_order({m for r in ws for m in r.methods}):
         trajs = []
         for r in ws:
             fin = final_iteration(r, m)
@@ -264,7 +262,7 @@ def sample_origins(runs: list[Run]) -> list[OriginRow]:
     acc: dict[tuple[str, int], OriginRow] = {}
     for run in runs:
         for m in run.methods:
-            its = [0] if m == "sft" else sorted(run.budget_rows(m))
+            its = [0] if m in SINGLE_STAGE else sorted(run.budget_rows(m))
             for it in its:
                 data = run.training_set(m, it)
                 if data is None:
@@ -274,5 +272,5 @@ def sample_origins(runs: list[Run]) -> list[OriginRow]:
                 for t in data:
                     if t.source.get("kind") != "pretrain":  # model.replay: not a sample
                         row.counts[sample_origin(t)] += 1
-    ms = _method_order({k[0] for k in acc})
+    ms = method_order({k[0] for k in acc})
     return [acc[k] for k in sorted(acc, key=lambda k: (ms.index(k[0]), k[1]))]

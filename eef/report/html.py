@@ -130,7 +130,8 @@ def _curves_section(curves: dict[str, list[A.CurvePoint]]) -> str:
     head = ("method", "iteration", "runs", "eval episodes", "win rate (%)", "mean score",
             *(f"{h} (cum.)" for _, h in _BUDGET_COLUMNS))
     out = ["<h2 id='iterations'>Win rate and score per iteration</h2>",
-           "<p class='small muted'>Iteration 0 is the SFT model every method starts from. Shaded: "
+           "<p class='small muted'>Iteration 0 is the SFT model every iterative method starts "
+           "from (SFT-all's is its own model). Shaded: "
            "± one standard deviation over runs. Budget of the method's training rollouts and "
            "simulations, summed up to the iteration (metrics rows <code>METHOD/itI/budget</code>): "
            "episodes, policy env steps, the expert steps replayed before a simulation, generated "

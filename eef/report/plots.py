@@ -12,8 +12,9 @@ from matplotlib.figure import Figure
 from eef.report.analysis import ORIGINS, Cell, CurvePoint, NavigationRow, OriginRow
 
 COLORS = {"sft": "#7f7f7f", "rft": "#1f77b4", "rft_xn": "#ff7f0e", "eef": "#2ca02c",
+          "sft_all": "#bcbd22", "eto": "#d62728",
           "expert": "#9467bd", "expert (train)": "#9467bd"}
-_CYCLE = ["#d62728", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+_CYCLE = ["#8c564b", "#e377c2", "#17becf", "#aec7e8", "#98df8a"]
 
 
 def color(name: str, i: int = 0) -> str:

@@ -26,6 +26,16 @@ import yaml
 
 from eef.trajectory import Trajectory, TrajectoryFormatError
 
+#: the methods in the order of the paper's table (and the baselines eef adds to it)
+METHODS = ("sft", "sft_all", "rft", "rft_xn", "eef", "eto")
+#: methods trained once (iteration 0 only) on expert trajectories, data/METHOD.jsonl
+SINGLE_STAGE = ("sft", "sft_all")
+
+
+def method_order(ms: Iterable[str]) -> list[str]:
+    """``ms`` in the order of ``METHODS``; unknown names last, by name."""
+    return sorted(ms, key=lambda m: (METHODS.index(m) if m in METHODS else len(METHODS), m))
+
 #: WebShop's navigation skills (Lan et al. 2025, Figure 2): the click labels of
 #: ``eef.envs.webshop.env`` (``NEXT_PAGE``, ``PREV_PAGE``, ``BACK_TO_SEARCH``), matched
 #: case-insensitively as the env does.
@@ -239,9 +249,7 @@ class Run:
     @property
     def methods(self) -> list[str]:
         """Methods evaluated in this run, in the order of the paper's table."""
-        ms = {r["method"] for r in self.eval_rows}
-        order = ("sft", "rft", "rft_xn", "eef")
-        return sorted(ms, key=lambda m: (order.index(m) if m in order else len(order), m))
+        return method_order({r["method"] for r in self.eval_rows})
 
     def curve(self, method: str) -> dict[int, dict[str, Any]]:
         """``{iteration: eval row}``; iteration 0 of an iterative method is the SFT model it
@@ -303,7 +311,8 @@ class Run:
         return self.trajectories(f"rollouts/{method}/it{iteration}/sim.jsonl")
 
     def training_set(self, method: str, iteration: int) -> list[Trajectory] | None:
-        rel = "data/sft.jsonl" if iteration == 0 else f"data/{method}/it{iteration}.jsonl"
+        rel = (f"data/{method}.jsonl" if method in SINGLE_STAGE else "data/sft.jsonl") \
+            if iteration == 0 else f"data/{method}/it{iteration}.jsonl"
         return self.trajectories(rel) if (self.path / rel).is_file() else None
 
     def label_files(self) -> list[tuple[str, int, str]]:
