@@ -17,7 +17,7 @@ ceiling, and the rollouts' memory, measured in one run.
    position's keys) -- ran at the bf16 peak, with no time for the env, sampling or memory traffic;
    and the roofline (``rollout_roofline_steps_per_s``): the same plus the one-token decode steps'
    reads (every attended key/value, the weights once per step) at the read bandwidth measured now.
-   Also the share of first turns that bf16 and float32 weights answer identically, greedy
+   Also the share of second turns that bf16 and float32 weights answer identically, greedy
    (``bf16_fp32_same_turn``).
 
 Targets (issue: SmolLM2 at the speed of this CPU): ``train_mfu >= 0.5``, rollouts >= 50% of
@@ -117,7 +117,9 @@ def bench_rollout(model: str, episodes: int, num_envs: int, max_new: int) -> dic
     # and, per step, the weights
     weight_bytes = sum(p.numel() * p.element_size() for p in pol.model.parameters())
     decode_gb = (st.decode_attended * pol.kv_bytes_per_token() + st.steps * weight_bytes) / 1e9
-    # greedy agreement of these bf16 weights with float32 on the first turns of the episodes
+    counts = {"prompt_tokens": st.prompt_tokens, "reused_tokens": st.reused_tokens,
+              "new_tokens": st.new_tokens, "decode_steps": st.steps}
+    # greedy agreement of these bf16 weights with float32 on the second turns of the episodes
     ref = load_hf_policy(model, dtype="float32")
     ctx = [t.prefix(min(1, len(t))) for t in res.trajectories]
     s = Sampling(max_new_tokens=max_new)
@@ -125,10 +127,9 @@ def bench_rollout(model: str, episodes: int, num_envs: int, max_new: int) -> dic
     return {"rollout_episodes": len(res.trajectories), "rollout_env_steps": steps,
             "rollout_seconds": dt, "rollout_steps_per_s": steps / dt,
             "rollout_dtype": str(next(pol.model.parameters()).dtype).replace("torch.", ""),
-            "prompt_tokens": st.prompt_tokens, "reused_tokens": st.reused_tokens,
-            "new_tokens": st.new_tokens, "linear_gflop": gflop, "attention_gflop": attn_gflop,
+            **counts, "linear_gflop": gflop, "attention_gflop": attn_gflop,
             "score": 100 * sum(t.reward for t in res.trajectories) / len(res.trajectories),
-            "decode_steps": st.steps, "decode_read_gb": decode_gb,
+            "decode_read_gb": decode_gb,
             "bf16_fp32_same_turn": sum(x == y for x, y in zip(a, b)) / len(a),
             "peak_rss_mb": peak[0]}
 
