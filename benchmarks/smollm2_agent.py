@@ -26,6 +26,7 @@ their ceiling, peak RSS <= 6 GB with 16 episodes in flight.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -140,7 +141,7 @@ def main() -> None:
                    "quick, 48 full)")
     p.add_argument("--num-envs", type=int, default=16, help="episodes in flight")
     p.add_argument("--out", default="", help="work dir (default: the eef cache)")
-    p.add_argument("--child", default="", help=argparse_hidden())
+    p.add_argument("--child", default="", help=argparse.SUPPRESS)  # the rollout phase
     a = p.parse_args()
     if a.child:  # the rollout phase, in its own process
         m, episodes, num_envs, max_new = a.child.split(",")
@@ -199,11 +200,6 @@ def read_bandwidth(repeats: int = 5) -> float:
         a.sum()
         ts.append(time.perf_counter() - t0)
     return (1 << 30) / statistics.median(ts) / 1e9
-
-
-def argparse_hidden() -> str:
-    import argparse
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

@@ -257,39 +257,26 @@ class _LlamaRunner:
         x = self._norm(x[0, last[1:] - 1], self.inner.norm)
         return self.m.lm_head(x).float()
 
-    def forward(self, ids: torch.Tensor, pos: torch.Tensor, cache: list, start: int,
-                mask: torch.Tensor) -> torch.Tensor:
-        """Logits of the last position.  ``ids``/``pos``: [B, T]; the new keys go to cache
-        columns ``start .. start+T``; ``mask``: [B, 1, T, start+T] bool (True = attend), or
-        for ``T == 1`` [B, 1, 1, cache length]."""
-        B, T = ids.shape
-        x = self.inner.embed_tokens(ids)
+    def step(self, tok: torch.Tensor, pos: torch.Tensor, cache: list, col: int,
+             mask: torch.Tensor) -> torch.Tensor:
+        """Logits after one new token per row (the prefill is ``prefill``).  ``tok``/``pos``:
+        [B, 1]; the new keys go to cache column ``col``; ``mask``: [B, 1, 1, cache length]
+        bool (True = attend).  Attention runs over the whole cache (the mask hides columns not
+        written yet): a slice of it would be copied at every step."""
+        B = tok.shape[0]
+        x = self.inner.embed_tokens(tok)
         cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]
-        end = start + T
-        gqa = self.n_kv != self.n_heads
         qd, kvd, hd = self.q_dim, self.kv_dim, self.head_dim
         for (ln1, qkv_w, qkv_b, o_proj, ln2, gu_w, down, scaling), (kc, vc) in \
                 zip(self.layers, cache):
             qkv = F.linear(self._norm(x, ln1), qkv_w, qkv_b)
-            q = qkv[..., :qd].view(B, T, -1, hd).transpose(1, 2)
-            k = qkv[..., qd:qd + kvd].view(B, T, -1, hd).transpose(1, 2)
-            v = qkv[..., qd + kvd:].view(B, T, -1, hd).transpose(1, 2)
-            k = self._rot(k, cos, sin)
-            kc[:, :, :, start:end] = k.transpose(-1, -2)
-            vc[:, :, start:end] = v
-            q = self._rot(q, cos, sin)
-            if T == 1:  # one query per row: plain matmuls beat the CPU flash kernel here;
-                # over the whole cache (the mask hides columns not written yet): a slice of
-                # it would be copied at every step
-                o = self._attend_one(q, kc, vc, mask, scaling)
-            elif not start:  # the prefill: attends to its own keys only
-                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling,
-                                                   enable_gqa=gqa)
-            else:  # the prefill after a reused prefix: attends to the cached keys too
-                o = F.scaled_dot_product_attention(q, kc[:, :, :, :end].transpose(-1, -2),
-                                                   vc[:, :, :end], attn_mask=mask,
-                                                   scale=scaling, enable_gqa=gqa)
-            x = x + o_proj(o.transpose(1, 2).reshape(B, T, qd))
+            q = self._rot(qkv[..., :qd].view(B, 1, -1, hd).transpose(1, 2), cos, sin)
+            k = self._rot(qkv[..., qd:qd + kvd].view(B, 1, -1, hd).transpose(1, 2), cos, sin)
+            kc[:, :, :, col:col + 1] = k.transpose(-1, -2)
+            vc[:, :, col:col + 1] = qkv[..., qd + kvd:].view(B, 1, -1, hd).transpose(1, 2)
+            # one query per row: plain matmuls beat the CPU flash kernel here
+            o = self._attend_one(q, kc, vc, mask, scaling)
+            x = x + o_proj(o.transpose(1, 2).reshape(B, 1, qd))
             gu = F.linear(self._norm(x, ln2), gu_w)
             g, u = gu.chunk(2, dim=-1)
             x = x + down(F.silu(g) * u)
@@ -501,7 +488,7 @@ class _FastLoop:
         pos = (col - self.pad)[:, None]
         ar = torch.arange(self.cache[0][1].shape[2], device=tok.device)
         mask = ((ar[None] >= self.pad[:, None]) & (ar <= col)[None])[:, None, None, :]
-        return self.r.forward(tok[:, None], pos, self.cache, col, mask)
+        return self.r.step(tok[:, None], pos, self.cache, col, mask)
 
 
 class _HFLoop:
