@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
 
 from eef.models.decode import DecodeStats, PrefixCache, decode
 from eef.errors import ModelMismatchError, ModelNotFoundError
