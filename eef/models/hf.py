@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-
 from eef.models.decode import DecodeStats, PrefixCache, decode
 from eef.errors import ModelMismatchError, ModelNotFoundError
 from eef.models.format import (ChatFormat, IdAliases, cut_after_action, format_options,
