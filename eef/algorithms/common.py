@@ -306,8 +306,11 @@ def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRe
     key = {"model": str(model), "model_key": _dir_key(model),
            "requests": [(r.task_id, r.start_state, r.samples, r.seed, r.parent_id,
                          dataclasses.asdict(r.sampling) if r.sampling else None) for r in requests]}
-    if ctx.cfg.rollout.ground_actions:  # other episodes: keys of earlier runs stay valid
+    ro = ctx.cfg.rollout
+    if ro.ground_actions:  # other episodes: keys of earlier runs stay valid
         key["ground_actions"] = True
+        if ro.ground_by != "fuzzy" or ro.avoid_repeats:
+            key["ground_by"], key["avoid_repeats"] = ro.ground_by, ro.avoid_repeats
     fresh = [i for i, r in enumerate(requests) if r.fresh_step_limit]
     if fresh:  # method.sim_steps: full
         key["fresh_step_limit"] = fresh

@@ -209,12 +209,13 @@ class _LlamaRunner:
                  torch.empty(vshape, dtype=self.dtype, device=self.device)) for _ in self.layers]
 
     def prefill(self, ids: torch.Tensor, pos: torch.Tensor, segs: list[tuple[int, int, int, int]],
-                cache: list) -> torch.Tensor:
-        """Logits of the last position of each segment, for the rows' new tokens packed into
-        one sequence (no padding): the linear layers see all of them at once, attention runs
-        per row.  ``ids``/``pos``: [N]; ``segs``: per row ``(row, first cache column of the
-        row, first column to compute, end column)``; the row's keys/values before the column
-        to compute are already in ``cache``."""
+                cache: list, every_position: bool = False) -> torch.Tensor:
+        """Logits of the last position of each segment (of every position with
+        ``every_position``), for the rows' new tokens packed into one sequence (no padding):
+        the linear layers see all of them at once, attention runs per row.  ``ids``/``pos``:
+        [N]; ``segs``: per row ``(row, first cache column of the row, first column to compute,
+        end column)``; the row's keys/values before the column to compute are already in
+        ``cache``."""
         N = ids.shape[0]
         x = self.inner.embed_tokens(ids)[None]  # [1, N, d]
         cos, sin = self.cos[pos][None, None], self.sin[pos][None, None]  # [1, 1, N, D]
@@ -253,6 +254,8 @@ class _LlamaRunner:
             gu = F.linear(self._norm(x, ln2), gu_w)
             g, u = gu.chunk(2, dim=-1)
             x = x + down(F.silu(g) * u)
+        if every_position:
+            return self.m.lm_head(self._norm(x[0], self.inner.norm)).float()
         last = torch.tensor([0] + [e - s for _, _, s, e in segs], device=ids.device).cumsum(0)
         x = self._norm(x[0, last[1:] - 1], self.inner.norm)
         return self.m.lm_head(x).float()
@@ -404,6 +407,57 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int 
             step.select(idx)
             feed, rows, alive = feed[idx], [rows[j] for j in alive], list(range(len(alive)))
         logits = step.next(feed)
+    return out
+
+
+@torch.inference_mode()
+def continuation_logprobs(model: Any, prefix: Sequence[int], conts: Sequence[Sequence[int]], *,
+                          fast: bool | None = None,
+                          prefix_cache: "PrefixCache | None" = None) -> list[float]:
+    """``log p(cont | prefix)`` for each continuation (summed over its tokens): how likely the
+    model finds each of several answers to one prompt.  The prefix is computed once (and only
+    past what ``prefix_cache`` holds, fast path); every continuation attends to it.  Used to
+    choose among a state's admissible actions by the model's own likelihood."""
+    if not prefix or not conts or any(len(c) == 0 for c in conts):
+        raise ValueError("continuation_logprobs: empty prefix or continuation")
+    dev = next(model.parameters()).device
+    P, B = len(prefix), len(conts)
+    if fast is None:
+        fast = supports_fast(model)
+    if not fast:
+        L = P + max(len(c) for c in conts)
+        ids = torch.zeros((B, L), dtype=torch.long, device=dev)
+        attn = torch.zeros((B, L), dtype=torch.long, device=dev)
+        for j, c in enumerate(conts):
+            ids[j, :P + len(c)] = torch.tensor(list(prefix) + list(c))
+            attn[j, :P + len(c)] = 1
+        lp = torch.log_softmax(model(input_ids=ids, attention_mask=attn).logits.float(), -1)
+        return [float(sum(lp[j, P - 1 + t, tok] for t, tok in enumerate(c)))
+                for j, c in enumerate(conts)]
+    r = _runner(model, P + max(len(c) for c in conts))
+    cache = r.alloc(B, P + max(len(c) for c in conts))
+    n, kv = prefix_cache.lookup(prefix) if prefix_cache is not None else (0, None)
+    for (kc, vc), (k, v) in zip(cache, kv or []):
+        kc[0, :, :, :n] = k[:, :, :n]
+        vc[0, :, :n] = v[:, :n]
+    pre = torch.tensor(list(prefix[n:]), dtype=torch.long, device=dev)
+    first = torch.log_softmax(r.prefill(pre, torch.arange(n, P, device=dev), [(0, 0, n, P)],
+                                        cache), -1)[0]
+    for kc, vc in cache:  # every row starts with the prefix
+        kc[1:, :, :, :P] = kc[:1, :, :, :P]
+        vc[1:, :, :P] = vc[:1, :, :P]
+    out = [float(first[c[0]]) for c in conts]
+    rest = [(j, c) for j, c in enumerate(conts) if len(c) > 1]
+    if rest:  # position P + t - 1 predicts token t of the continuation
+        ids = torch.tensor([t for _, c in rest for t in c[:-1]], dtype=torch.long, device=dev)
+        pos = torch.cat([torch.arange(P, P + len(c) - 1, device=dev) for _, c in rest])
+        lg = torch.log_softmax(r.prefill(ids, pos, [(j, 0, P, P + len(c) - 1) for j, c in rest],
+                                         cache, every_position=True), -1)
+        off = 0
+        for j, c in rest:
+            tgt = torch.tensor(list(c[1:]), device=dev)
+            out[j] += float(lg[off:off + len(c) - 1].gather(1, tgt[:, None]).sum())
+            off += len(c) - 1
     return out
 
 

@@ -17,12 +17,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from eef.models.decode import DecodeStats, PrefixCache, decode
+from eef.models.decode import DecodeStats, PrefixCache, continuation_logprobs, decode
 from eef.errors import ModelMismatchError, ModelNotFoundError
 from eef.models.format import (ChatFormat, IdAliases, cut_after_action, format_options,
                                trajectory_messages)
 from eef.models.precision import check_dtype, choose_dtype
 from eef.policy import Sampling
+from eef.react import render_turn
 
 if TYPE_CHECKING:
     from eef.envs.base import TextEnv
@@ -143,6 +144,38 @@ class HFPolicy:
         self.last_prompt_tokens = [c.prompt_tokens for c in out]
         self.last_reused_tokens = [c.reused_tokens for c in out]
         return [c.text for c in out]
+
+    def rank_actions(self, contexts: Sequence["Trajectory"], thoughts: Sequence[str],
+                     candidates: Sequence[Sequence[str]],
+                     sampling: Sampling | None = None) -> list[list[float]]:
+        """For each context, the log-probability of the turn ``Thought: <thought>\nAction:
+        <candidate>`` (its end-of-turn token included) for every candidate action, counted from
+        the first token where the candidates differ: equal to the whole turn's log-probability
+        up to a constant per context, so the ranking is the model's own.  ``sampling`` gives
+        the prompt budget (``max_context - max_new_tokens``), as for ``act``."""
+        s = sampling or Sampling()
+        budget = self.max_context - s.max_new_tokens
+        out: list[list[float]] = []
+        for ctx, thought, cands in zip(contexts, thoughts, candidates):
+            if not cands:
+                out.append([])
+                continue
+            chat = trajectory_messages(ctx, self.format.system)
+            prompt = self.format.encode_messages(chat, budget, self.trim_block)
+            n_turn = sum(m["role"] == "assistant" for m in chat)
+            turns = []
+            for a in cands:
+                seg = self.format.segments(
+                    chat + [{"role": "assistant", "content": render_turn(thought, a)}],
+                    [n_turn])[-1]
+                turns.append([i for i, m in zip(seg.ids, seg.mask) if m])
+            k = 0  # tokens every candidate's turn starts with: part of the prefix
+            while all(len(t) > k + 1 and t[k] == turns[0][k] for t in turns):
+                k += 1
+            out.append(continuation_logprobs(self.model, prompt + turns[0][:k],
+                                             [t[k:] for t in turns], fast=self.fast,
+                                             prefix_cache=self.prefix_cache))
+        return out
 
     # -- chat completion (also used by the server) --------------------------------------------
     def chat(self, chats: Sequence[Sequence[dict[str, str]]], sampling: Sampling | None = None,

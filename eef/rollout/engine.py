@@ -52,7 +52,7 @@ from typing import Any, Callable, Literal, Sequence
 
 from eef.envs.base import EnvDiedError, StepResult, TextEnv, UnknownTaskError
 from eef.policy import Policy, Sampling
-from eef.rollout.grounding import note_grounding
+from eef.rollout.grounding import ground_batch, note_grounding
 from eef.react import parse_turn
 from eef.rollout.pool import EnvPool, EnvSpec, LocalPool, ProcessPool, StartResult
 from eef.trajectory import Step, Trajectory, TrajectoryFormatError, dumps_line, iter_jsonl
@@ -109,6 +109,14 @@ class EngineConfig:
     ground_actions: bool = field(default=False, metadata={
         "help": "Replace an action the state does not admit by the closest admissible one "
                 "(eef.rollout.grounding; the model's text is kept in meta['grounded'])."})
+    ground_by: Literal["fuzzy", "likelihood"] = field(default="fuzzy", metadata={
+        "help": "With ground_actions: the closest admissible action by string similarity "
+                "('fuzzy') or the one the model finds most likely after its own thought "
+                "('likelihood': constrained decoding; policies that cannot rank use fuzzy)."})
+    avoid_repeats: bool = field(default=False, metadata={
+        "help": "With ground_actions: an action the episode already took from the same "
+                "observation is inadmissible there (breaks click / go-back loops; assumes the "
+                "observation is the state, as in WebShop)."})
     use_snapshots: bool = field(default=True, metadata={
         "help": "Replay once per env slot and restore snapshots, when the env supports them."})
     snapshot_cache: int = field(default=64, metadata={
@@ -225,6 +233,7 @@ class _Episode:
     prefill_tokens: int | None = 0
     t0: float = 0.0
     last: StepResult | None = None
+    raw_action: str = ""  # the model's action of the current step, before grounding
 
 
 def _episode_key(task_id: str, parent: str | None, k: int, sample: int, seed: int) -> tuple:
@@ -503,14 +512,19 @@ class RolloutEngine:
                     stats["act_batch_max"] = max(stats["act_batch_max"], len(eps))
                 # 3. step every env
                 method = "step_grounded" if cfg.ground_actions else "step"
+                if cfg.ground_actions and (cfg.ground_by != "fuzzy" or cfg.avoid_repeats):
+                    actions = self._ground(actions, requests)
+                    method = "step"
                 outs = self.pool.run([(e.slot, method, (a,)) for e, _, a in actions])
                 for (e, thought, action), res in zip(actions, outs):
                     if isinstance(res, BaseException):
                         env_error(e, res)
                         continue
-                    if cfg.ground_actions:
+                    if method == "step_grounded":
                         executed, res = res
                         action = note_grounding(e.traj, action, executed)
+                    elif cfg.ground_actions:  # grounded before the step (self._ground)
+                        action = note_grounding(e.traj, e.raw_action, action)
                     n_steps += 1
                     e.env_steps += 1
                     e.last = res
@@ -544,6 +558,27 @@ class RolloutEngine:
         return RolloutResult(trajs, failures, budgets, stats)
 
     # -- helpers -------------------------------------------------------------------------
+    def _ground(self, actions: list[tuple["_Episode", str, str]], requests: list
+                ) -> list[tuple["_Episode", str, str]]:
+        """``ground_by`` / ``avoid_repeats`` grounding of one step's actions (batched per
+        sampling setting: the ranking prompt budget follows it)."""
+        cfg = self.config
+        avail = self.pool.run([(e.slot, "available_actions", ()) for e, _, _ in actions])
+        out = list(actions)
+        groups: dict[Any, list[int]] = {}
+        for i, (e, _, _) in enumerate(actions):
+            e.raw_action = actions[i][2]
+            if not isinstance(avail[i], BaseException):
+                groups.setdefault(requests[e.req].sampling, []).append(i)
+        for sampling, idx in groups.items():
+            chosen = ground_batch(self.policy, [actions[i][0].traj for i in idx],
+                                  [actions[i][1] for i in idx], [actions[i][2] for i in idx],
+                                  [avail[i] for i in idx], cfg.ground_by, cfg.avoid_repeats,
+                                  sampling)
+            for i, a in zip(idx, chosen):
+                out[i] = (actions[i][0], actions[i][1], a)
+        return out
+
     def _pick(self, pending: deque, slot: int) -> _Episode:
         """The next episode for ``slot``: prefer one whose start state this slot has a snapshot
         of (within the next few pending), else the head of the queue."""

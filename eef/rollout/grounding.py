@@ -15,16 +15,29 @@ elements): before the env steps, the action is compared with ``env.available_act
 The trajectory records the executed action; the model's own text of each replaced action is kept
 in ``trajectory.meta["grounded"]`` as ``[step_index, raw_action]`` pairs, so reports can count
 how often grounding acted.
+
+Two further rules (``rollout.ground_by``, ``rollout.avoid_repeats``):
+
+- ``likelihood``: in rule 2 the replacement is the concrete action the *model* finds most
+  likely after its own thought (``policy.rank_actions``: the log-probability of the turn
+  ``Thought: <its thought>\nAction: <candidate>``), i.e. constrained decoding over the
+  admissible actions instead of string similarity.  A policy that cannot rank (an API model)
+  falls back to ``fuzzy``.
+- ``avoid_repeats``: an action the episode already took from the same observation (a click
+  that changed nothing, or the inspect-and-go-back loop ``click[X]``, ``< prev``,
+  ``click[X]``) counts as inadmissible there, and the candidates exclude such repeats.  The
+  env is deterministic, so a repeat can only loop.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from rapidfuzz import fuzz, process
 
 if TYPE_CHECKING:
+    from eef.policy import Sampling
     from eef.trajectory import Trajectory
 
 _TEMPLATE = re.compile(r"^(\w+)\[<[^<>\]]*>\]$")
@@ -34,25 +47,90 @@ def _norm(a: str) -> str:
     return " ".join(a.strip().lower().split())
 
 
+def _split(action: str, available: Sequence[str]) -> tuple[bool, list[str]]:
+    """(whether ``action`` fills one of the listed templates, the listed concrete actions)."""
+    a = _norm(action)
+    fills, concrete = False, []
+    for cand in available:
+        m = _TEMPLATE.match(cand.strip())
+        if m:
+            fills = fills or (a.startswith(m.group(1).lower() + "[") and a.endswith("]")
+                              and len(a) > len(m.group(1)) + 2)
+        else:
+            concrete.append(cand)
+    return fills, concrete
+
+
 def ground_action(action: str, available: Sequence[str]) -> str:
     """The action to execute for the model's ``action`` given the state's admissible actions
     (the rule of the module docstring)."""
     if not available:
         return action
-    a = _norm(action)
-    concrete: list[str] = []
-    for cand in available:
-        m = _TEMPLATE.match(cand.strip())
-        if m:
-            if a.startswith(m.group(1).lower() + "[") and a.endswith("]") and len(a) > len(m.group(1)) + 2:
-                return action
-        else:
-            concrete.append(cand)
+    fills, concrete = _split(action, available)
     norms = [_norm(c) for c in concrete]
-    if a in norms or not concrete:
+    if fills or _norm(action) in norms or not concrete:
         return action
-    best = process.extractOne(a, norms, scorer=fuzz.ratio)
+    best = process.extractOne(_norm(action), norms, scorer=fuzz.ratio)
     return concrete[best[2]]
+
+
+def repeated(traj: "Trajectory", action: str) -> bool:
+    """Whether the episode already took ``action`` from an observation equal to its current
+    one (case and outer whitespace of the action ignored)."""
+    a, now = _norm(action), traj.observation
+    prev = traj.initial_observation
+    for s in traj.steps:
+        if prev == now and _norm(s.action) == a:
+            return True
+        prev = s.observation
+    return False
+
+
+def choices(traj: "Trajectory", action: str, available: Sequence[str],
+            avoid_repeats: bool = False) -> list[str] | None:
+    """The concrete actions to choose among instead of ``action``, or None when ``action``
+    is kept (rule 1; with ``avoid_repeats``, a repeated action is never kept and repeats are
+    not offered).  An empty list: nothing to choose from, ``action`` is kept."""
+    if not available:
+        return None
+    fills, concrete = _split(action, available)
+    if avoid_repeats:
+        concrete = [c for c in concrete if not repeated(traj, c)]
+        if repeated(traj, action):
+            return concrete
+    if fills or _norm(action) in {_norm(c) for c in concrete} or not concrete:
+        return None
+    return concrete
+
+
+def ground_batch(policy: Any, trajs: Sequence["Trajectory"], thoughts: Sequence[str],
+                 actions: Sequence[str], available: Sequence[Sequence[str]], rule: str = "fuzzy",
+                 avoid_repeats: bool = False, sampling: "Sampling | None" = None) -> list[str]:
+    """The action to execute for each episode (the rules of the module docstring);
+    ``available[i]``: the admissible actions of episode ``i``'s state.  ``rule``: ``fuzzy``
+    or ``likelihood`` (needs ``policy.rank_actions``, else fuzzy)."""
+    if rule not in ("fuzzy", "likelihood"):
+        raise ValueError(f"grounding rule {rule!r}: expected 'fuzzy' or 'likelihood'")
+    out = list(actions)
+    todo: list[tuple[int, list[str]]] = []
+    for i, (t, a, av) in enumerate(zip(trajs, actions, available)):
+        cands = choices(t, a, av, avoid_repeats)
+        if cands:
+            todo.append((i, cands))
+    if not todo:
+        return out
+    rank = getattr(policy, "rank_actions", None) if rule == "likelihood" else None
+    if rank is None:
+        for i, cands in todo:
+            best = process.extractOne(_norm(actions[i]), [_norm(c) for c in cands],
+                                      scorer=fuzz.ratio)
+            out[i] = cands[best[2]]
+        return out
+    scores = rank([trajs[i] for i, _ in todo], [thoughts[i] for i, _ in todo],
+                  [c for _, c in todo], sampling)
+    for (i, cands), sc in zip(todo, scores):
+        out[i] = cands[max(range(len(cands)), key=lambda j: sc[j])]
+    return out
 
 
 def note_grounding(traj: "Trajectory", raw: str, executed: str) -> str:

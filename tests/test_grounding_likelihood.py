@@ -1,0 +1,150 @@
+"""Choosing among admissible actions by the model's likelihood (``rollout.ground_by:
+likelihood``), repeat avoidance (``rollout.avoid_repeats``) and the scoring under them."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+
+from eef.models.decode import PrefixCache, continuation_logprobs, decode
+from eef.policy import Sampling
+from eef.rollout.grounding import choices, ground_batch, repeated
+from eef.trajectory import Step, Trajectory
+from test_models_hf import model_dir, policy  # noqa: F401  (shared fixtures)
+
+PAGE = ["search[<query>]", "click[back to search]", "click[< prev]", "click[b0abc12345]",
+        "click[b0zzz99999]"]
+
+
+def traj(*steps: tuple[str, str], first: str = "results A") -> Trajectory:
+    return Trajectory("t/0", "webshop", "find", first,
+                      [Step(a, o, "") for a, o in steps])
+
+
+@torch.inference_mode()
+def reference_logprob(model, prefix, cont) -> float:
+    ids = torch.tensor([list(prefix) + list(cont)])
+    lp = torch.log_softmax(model(input_ids=ids).logits.float(), -1)[0]
+    return sum(float(lp[len(prefix) - 1 + t, tok]) for t, tok in enumerate(cont))
+
+
+def test_continuation_logprobs_equal_a_plain_forward(policy):
+    m, tok = policy.model, policy.tokenizer
+    prefix = tok.encode("click search results page red shoes size large " * 3)
+    conts = [tok.encode(" buy now"), tok.encode(" next"), tok.encode(" back to search page")]
+    want = [reference_logprob(m, prefix, c) for c in conts]
+    for fast in (True, False):
+        got = continuation_logprobs(m, prefix, conts, fast=fast)
+        assert got == pytest.approx(want, abs=1e-3)
+    # the prefix from a prefix cache: same numbers, only the rest computed
+    cache = PrefixCache(min_tokens=4)
+    decode(m, [prefix], max_new_tokens=3, prefix_cache=cache, fast=True)
+    assert cache.lookup(prefix)[0] == len(prefix) - 1
+    assert continuation_logprobs(m, prefix, conts, fast=True, prefix_cache=cache) == \
+        pytest.approx(want, abs=1e-3)
+    with pytest.raises(ValueError, match="empty"):
+        continuation_logprobs(m, prefix, [[]])
+
+
+def test_rank_actions_scores_the_whole_turn_up_to_a_constant(policy):
+    ctx = traj(("search[red shoes]", "Page 1 [SEP] B0ABC12345 [SEP] Red shoe [SEP] $3"))
+    cands = ["click[B0ABC12345]", "click[< prev]", "click[back to search]"]
+    s = Sampling(max_new_tokens=16)
+    got = policy.rank_actions([ctx], ["I pick the red shoe"], [cands], s)[0]
+    assert len(got) == 3 and all(math.isfinite(x) and x < 0 for x in got)
+    # the full turn's log-probability, computed directly: the same differences
+    from eef.models.format import trajectory_messages
+    from eef.react import render_turn
+    chat = trajectory_messages(ctx)
+    prompt = policy.format.encode_messages(chat, policy.max_context - 16)
+    full = []
+    for a in cands:
+        seg = policy.format.segments(chat + [{"role": "assistant", "content":
+                                              render_turn("I pick the red shoe", a)}], [1])[-1]
+        full.append(reference_logprob(policy.model, prompt,
+                                      [i for i, k in zip(seg.ids, seg.mask) if k]))
+    assert [g - got[0] for g in got] == pytest.approx([f - full[0] for f in full], abs=1e-3)
+    assert policy.rank_actions([ctx], ["x"], [[]]) == [[]]
+
+
+def test_repeats_and_choices():
+    t = traj(("click[b0abc12345]", "item A"), ("click[< prev]", "results A"))
+    assert repeated(t, "click[B0ABC12345] ") and not repeated(t, "click[b0zzz99999]")
+    assert not repeated(t, "click[< prev]")  # taken from "item A", not from "results A"
+    assert choices(t, "click[b0abc12345]", PAGE) is None  # admissible, repeats allowed
+    assert choices(t, "click[b0abc12345]", PAGE, avoid_repeats=True) == \
+        ["click[back to search]", "click[< prev]", "click[b0zzz99999]"]
+    assert choices(t, "search[red]", PAGE) is None  # fills the template
+    assert choices(t, "click[nope]", PAGE) == PAGE[1:]
+    assert choices(t, "click[nope]", []) is None
+    assert choices(t, "search[x]", ["search[<query>]"]) is None
+
+
+class _Ranker:
+    spec = "ranker"
+
+    def __init__(self, best: str):
+        self.best, self.calls = best, []
+
+    def rank_actions(self, contexts, thoughts, candidates, sampling=None):
+        self.calls.append((len(contexts), thoughts, candidates, sampling))
+        return [[1.0 if c == self.best else 0.0 for c in cands] for cands in candidates]
+
+
+def test_ground_batch_rules():
+    t0, t1 = traj(), traj(("click[b0abc12345]", "item A"), ("click[< prev]", "results A"))
+    acts = ["click[b0abc1234x]", "click[b0abc12345]"]
+    # fuzzy, no repeat rule: the first maps to the nearest id, the second is kept
+    assert ground_batch(None, [t0, t1], ["", ""], acts, [PAGE, PAGE]) == \
+        ["click[b0abc12345]", "click[b0abc12345]"]
+    r = _Ranker("click[< prev]")
+    s = Sampling(max_new_tokens=8)
+    got = ground_batch(r, [t0, t1], ["a", "b"], acts, [PAGE, PAGE], "likelihood", True, s)
+    assert got == ["click[< prev]", "click[< prev]"]
+    assert r.calls == [(2, ["a", "b"], [PAGE[1:], [PAGE[1], PAGE[2], PAGE[4]]], s)]
+    # a policy that cannot rank falls back to fuzzy
+    assert ground_batch(object(), [t0], [""], acts[:1], [PAGE], "likelihood") == \
+        ["click[b0abc12345]"]
+    with pytest.raises(ValueError, match="grounding rule"):
+        ground_batch(r, [t0], [""], acts[:1], [PAGE], "nearest")
+
+
+@pytest.mark.needs_data
+def test_engine_grounds_by_likelihood_and_breaks_loops():
+    """A looping policy on WebShop: inspect the first hit, go back, inspect it again...  With
+    avoid_repeats the engine's second visit of the results page takes another action, the
+    ranker's choice; the trajectory keeps what was executed, meta the model's text."""
+    from eef.envs import make
+    from eef.rollout.engine import EngineConfig, RolloutRequest, rollout
+    from eef.rollout.episode import run_episode
+
+    class Looper(_Ranker):
+        def act(self, contexts, sampling=None, seeds=None):
+            out = []
+            for c in contexts:
+                obs = c.observation
+                if not c.steps:
+                    out.append("Action: search[shoes]")
+                elif "< Prev" in obs:
+                    out.append("Action: click[< prev]")
+                else:
+                    ids = re.findall(r"\[SEP\] ([A-Z0-9]{10}) \[SEP\]", obs)
+                    out.append(f"Action: click[{ids[0]}]" if ids else "Action: click[< prev]")
+            return out
+
+    env = make("webshop", max_steps=6)
+    tid = env.tasks("test")[0].id
+    pol = Looper("click[next >]")
+    plain = run_episode(env, pol, tid)
+    assert plain.actions[1] == plain.actions[3] and "grounded" not in plain.meta
+    cfg = EngineConfig(num_envs=2, progress=False, ground_actions=True, ground_by="likelihood",
+                       avoid_repeats=True)
+    res = rollout(env.name, pol, [RolloutRequest(tid, samples=2)], config=cfg)
+    seq = run_episode(env, pol, tid, ground=True, ground_by="likelihood", avoid_repeats=True)
+    for t in res.trajectories + [seq]:
+        assert t.actions[:4] == plain.actions[:3] + ["click[next >]"]
+        assert t.meta["grounded"][0] == [3, plain.actions[3]]
+    env.close()
