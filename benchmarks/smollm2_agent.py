@@ -147,7 +147,7 @@ def main() -> None:
         m, episodes, num_envs, max_new = a.child.split(",")
         print(json.dumps(bench_rollout(m, int(episodes), int(num_envs), int(max_new))))
         return
-    from eef.config import cache_dir
+    from eef.paths import cache_dir
     work = Path(a.out) if a.out else cache_dir() / "bench" / "smollm2-agent"
     steps, batch = (4, 4) if a.quick else (16, 8)
     episodes = a.episodes or (16 if a.quick else 48)

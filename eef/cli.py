@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from eef.config import record_data_dir, set_data_dir
+from eef.paths import record_data_dir, set_data_dir
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="EEF: agent tuning that learns from an expert's failed trajectories.")
@@ -290,7 +290,7 @@ def data_download(dataset: str = typer.Argument(..., help="Data set: webshop."),
                                                          "are fetched as BASE_URL/NAME)."),
                   data_dir: Optional[Path] = DataDir):
     """Download a data set's public originals into the data dir (checksummed, resumable)."""
-    from eef.config import data_dir as resolve
+    from eef.paths import data_dir as resolve
     from eef.download import DownloadError, download_webshop
     set_data_dir(data_dir)
     if dataset != "webshop":

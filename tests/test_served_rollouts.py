@@ -138,7 +138,7 @@ def _rollouts(run: Path) -> dict[str, list]:
 def test_pipeline_through_a_server_matches_in_process(tmp_path):
     """The same LoRA run with rollouts in-process and through the server: the same episodes."""
     from eef.algorithms.rundir import digest
-    from eef.config import cache_dir
+    from eef.paths import cache_dir
     r = _run(tmp_path / "local")
     assert r.returncode == 0, r.stderr[-3000:]
     base = cache_dir() / "presets" / f"test-webshop-init-{digest({})}"

@@ -43,7 +43,7 @@ def _curriculum(env: str, hint: str = "") -> Curriculum:
 
 def data_checksums(env: str, data_dir: DataDir = None) -> dict[str, str]:
     """sha256 of each data file the env's corpus reads (``DataNotFoundError`` if missing)."""
-    from eef.config import DataNotFoundError, data_dir as _dd
+    from eef.paths import DataNotFoundError, data_dir as _dd
     root = Path(_dd(data_dir)) / env
     out = {}
     cur = CURRICULA.get(env)
@@ -110,7 +110,7 @@ def build_key(preset: str, env: str, cfg: PretrainConfig,
 
 
 def preset_dir(preset: str, env: str, key: str) -> Path:
-    from eef.config import cache_dir
+    from eef.paths import cache_dir
     return cache_dir() / "presets" / f"{preset}-{env}-{key}"
 
 
@@ -329,7 +329,7 @@ def warmup_key(payload: dict[str, Any], cfg: PretrainConfig, data: Sequence[Traj
 
 
 def warmup_dir(preset: str, env: str, key: str) -> Path:
-    from eef.config import cache_dir
+    from eef.paths import cache_dir
     return cache_dir() / "presets" / "warmup" / f"{preset}-{env}-{key}"
 
 
