@@ -229,8 +229,10 @@ def test_policy_device_option():
 
 
 def test_embedded_default_is_the_shipped_webshop_tiny_config():
-    from eef.algorithms.config import to_dict
+    # the packaged default (eef/algorithms/default.yaml) and its documented copy in configs/
+    from eef.algorithms.config import default_yaml, to_dict
     shipped = Path(__file__).resolve().parents[1] / "configs/webshop-tiny.yaml"
+    assert default_yaml() == shipped.read_text(encoding="utf-8")
     assert to_dict(load_config(None)) == to_dict(load_config(shipped))
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -192,16 +193,14 @@ class ExperimentConfig:
                                 "--train-seeds sets it to measure retraining noise.", None)
 
 
-#: the embedded default (= configs/webshop-tiny.yaml): WebShop-1k, heuristic expert, tiny
-#: preset, EEF, a budget of 5.8 min measured on 2 CPU cores
-DEFAULT_YAML = """
-env: {name: webshop, options: {max_steps: 10}, train_tasks: 40, eval_split: test, eval_tasks: 40}
-expert: {policy: "expert:heuristic"}
-model: {base: "preset:tiny"}
-train: {epochs: 8, batch_size: 16, lr: 0.001, max_tokens: 768}
-rollout: {num_envs: 32, progress: true}
-method: {name: eef, iterations: 2, M: 2, samples_per_state: 1}
-"""
+#: the embedded default of ``eef run``, shipped as package data (configs/webshop-tiny.yaml is
+#: its documented copy, kept identical by tests/test_pipeline.py)
+DEFAULT_CONFIG = "default.yaml"
+
+
+def default_yaml() -> str:
+    """The text of the embedded default config."""
+    return resources.files("eef.algorithms").joinpath(DEFAULT_CONFIG).read_text(encoding="utf-8")
 
 
 def _resolve_type(tp: Any) -> Any:
@@ -269,7 +268,7 @@ def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None
                 ) -> ExperimentConfig:
     if path is None:
-        raw = yaml.safe_load(DEFAULT_YAML)
+        raw = yaml.safe_load(default_yaml())
     else:
         p = Path(path)
         if not p.exists():
