@@ -32,15 +32,11 @@ def _fail(msg: str, code: int = 2) -> None:
 
 
 def _env_kwargs(pairs: list[str] | None, max_steps: int | None) -> dict:
-    kw: dict = {}
-    for p in pairs or []:
-        k, sep, v = p.partition("=")
-        if not sep:
-            _fail(f"--env-opt takes KEY=VALUE, got {p!r}")
-        try:
-            kw[k] = json.loads(v)
-        except json.JSONDecodeError:
-            kw[k] = v
+    from eef.algorithms.config import ConfigError, parse_assignments
+    try:
+        kw = dict(parse_assignments(pairs, "--env-opt"))
+    except ConfigError as e:
+        _fail(str(e))
     if max_steps is not None:
         kw["max_steps"] = max_steps
     return kw
@@ -379,18 +375,10 @@ def model_train(model: str = typer.Argument(..., help="Model directory (HF forma
                                                           "field=value (e.g. lr=3e-4)."),
                 data_dir: Optional[Path] = DataDir):
     """Supervised fine-tuning with the action-masked loss (Eq. 1)."""
-    import dataclasses as dc
-    from eef.algorithms.config import ConfigError, from_dict
+    from eef.algorithms.config import ConfigError, apply_overrides, from_dict
     from eef.models.train import TrainConfig, TrainError, train_sft
-    import yaml
-    raw = {}
-    for s in sets or []:
-        k, sep, v = s.partition("=")
-        if not sep:
-            _fail(f"--set takes FIELD=VALUE, got {s!r}")
-        raw[k] = yaml.safe_load(v)
     try:
-        cfg = from_dict(TrainConfig, raw)
+        cfg = from_dict(TrainConfig, apply_overrides({}, sets))
     except ConfigError as e:
         _fail(str(e))
     try:

@@ -139,6 +139,23 @@ def test_config_errors(tmp_path):
         load_config(f)  # every shipped config loads
 
 
+def test_one_parser_for_every_key_value_option():
+    from eef.algorithms.config import apply_overrides, parse_assignments
+    assert parse_assignments(["a=5", "b=3e-4", "c=true", "d=null", "e=[x, y]", "f=spacy",
+                              "g={max_steps: 8}"], "--env-opt") == [
+        ("a", 5), ("b", "3e-4"), ("c", True), ("d", None), ("e", ["x", "y"]), ("f", "spacy"),
+        ("g", {"max_steps": 8})]
+    assert apply_overrides({"method": {"M": 2}}, ["method.M=5", "train.lr=0.1"]) == {
+        "method": {"M": 5}, "train": {"lr": 0.1}}
+    with pytest.raises(ConfigError, match="--env-opt takes KEY=VALUE"):
+        parse_assignments(["max_steps"], "--env-opt")
+    with pytest.raises(ConfigError, match="method is not a section"):
+        apply_overrides({"method": 3}, ["method.M=5"])
+    with pytest.raises(ConfigError, match="invalid value"):
+        load_config(None, ["method.M=[1"])
+    assert load_config(None, ["train.lr=3e-4"]).train.lr == 3e-4
+
+
 def test_rft_xn_samples_a_fractional_n_exactly():
     from eef.algorithms.rft import samples_per_task
     ids = [f"t{i}" for i in range(40)]

@@ -1,8 +1,9 @@
 """Experiment configuration: dataclasses with a help text per field, YAML files, overrides.
 
-``load_config(path, overrides)`` reads a YAML file (or the embedded default when ``path`` is
-None), applies ``key.sub=value`` overrides (values parsed as YAML) and returns an
-``ExperimentConfig``.  Unknown keys are errors that name the key and list the known ones.
+``load_config(path, overrides)`` reads a YAML file (or the embedded default, package data, when
+``path`` is None), applies ``key.sub=value`` overrides (``apply_overrides``; values parsed as
+YAML by ``parse_assignments``, the one parser of the command line's KEY=VALUE options) and
+returns an ``ExperimentConfig``.  Unknown keys are errors that name the key and list the known ones.
 """
 
 from __future__ import annotations
@@ -254,15 +255,36 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    cur = d
-    for k in keys[:-1]:
-        nxt = cur.setdefault(k, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"--set {dotted}: {k} is not a section")
-        cur = nxt
-    cur[keys[-1]] = value
+def parse_assignments(pairs: list[str] | None, flag: str = "--set") -> list[tuple[str, Any]]:
+    """``KEY=VALUE`` strings (``--set``, ``--env-opt``) as (key, value) pairs, each value read
+    as YAML (``5``, ``3e-4``, ``true``, ``null``, ``[a, b]``, ``{max_steps: 8}``; a plain word
+    stays a string).  The one parser of every command line override."""
+    out = []
+    for o in pairs or []:
+        k, sep, v = o.partition("=")
+        if not sep or not k.strip():
+            raise ConfigError(f"{flag} takes KEY=VALUE (e.g. {flag} method.M=5), got {o!r}"
+                              if flag == "--set" else f"{flag} takes KEY=VALUE, got {o!r}")
+        try:
+            out.append((k.strip(), yaml.safe_load(v)))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{flag} {o}: invalid value ({e})") from e
+    return out
+
+
+def apply_overrides(raw: dict[str, Any], pairs: list[str] | None, flag: str = "--set"
+                    ) -> dict[str, Any]:
+    """``raw`` (a config as read from YAML) with the ``key.sub=value`` overrides ``pairs``."""
+    for dotted, value in parse_assignments(pairs, flag):
+        keys = dotted.split(".")
+        cur = raw
+        for k in keys[:-1]:
+            nxt = cur.setdefault(k, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"{flag} {dotted}: {k} is not a section")
+            cur = nxt
+        cur[keys[-1]] = value
+    return raw
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None
@@ -277,14 +299,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: invalid YAML ({e})") from e
-    for o in overrides or []:
-        k, sep, v = o.partition("=")
-        if not sep or not k:
-            raise ConfigError(f"--set takes KEY=VALUE (e.g. method.M=5), got {o!r}")
-        try:
-            _set(raw, k.strip(), yaml.safe_load(v))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {o}: invalid value ({e})") from e
+    apply_overrides(raw, overrides)
     cfg = from_dict(ExperimentConfig, raw)
     validate(cfg)
     return cfg
