@@ -133,6 +133,12 @@ def test_config_errors(tmp_path):
         load_config(None, ["method.rft_match=floor"])
     with pytest.raises(ConfigError, match="rft_keep"):
         load_config(None, ["method.rft_keep=longest"])
+    with pytest.raises(ConfigError, match="method.sim_steps: 'all' is not one of remaining, full"):
+        load_config(None, ["method.sim_steps=all"])
+    with pytest.raises(ConfigError, match="model.dtype: 'half'"):
+        load_config(None, ["model.dtype=half"])
+    with pytest.raises(ConfigError, match="train.mixed_precision"):
+        load_config(None, ["train.mixed_precision=bf17"])
     r = _eef(["run", str(bad)])
     assert r.returncode == 2 and "ppo" in r.stderr
     for f in Path(__file__).resolve().parents[1].glob("configs/*.yaml"):

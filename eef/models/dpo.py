@@ -39,7 +39,7 @@ import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -306,11 +306,11 @@ class DPOConfig:
         "help": "peak learning rate of DPO; null: train.lr / 20 (ETO's ratio: SFT 2e-5, "
                 "DPO 1e-6)"})
     epochs: float = field(default=3.0, metadata={"help": "passes over the pairs (ETO: 3)"})
-    schedule: str = field(default="constant", metadata={
-        "help": "lr schedule after warmup: constant (ETO) | cosine"})
+    schedule: Literal["constant", "cosine"] = field(default="constant", metadata={
+        "help": "lr schedule after warmup: constant (ETO) or cosine"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps of linear "
                                                               "warmup (ETO: 0.1)"})
-    reference: str = field(default="previous", metadata={
+    reference: Literal["previous", "sft"] = field(default="previous", metadata={
         "help": "reference model of iteration i: 'previous' (the model it starts from, as "
                 "ETO's released script; the SFT model at i = 1) or 'sft' (always the SFT "
                 "model)"})

@@ -28,7 +28,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -55,8 +55,8 @@ class TrainConfig:
                 "trained turn)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     warmup_ratio: float = field(default=0.05, metadata={"help": "share of steps of linear warmup"})
-    schedule: str = field(default="cosine", metadata={"help": "lr schedule after warmup: "
-                                                              "cosine | constant"})
+    schedule: Literal["cosine", "constant"] = field(default="cosine", metadata={
+        "help": "lr schedule after warmup"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0: off)"})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank (0: full fine-tuning)"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
@@ -67,7 +67,7 @@ class TrainConfig:
     save_every: int = field(default=200, metadata={"help": "checkpoint every N steps (resume)"})
     log_every: int = field(default=1, metadata={"help": "append the loss to train_log.jsonl "
                                                         "every N steps"})
-    mixed_precision: str = field(default="no", metadata={
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = field(default="no", metadata={
         "help": "accelerate mixed precision: no | bf16 | fp16 (GPUs) | auto (bf16 where the "
                 "CPU or GPU computes it fast and the model has 50M+ parameters, else no).  "
                 "bf16 on a CPU with AVX512-BF16 or AMX: autocast over float32 weights; with "
