@@ -55,7 +55,8 @@ class _Server:
 
 @pytest.fixture(scope="module")
 def lora_dirs(model_dir, tmp_path_factory):  # noqa: F811
-    from eef.models.train import TrainConfig, train_sft
+    from eef.models.hparams import TrainConfig
+    from eef.models.train import train_sft
     root = tmp_path_factory.mktemp("lora")
     for name, steps in (("a", 20), ("b", 2)):
         train_sft(str(model_dir), fixed_task(32), root / name,

@@ -18,8 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from eef.models.dpo import DPOConfig
-from eef.models.train import TrainConfig
+from eef.models.hparams import DPOConfig, TrainConfig
 from eef.rollout.engine import EngineConfig
 
 
@@ -184,13 +183,13 @@ class ExperimentConfig:
     env: EnvConfig = _h("The environment and its task splits.", factory=EnvConfig)
     expert: ExpertConfig = _h("Where the expert trajectories come from.", factory=ExpertConfig)
     model: ModelConfig = _h("The base model.", factory=ModelConfig)
-    train: TrainConfig = _h("SFT hyper-parameters (eef.models.train.TrainConfig).",
+    train: TrainConfig = _h("SFT hyper-parameters (eef.models.hparams.TrainConfig).",
                             factory=TrainConfig)
     rollout: EngineConfig = _h("Rollout engine (eef.rollout.engine.EngineConfig).",
                                factory=EngineConfig)
     sampling: SamplingConfig = _h("Decoding.", factory=SamplingConfig)
     method: MethodConfig = _h("The algorithm.", factory=MethodConfig)
-    dpo: DPOConfig = _h("DPO of method eto (eef.models.dpo.DPOConfig).", factory=DPOConfig)
+    dpo: DPOConfig = _h("DPO of method eto (eef.models.hparams.DPOConfig).", factory=DPOConfig)
     seed: int = _h("Seed of task subsets, training and sampling.", 0)
     train_seed: int | None = _h("Seed of fine-tuning and of the agent's sampling (rollouts, "
                                 "simulations, evaluation) when it should differ from seed "

@@ -270,7 +270,7 @@ def _build(preset: str, env: str, cfg: PretrainConfig, key: str, payload: dict[s
 
 def copy_train_config(cfg: PretrainConfig) -> Any:
     """Training options of the copy-drill phase: one pass, short windows, constant rate."""
-    from eef.models.train import TrainConfig
+    from eef.models.hparams import TrainConfig
     return TrainConfig(lr=cfg.copy_lr, epochs=1.0, batch_size=cfg.warmup_batch_size,
                        max_tokens=256, weight_decay=0.0, warmup_ratio=0.02,
                        schedule="constant", seed=cfg.seed, save_every=cfg.save_every)
@@ -357,7 +357,7 @@ def _keep_phase(src: Path, shared: Path) -> None:
 
 def pretrain_train_config(cfg: PretrainConfig, steps: int, schedule: str = "cosine",
                           batch_size: int | None = None) -> Any:
-    from eef.models.train import TrainConfig
+    from eef.models.hparams import TrainConfig
     return TrainConfig(lr=cfg.lr, epochs=1.0, max_steps=steps,
                        batch_size=batch_size or cfg.batch_size,
                        max_tokens=cfg.max_tokens, weight_decay=0.0, warmup_ratio=0.03,
