@@ -279,15 +279,20 @@ def apply_overrides(raw: dict[str, Any], pairs: list[str] | None, flag: str = "-
                     ) -> dict[str, Any]:
     """``raw`` (a config as read from YAML) with the ``key.sub=value`` overrides ``pairs``."""
     for dotted, value in parse_assignments(pairs, flag):
-        keys = dotted.split(".")
-        cur = raw
-        for k in keys[:-1]:
-            nxt = cur.setdefault(k, {})
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"{flag} {dotted}: {k} is not a section")
-            cur = nxt
-        cur[keys[-1]] = value
+        set_key(raw, dotted, value, flag)
     return raw
+
+
+def set_key(raw: dict[str, Any], dotted: str, value: Any, flag: str = "--set") -> None:
+    """Set ``key.sub`` of ``raw`` (a config as read from YAML) to ``value``."""
+    keys = dotted.split(".")
+    cur = raw
+    for k in keys[:-1]:
+        nxt = cur.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{flag} {dotted}: {k} is not a section")
+        cur = nxt
+    cur[keys[-1]] = value
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None
@@ -330,6 +335,9 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"model.trim_block must be >= 1, not {cfg.model.trim_block}")
     if cfg.model.max_context is not None and cfg.model.max_context < 16:
         raise ConfigError(f"model.max_context must be >= 16 or null, not {cfg.model.max_context}")
+    if cfg.sampling.max_new_tokens < 1:
+        raise ConfigError(f"sampling.max_new_tokens must be >= 1, not "
+                          f"{cfg.sampling.max_new_tokens}")
     if cfg.model.prefix_cache_mb < 0:
         raise ConfigError(f"model.prefix_cache_mb must be >= 0, not {cfg.model.prefix_cache_mb}")
     try:
@@ -357,6 +365,16 @@ def validate(cfg: ExperimentConfig) -> None:
                           "server loads adapters but cannot swap in fully fine-tuned weights")
 
 
+def field_of(key: str, root: type = ExperimentConfig) -> tuple[type, str]:
+    """The dataclass that holds the dotted config key ``key`` (e.g. ``model.dtype``) and the
+    field's name."""
+    *path, name = key.split(".")
+    cls = root
+    for k in path:
+        cls = _resolve_type(typing.get_type_hints(cls)[k])
+    return cls, name
+
+
 def field_help(cls: type, name: str) -> str:
     """The help text of field ``name`` of config dataclass ``cls``, with its choices when its
     type is a ``Literal``."""
@@ -364,7 +382,7 @@ def field_help(cls: type, name: str) -> str:
     text = f.metadata.get("help", "")
     tp = _resolve_type(typing.get_type_hints(cls)[name])
     if typing.get_origin(tp) is Literal:
-        text += f" [{' | '.join(map(str, typing.get_args(tp)))}]"
+        text += f" (choices: {', '.join(map(str, typing.get_args(tp)))})"
     return text
 
 
