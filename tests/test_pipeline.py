@@ -121,24 +121,18 @@ def test_config_errors(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="no such config"):
         load_config(tmp_path / "missing.yaml")
-    with pytest.raises(ConfigError, match="eval_order"):
-        load_config(None, ["env.eval_order=random"])
-    with pytest.raises(ConfigError, match="prefix_cache_mb"):
-        load_config(None, ["model.prefix_cache_mb=-1"])
-    with pytest.raises(ConfigError, match="max_context"):
-        load_config(None, ["model.max_context=8"])
-    with pytest.raises(ConfigError, match="rft_n"):
-        load_config(None, ["method.rft_n=0.5"])
-    with pytest.raises(ConfigError, match="rft_match"):
-        load_config(None, ["method.rft_match=floor"])
-    with pytest.raises(ConfigError, match="rft_keep"):
-        load_config(None, ["method.rft_keep=longest"])
-    with pytest.raises(ConfigError, match="method.sim_steps: 'all' is not one of remaining, full"):
-        load_config(None, ["method.sim_steps=all"])
-    with pytest.raises(ConfigError, match="model.dtype: 'half'"):
-        load_config(None, ["model.dtype=half"])
-    with pytest.raises(ConfigError, match="train.mixed_precision"):
-        load_config(None, ["train.mixed_precision=bf17"])
+    for override, msg in (("env.eval_order=random", "eval_order"),
+                          ("model.prefix_cache_mb=-1", "prefix_cache_mb"),
+                          ("model.max_context=8", "max_context"), ("method.rft_n=0.5", "rft_n"),
+                          ("method.rft_match=floor", "rft_match"),
+                          ("method.rft_keep=longest", "rft_keep"),
+                          ("method.sim_steps=all",
+                           "method.sim_steps: 'all' is not one of remaining, full"),
+                          ("model.dtype=half", "model.dtype: 'half'"),
+                          ("train.mixed_precision=bf17", "train.mixed_precision"),
+                          ("sampling.max_new_tokens=0", "sampling.max_new_tokens must be >= 1")):
+        with pytest.raises(ConfigError, match=msg):
+            load_config(None, [override])
     r = _eef(["run", str(bad)])
     assert r.returncode == 2 and "ppo" in r.stderr
     for f in Path(__file__).resolve().parents[1].glob("configs/*.yaml"):
