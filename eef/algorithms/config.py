@@ -266,8 +266,7 @@ def parse_assignments(pairs: list[str] | None, flag: str = "--set") -> list[tupl
     for o in pairs or []:
         k, sep, v = o.partition("=")
         if not sep or not k.strip():
-            raise ConfigError(f"{flag} takes KEY=VALUE (e.g. {flag} method.M=5), got {o!r}"
-                              if flag == "--set" else f"{flag} takes KEY=VALUE, got {o!r}")
+            raise ConfigError(f"{flag} takes KEY=VALUE, got {o!r}")
         try:
             out.append((k.strip(), yaml.safe_load(v)))
         except yaml.YAMLError as e:
