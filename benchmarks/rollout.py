@@ -28,7 +28,7 @@ from _util import emit, linear_gflop, parser, peak_gflops, table
 
 
 def _tiny_model(env_name: str) -> str:
-    from eef.config import cache_dir
+    from eef.paths import cache_dir
     from eef.presets import init_preset
     out = cache_dir() / "bench" / f"tiny-{env_name}"
     if not (out / "config.json").exists():

@@ -66,7 +66,8 @@ def bench_train(out: Path, steps: int, batch: int, max_tokens: int, n_goals: int
     from eef.models.format import ChatFormat, build_examples
     from eef.models.hf import load_model_and_tokenizer
     from eef.models.named import resolve
-    from eef.models.train import TrainConfig, epoch_batches, flops_per_example, train_sft
+    from eef.models.hparams import TrainConfig
+    from eef.models.train import epoch_batches, flops_per_example, train_sft
     data = expert_data(n_goals)
     cfg = TrainConfig(lr=1e-4, max_steps=steps, batch_size=batch, max_tokens=max_tokens,
                       mixed_precision="bf16", save_every=10**9, warmup_ratio=0.0)
@@ -147,7 +148,7 @@ def main() -> None:
         m, episodes, num_envs, max_new = a.child.split(",")
         print(json.dumps(bench_rollout(m, int(episodes), int(num_envs), int(max_new))))
         return
-    from eef.config import cache_dir
+    from eef.paths import cache_dir
     work = Path(a.out) if a.out else cache_dir() / "bench" / "smollm2-agent"
     steps, batch = (4, 4) if a.quick else (16, 8)
     episodes = a.episodes or (16 if a.quick else 48)

@@ -34,7 +34,8 @@ def expert_successes(n_goals: int):
 
 
 def run(kind: str, data, steps: int, max_tokens: int) -> dict:
-    from eef.models.train import TrainConfig, train_sft
+    from eef.models.hparams import TrainConfig
+    from eef.models.train import train_sft
     lora = dict(lora_r=8, lora_alpha=16) if kind == "lora" else {}
     cfg = TrainConfig(lr=1e-3 if kind == "lora" else 1e-5, max_steps=steps, batch_size=1,
                       max_tokens=max_tokens, save_every=10_000, **lora)

@@ -83,7 +83,8 @@ def main() -> None:
     from eef.envs.webshop import WebShopEnv
     from eef.presets import INFO_FILE, build_preset, init_preset
     from probes.picks import PageRanker, evaluate_picks, shuffled_hits, webshop_pick_pages
-    from eef.models.train import TrainConfig, train_sft
+    from eef.models.hparams import TrainConfig
+    from eef.models.train import train_sft
 
     progress = not a.no_progress
     chosen = a.arms.split(",") if a.arms else (

@@ -98,7 +98,8 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     from eef.models.format import ChatFormat, build_examples
     from eef.presets import init_preset
-    from eef.models.train import (TrainConfig, epoch_batches, flops_per_example, train_sft)
+    from eef.models.hparams import TrainConfig
+    from eef.models.train import epoch_batches, flops_per_example, train_sft
     from eef.trajectory import write_jsonl
 
     peak = peak_gflops()

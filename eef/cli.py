@@ -1,15 +1,19 @@
-"""The ``eef`` command line: thin wrappers that parse, load config and call the library."""
+"""The ``eef`` command line: thin wrappers that parse, load config and call the library.
+
+An option that sets an experiment config key takes its help text, choices, default and checks
+from the config field (``_field_opt``, ``_field_config``; the fields are in
+``eef.algorithms.config``)."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from eef.config import record_data_dir, set_data_dir
+from eef.paths import record_data_dir, set_data_dir
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="EEF: agent tuning that learns from an expert's failed trajectories.")
@@ -32,27 +36,21 @@ def _fail(msg: str, code: int = 2) -> None:
 
 
 def _env_kwargs(pairs: list[str] | None, max_steps: int | None) -> dict:
-    kw: dict = {}
-    for p in pairs or []:
-        k, sep, v = p.partition("=")
-        if not sep:
-            _fail(f"--env-opt takes KEY=VALUE, got {p!r}")
-        try:
-            kw[k] = json.loads(v)
-        except json.JSONDecodeError:
-            kw[k] = v
+    from eef.algorithms.config import ConfigError, parse_assignments
+    try:
+        kw = dict(parse_assignments(pairs, "--env-opt"))
+    except ConfigError as e:
+        _fail(str(e))
     if max_steps is not None:
         kw["max_steps"] = max_steps
     return kw
 
 
 def _make_env(name: str, kw: dict):
-    import eef.envs as envs
+    from eef.rollout.run import PolicyRunError, open_env
     try:
-        return envs.make(name, **kw)
-    except KeyError as e:
-        _fail(str(e.args[0]) if e.args else str(e))
-    except (FileNotFoundError, ValueError, TypeError, RuntimeError) as e:
+        return open_env(name, kw)
+    except PolicyRunError as e:
         _fail(str(e))
 
 
@@ -60,18 +58,35 @@ Workers = typer.Option(0, help="Env worker processes (rollout.backend: process; 
                        "ScienceWorld JVM each): N episodes in flight.  0: in this process.")
 
 
-Dtype = typer.Option("auto", help="hf: models: weights' dtype: auto (bfloat16 where the "
-                     "CPU or GPU computes it fast and the model has 50M+ parameters, else "
-                     "float32), float32, bfloat16.")
+def _field_opt(key: str, default: Any = ..., *decls: str, **kw: Any) -> Any:
+    """A typer option that sets config key ``key`` (e.g. ``model.trim_block``): the field's
+    help text and choices (as ``eef run --help-config`` lists them) and, unless given, its
+    default."""
+    from eef.algorithms.config import field_help, field_of
+    cls, name = field_of(key)
+    return typer.Option(getattr(cls(), name) if default is ... else default, *decls,
+                        help=field_help(cls, name), **kw)
 
 
-def _dtype(name: str) -> str:
-    from eef.models.precision import DtypeError, check_dtype
+def _field_config(values: dict[str, Any], flags: dict[str, str]):
+    """The ``ExperimentConfig`` with the dotted keys of ``values`` set (None: left at the
+    default), checked as ``eef run`` checks a config; an error names the option that set the
+    key (``flags``: key -> option)."""
+    from eef.algorithms.config import (ConfigError, ExperimentConfig, from_dict, set_key,
+                                       validate)
+    raw: dict = {}
+    for key, v in values.items():
+        if v is not None:
+            set_key(raw, key, v)
     try:
-        return check_dtype(name) or "auto"
-    except DtypeError as e:
-        _fail(str(e))
-    return name
+        cfg = from_dict(ExperimentConfig, raw)
+        validate(cfg)
+    except ConfigError as e:
+        msg = str(e)
+        for key, flag in flags.items():
+            msg = msg.replace(key, flag)
+        _fail(msg)
+    return cfg
 
 
 def _workers(workers: int, num_envs: int = 0) -> int:
@@ -81,27 +96,6 @@ def _workers(workers: int, num_envs: int = 0) -> int:
         _fail(f"--workers {workers} runs {workers} episodes in flight (one per worker); "
               "leave out --num-envs")
     return workers
-
-
-def _task_ids(env, split: str | None, tasks_file: Path | None, limit: int | None) -> list[str]:
-    from eef.envs.base import UnknownTaskError
-    if tasks_file is not None:
-        if not tasks_file.exists():
-            _fail(f"{tasks_file}: no such file")
-        # one id per line; `eef tasks` output works as it is (the id is the first column)
-        ids = [ln.split("\t", 1)[0].strip() for ln in tasks_file.read_text().splitlines()
-               if ln.strip() and not ln.startswith("#")]
-        try:
-            for t in ids:
-                env.task(t)
-        except UnknownTaskError as e:
-            _fail(f"{tasks_file}: {e}")
-    else:
-        try:
-            ids = [t.id for t in env.tasks(split or "test")]
-        except ValueError as e:
-            _fail(str(e))
-    return ids[:limit] if limit else ids
 
 
 @app.command()
@@ -134,45 +128,26 @@ def tasks(env: str = typer.Argument(..., help="Env name (webshop, sciworld)."),
     e.close()
 
 
-def _run_policy(env_name: str, policy: str, split: str | None, tasks_file: Path | None,
-                limit: int | None, out: Path | None, env_opt: list[str] | None,
-                max_steps: int | None, seed: int, temperature: float, num_envs: int = 1,
-                max_new_tokens: int | None = None, ground: bool = False, workers: int = 0,
-                **policy_kw):
-    """Scripted experts play sequentially (they are fast); model policies (and any policy with
-    ``num_envs > 1`` or ``workers``) go through the batched rollout engine, ``workers > 0``
-    with that many env worker processes (``rollout.backend: process``).  Both resume from
-    ``out``."""
-    from eef.policy import PolicySpecError, Sampling, load_policy
-    from eef.rollout.episode import collect
+def _run_policy(env: str, policy: str, split: str, tasks_file: Path | None, limit: int | None,
+                out: Path | None, env_opt: list[str] | None, max_steps: int | None,
+                **kw: Any):
+    """``eef.rollout.run.run_policy`` with the command line's env options, its errors as
+    one line each."""
+    from eef.rollout.run import PolicyRunError, run_policy
     from eef.trajectory import TrajectoryFormatError
-    env_kw = _env_kwargs(env_opt, max_steps)
-    env = _make_env(env_name, env_kw)
-    ids = _task_ids(env, split, tasks_file, limit)
     try:
-        pol = load_policy(policy, env, **policy_kw)
-    except PolicySpecError as e:
+        return run_policy(env, policy, env_options=_env_kwargs(env_opt, max_steps),
+                          split=split if tasks_file is None else None, tasks_file=tasks_file,
+                          limit=limit, out=out, progress=sys.stderr.isatty(), **kw)
+    except (PolicyRunError, TrajectoryFormatError) as e:
         _fail(str(e))
-    sampling = Sampling(temperature=temperature, **(
-        {"max_new_tokens": max_new_tokens} if max_new_tokens else {}))
-    try:
-        if policy.startswith("expert:") and num_envs <= 1 and not ground and not workers:
-            trajs = collect(env, pol, ids, out, sampling=sampling, seed=seed,
-                            progress=sys.stderr.isatty())
-        else:
-            from eef.rollout.engine import EngineConfig, RolloutRequest, rollout
-            from eef.rollout.pool import EnvSpec
-            res = rollout(EnvSpec(env_name, env_kw), pol,
-                          [RolloutRequest(t, sampling=sampling, seed=seed) for t in ids], out,
-                          EngineConfig(num_envs=workers or (num_envs if num_envs > 1 else 16),
-                                       backend="process" if workers else "local",
-                                       progress=sys.stderr.isatty(), ground_actions=ground))
-            trajs = res.trajectories
-    except TrajectoryFormatError as e:
-        _fail(str(e))
-    finally:
-        env.close()
-    return trajs
+
+
+#: ``eef eval``'s options that set config fields (their help, default and checks are the
+#: fields'): config key -> option
+EVAL_FIELDS = {"sampling.max_new_tokens": "--max-new-tokens", "model.system": "--system",
+               "model.trim_block": "--trim-block", "model.max_context": "--max-context",
+               "model.prefix_cache_mb": "--prefix-cache-mb", "model.dtype": "--dtype"}
 
 
 @app.command("eval")
@@ -189,55 +164,43 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
              env_opt: Optional[List[str]] = typer.Option(None, help="Env option KEY=VALUE."),
              max_steps: Optional[int] = typer.Option(None, help="Step limit per episode."),
              seed: int = typer.Option(0, help="Base seed."),
-             temperature: float = typer.Option(0.0, help="Sampling temperature (models)."),
+             temperature: float = _field_opt("sampling.eval_temperature", 0.0),
              num_envs: int = typer.Option(0, help="Episodes in flight (batched engine; 0: "
                                           "16 for models, sequential for scripted experts)."),
              workers: int = Workers,
-             max_new_tokens: Optional[int] = typer.Option(None, help="Longest model turn in "
-                                                          "tokens (models; default 96)."),
-             system: Optional[str] = typer.Option(None, help="System message of hf:/openai: "
-                                                  "policies."),
-             ground: bool = typer.Option(False, help="Map inadmissible actions to the closest "
-                                         "admissible one (eef.rollout.grounding)."),
-             trim_block: int = typer.Option(1, help="hf: policies: drop the oldest turns of an "
-                                            "over-long prompt in blocks of this many (lets the "
-                                            "prefix cache reuse earlier turns)."),
-             max_context: Optional[int] = typer.Option(None, help="hf: policies: longest "
-                                                       "prompt + turn in tokens (default: the "
-                                                       "model's max_position_embeddings; use "
-                                                       "the training window, train.max_tokens)."),
-             prefix_cache_mb: Optional[int] = typer.Option(None, help="hf: policies: memory "
-                                                           "for reusing earlier turns' keys/"
-                                                           "values (default 512; 0: off)."),
-             dtype: str = Dtype,
+             max_new_tokens: Optional[int] = _field_opt("sampling.max_new_tokens", None),
+             system: Optional[str] = _field_opt("model.system"),
+             ground: bool = _field_opt("rollout.ground_actions", False),
+             trim_block: int = _field_opt("model.trim_block"),
+             max_context: Optional[int] = _field_opt("model.max_context"),
+             prefix_cache_mb: Optional[int] = _field_opt("model.prefix_cache_mb", None),
+             dtype: str = _field_opt("model.dtype"),
              data_dir: Optional[Path] = DataDir):
-    """Evaluate a policy: win rate (success share) and mean score (0-100)."""
+    """Evaluate a policy: win rate (success share) and mean score (0-100).  The options that
+    tune an hf: policy are the experiment config's model.* keys."""
+    from eef.policy import Sampling
     from eef.rollout.episode import summarize
     set_data_dir(data_dir)
+    given = {"sampling.max_new_tokens": max_new_tokens, "model.system": system,
+             "model.trim_block": trim_block, "model.max_context": max_context,
+             "model.prefix_cache_mb": prefix_cache_mb, "model.dtype": dtype}
+    cfg = _field_config(given, EVAL_FIELDS)
+    m = cfg.model
     if system and policy.startswith("expert:"):
         _fail("--system is for hf: and openai: policies")
-    if max_new_tokens is not None and max_new_tokens < 1:
-        _fail("--max-new-tokens must be >= 1")
-    if trim_block < 1 or (trim_block > 1 and not policy.startswith("hf:")):
-        _fail("--trim-block must be >= 1, and above 1 only for hf: policies")
-    if prefix_cache_mb is not None and (prefix_cache_mb < 0 or not policy.startswith("hf:")):
-        _fail("--prefix-cache-mb must be >= 0, and is only for hf: policies")
-    if max_context is not None and (max_context < 16 or not policy.startswith("hf:")):
-        _fail("--max-context must be >= 16, and is only for hf: policies")
+    hf_only = {"--trim-block": trim_block != 1, "--max-context": max_context is not None,
+               "--prefix-cache-mb": prefix_cache_mb is not None, "--dtype": dtype != "auto"}
+    for flag, set_ in hf_only.items():
+        if set_ and not policy.startswith("hf:"):
+            _fail(f"{flag} is only for hf: policies")
     kw: dict = {"system": system} if system else {}
     if policy.startswith("hf:"):
-        kw["dtype"] = _dtype(dtype)
-    elif dtype != "auto":
-        _fail("--dtype is only for hf: policies")
-    if max_context is not None:
-        kw["max_context"] = max_context
-    if trim_block > 1:
-        kw["trim_block"] = trim_block
-    if prefix_cache_mb is not None:
-        kw["prefix_cache_mb"] = prefix_cache_mb
-    trajs = _run_policy(env, policy, split if tasks_file is None else None, tasks_file, limit,
-                        out, env_opt, max_steps, seed, temperature, num_envs, max_new_tokens,
-                        ground, _workers(workers, num_envs), **kw)
+        kw.update(dtype=m.dtype, trim_block=m.trim_block, prefix_cache_mb=m.prefix_cache_mb,
+                  max_context=m.max_context)
+    sampling = Sampling(temperature=temperature, max_new_tokens=cfg.sampling.max_new_tokens)
+    trajs = _run_policy(env, policy, split, tasks_file, limit, out, env_opt, max_steps,
+                        sampling=sampling, seed=seed, num_envs=num_envs,
+                        workers=_workers(workers, num_envs), ground=ground, **kw)
     summary = {"env": env, "policy": policy, "split": split if tasks_file is None else None,
                **summarize(trajs), "grounded_steps": sum(len(t.meta.get("grounded", []))
                                                          for t in trajs),
@@ -267,6 +230,7 @@ def expert_collect(env: str = typer.Argument(..., help="Env name."),
                    workers: int = Workers,
                    data_dir: Optional[Path] = DataDir):
     """Collect one expert trajectory per task."""
+    from eef.policy import Sampling
     from eef.rollout.episode import summarize
     set_data_dir(data_dir)
     kw = {}
@@ -276,9 +240,9 @@ def expert_collect(env: str = typer.Argument(..., help="Env name."),
         kw["policy"] = policy  # the llm expert adds the env's system prompt to the model
     elif policy:
         _fail("--policy is only for --expert llm")
-    trajs = _run_policy(env, f"expert:{expert}", split if tasks_file is None else None,
-                        tasks_file, limit, out, env_opt, max_steps, seed, temperature,
-                        16 if expert == "llm" else 1, None, False, _workers(workers), **kw)
+    trajs = _run_policy(env, f"expert:{expert}", split, tasks_file, limit, out, env_opt,
+                        max_steps, sampling=Sampling(temperature=temperature), seed=seed,
+                        num_envs=16 if expert == "llm" else 1, workers=_workers(workers), **kw)
     s = summarize(trajs)
     typer.echo(f"{len(trajs)} trajectories in {out}: success {s['win_rate']:.1%}, "
                f"mean score {s['mean_score']:.1f}", err=True)
@@ -290,7 +254,7 @@ def data_download(dataset: str = typer.Argument(..., help="Data set: webshop."),
                                                          "are fetched as BASE_URL/NAME)."),
                   data_dir: Optional[Path] = DataDir):
     """Download a data set's public originals into the data dir (checksummed, resumable)."""
-    from eef.config import data_dir as resolve
+    from eef.paths import data_dir as resolve
     from eef.download import DownloadError, download_webshop
     set_data_dir(data_dir)
     if dataset != "webshop":
@@ -379,18 +343,11 @@ def model_train(model: str = typer.Argument(..., help="Model directory (HF forma
                                                           "field=value (e.g. lr=3e-4)."),
                 data_dir: Optional[Path] = DataDir):
     """Supervised fine-tuning with the action-masked loss (Eq. 1)."""
-    import dataclasses as dc
-    from eef.algorithms.config import ConfigError, from_dict
-    from eef.models.train import TrainConfig, TrainError, train_sft
-    import yaml
-    raw = {}
-    for s in sets or []:
-        k, sep, v = s.partition("=")
-        if not sep:
-            _fail(f"--set takes FIELD=VALUE, got {s!r}")
-        raw[k] = yaml.safe_load(v)
+    from eef.algorithms.config import ConfigError, apply_overrides, from_dict
+    from eef.models.hparams import TrainConfig
+    from eef.models.train import TrainError, train_sft
     try:
-        cfg = from_dict(TrainConfig, raw)
+        cfg = from_dict(TrainConfig, apply_overrides({}, sets))
     except ConfigError as e:
         _fail(str(e))
     try:
@@ -413,11 +370,12 @@ def serve(model: str = typer.Argument(..., help="Model spec, e.g. hf:DIR."),
           max_adapters: int = typer.Option(4, help="LoRA adapters loaded at once at most "
                                            "(POST /v1/load_lora_adapter; 0: none)."),
           system: Optional[str] = typer.Option(None, help="System message."),
-          dtype: str = Dtype,
+          dtype: str = _field_opt("model.dtype"),
           data_dir: Optional[Path] = DataDir):
     """Serve a model over an OpenAI-compatible /v1/chat/completions API (LoRA adapters are
     loaded at run time with vLLM's /v1/load_lora_adapter endpoints)."""
     set_data_dir(data_dir)
+    dtype = _field_config({"model.dtype": dtype}, {"model.dtype": "--dtype"}).model.dtype
     from eef.models.serve import ServeConfig, serve as do_serve
     from eef.policy import PolicySpecError
     cfg = ServeConfig(host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms,
@@ -425,7 +383,7 @@ def serve(model: str = typer.Argument(..., help="Model spec, e.g. hf:DIR."),
                       max_adapters=max_adapters)
     try:
         do_serve(model, cfg, **({"system": system} if system else {}),
-                 **({"dtype": _dtype(dtype)} if model.startswith("hf:") else {}))
+                 **({"dtype": dtype} if model.startswith("hf:") else {}))
     except (PolicySpecError, ValueError, FileNotFoundError) as e:
         _fail(str(e))
 

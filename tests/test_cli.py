@@ -208,3 +208,17 @@ def test_eval_ground_keeps_admissible_actions():
     assert r.exit_code == 0
     d = json.loads(r.stdout.strip().splitlines()[-1])
     assert d["n"] == 3 and d["win_rate"] == 1.0 and d["grounded_steps"] == 0
+
+
+def test_run_policy_is_a_library_call(tmp_path):
+    from eef.policy import Sampling
+    from eef.rollout.run import PolicyRunError, run_policy
+    trajs = run_policy("webshop", "expert:oracle", split="test", limit=2,
+                       out=tmp_path / "o.jsonl", sampling=Sampling(), env_options={"max_steps": 10})
+    assert len(trajs) == 2 and all(t.success for t in trajs)
+    for kw, msg in (({"env_name": "nosuchenv"}, "unknown env"),
+                    ({"policy": "expert:nope"}, "unknown expert"),
+                    ({"tasks_file": tmp_path / "missing.txt"}, "no such file")):
+        args = {"env_name": "webshop", "policy": "expert:oracle", **kw}
+        with pytest.raises(PolicyRunError, match=msg):
+            run_policy(args.pop("env_name"), args.pop("policy"), **args)

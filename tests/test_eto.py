@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from eef.algorithms.eto import best_successes, eto_pairs
-from eef.models.dpo import (DPOConfig, Pair, SequenceLogps, dpo_loss, encode_pairs, read_pairs,
-                            side_logps, train_dpo, write_pairs)
+from eef.models.dpo import (Pair, SequenceLogps, dpo_loss, encode_pairs, read_pairs, side_logps,
+                            train_dpo, write_pairs)
 from eef.models.format import ChatFormat
-from eef.models.train import TrainConfig, TrainError, train_sft
+from eef.models.hparams import DPOConfig, TrainConfig
+from eef.models.train import TrainError, train_sft
 from eef.trajectory import Step, Trajectory
 from test_models_util import cached_dir, copy_task, make_tokenizer, make_traj, tiny_model_dir
 

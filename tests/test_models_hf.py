@@ -11,7 +11,8 @@ from eef.errors import ModelMismatchError, ModelNotFoundError
 from eef.models.decode import DecodeStats, PrefixCache, decode
 from eef.models.format import EmptyMaskError
 from eef.models.hf import HFPolicy
-from eef.models.train import TrainConfig, TrainError, train_sft
+from eef.models.hparams import TrainConfig
+from eef.models.train import TrainError, train_sft
 from eef.policy import PolicySpecError, Sampling, load_policy
 from eef.presets import PRESETS, PresetError, init_preset, preset_config
 from eef.trajectory import Step, Trajectory, write_jsonl

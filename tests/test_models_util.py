@@ -113,7 +113,7 @@ def cached_dir(name: str, build) -> Path:
     import shutil
 
     import eef.models
-    from eef.config import cache_dir
+    from eef.paths import cache_dir
     h = hashlib.sha256()
     for f in sorted(Path(eef.models.__file__).parent.glob("*.py")) + [Path(__file__)]:
         h.update(f.read_bytes())

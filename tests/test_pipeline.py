@@ -121,22 +121,39 @@ def test_config_errors(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="no such config"):
         load_config(tmp_path / "missing.yaml")
-    with pytest.raises(ConfigError, match="eval_order"):
-        load_config(None, ["env.eval_order=random"])
-    with pytest.raises(ConfigError, match="prefix_cache_mb"):
-        load_config(None, ["model.prefix_cache_mb=-1"])
-    with pytest.raises(ConfigError, match="max_context"):
-        load_config(None, ["model.max_context=8"])
-    with pytest.raises(ConfigError, match="rft_n"):
-        load_config(None, ["method.rft_n=0.5"])
-    with pytest.raises(ConfigError, match="rft_match"):
-        load_config(None, ["method.rft_match=floor"])
-    with pytest.raises(ConfigError, match="rft_keep"):
-        load_config(None, ["method.rft_keep=longest"])
+    for override, msg in (("env.eval_order=random", "eval_order"),
+                          ("model.prefix_cache_mb=-1", "prefix_cache_mb"),
+                          ("model.max_context=8", "max_context"), ("method.rft_n=0.5", "rft_n"),
+                          ("method.rft_match=floor", "rft_match"),
+                          ("method.rft_keep=longest", "rft_keep"),
+                          ("method.sim_steps=all",
+                           "method.sim_steps: 'all' is not one of remaining, full"),
+                          ("model.dtype=half", "model.dtype: 'half'"),
+                          ("train.mixed_precision=bf17", "train.mixed_precision"),
+                          ("sampling.max_new_tokens=0", "sampling.max_new_tokens must be >= 1")):
+        with pytest.raises(ConfigError, match=msg):
+            load_config(None, [override])
     r = _eef(["run", str(bad)])
     assert r.returncode == 2 and "ppo" in r.stderr
     for f in Path(__file__).resolve().parents[1].glob("configs/*.yaml"):
         load_config(f)  # every shipped config loads
+
+
+def test_one_parser_for_every_key_value_option():
+    from eef.algorithms.config import apply_overrides, parse_assignments
+    assert parse_assignments(["a=5", "b=3e-4", "c=true", "d=null", "e=[x, y]", "f=spacy",
+                              "g={max_steps: 8}"], "--env-opt") == [
+        ("a", 5), ("b", "3e-4"), ("c", True), ("d", None), ("e", ["x", "y"]), ("f", "spacy"),
+        ("g", {"max_steps": 8})]
+    assert apply_overrides({"method": {"M": 2}}, ["method.M=5", "train.lr=0.1"]) == {
+        "method": {"M": 5}, "train": {"lr": 0.1}}
+    with pytest.raises(ConfigError, match="--env-opt takes KEY=VALUE"):
+        parse_assignments(["max_steps"], "--env-opt")
+    with pytest.raises(ConfigError, match="method is not a section"):
+        apply_overrides({"method": 3}, ["method.M=5"])
+    with pytest.raises(ConfigError, match="invalid value"):
+        load_config(None, ["method.M=[1"])
+    assert load_config(None, ["train.lr=3e-4"]).train.lr == 3e-4
 
 
 def test_rft_xn_samples_a_fractional_n_exactly():
@@ -229,8 +246,10 @@ def test_policy_device_option():
 
 
 def test_embedded_default_is_the_shipped_webshop_tiny_config():
-    from eef.algorithms.config import to_dict
+    # the packaged default (eef/algorithms/default.yaml) and its documented copy in configs/
+    from eef.algorithms.config import default_yaml, to_dict
     shipped = Path(__file__).resolve().parents[1] / "configs/webshop-tiny.yaml"
+    assert default_yaml() == shipped.read_text(encoding="utf-8")
     assert to_dict(load_config(None)) == to_dict(load_config(shipped))
 
 

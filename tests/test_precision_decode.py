@@ -52,6 +52,13 @@ def test_cpu_flag_detection_reads_cpuinfo(tmp_path, monkeypatch):
         precision.cpu_has_fast_bf16.cache_clear()
 
 
+def test_the_config_knows_every_dtype_name():
+    from typing import get_args
+
+    from eef.algorithms.config import DtypeName
+    assert set(get_args(DtypeName)) == {"auto", *precision.DTYPES}
+
+
 def test_small_models_stay_float32_and_dtypes_are_forced(model_dir):
     m, _ = load_model_and_tokenizer(str(model_dir), dtype="auto")
     assert next(m.parameters()).dtype is torch.float32  # 4.5M parameters: never bf16

@@ -395,7 +395,7 @@ def test_webshop_categories_from_the_catalogue(tmp_path):
 
 @pytest.mark.needs_data
 def test_report_finds_the_data_dir_the_run_recorded(tmp_path, monkeypatch):
-    from eef.config import data_dir, record_data_dir, recorded_data_dir
+    from eef.paths import data_dir, record_data_dir, recorded_data_dir
     from eef.envs.webshop.data import load_catalogue
     goals = [g for g in load_catalogue().goals if g.split == "train"][:20:2]
     run = write_fake_run(tmp_path / "r", [g.task_id for g in goals], [], seed=5,
@@ -431,7 +431,7 @@ def real_run(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.needs_data
 def test_report_of_a_real_run(real_run, tmp_path):
-    from eef.config import data_dir, recorded_data_dir
+    from eef.paths import data_dir, recorded_data_dir
     assert recorded_data_dir(real_run) == data_dir().resolve()  # recorded by `eef run`
     out = build_report([real_run], tmp_path / "real.html", QUIET)
     html = out.read_text(encoding="utf-8")

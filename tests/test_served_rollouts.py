@@ -55,7 +55,8 @@ class _Server:
 
 @pytest.fixture(scope="module")
 def lora_dirs(model_dir, tmp_path_factory):  # noqa: F811
-    from eef.models.train import TrainConfig, train_sft
+    from eef.models.hparams import TrainConfig
+    from eef.models.train import train_sft
     root = tmp_path_factory.mktemp("lora")
     for name, steps in (("a", 20), ("b", 2)):
         train_sft(str(model_dir), fixed_task(32), root / name,
@@ -138,7 +139,7 @@ def _rollouts(run: Path) -> dict[str, list]:
 def test_pipeline_through_a_server_matches_in_process(tmp_path):
     """The same LoRA run with rollouts in-process and through the server: the same episodes."""
     from eef.algorithms.rundir import digest
-    from eef.config import cache_dir
+    from eef.paths import cache_dir
     r = _run(tmp_path / "local")
     assert r.returncode == 0, r.stderr[-3000:]
     base = cache_dir() / "presets" / f"test-webshop-init-{digest({})}"

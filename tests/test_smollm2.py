@@ -50,7 +50,8 @@ def test_bad_named_and_gguf_specs():
 def test_lora_sft_lowers_the_loss_and_the_adapter_round_trips(tmp_path):
     from eef.models.format import ChatFormat, build_examples
     from eef.models.hf import load_model_and_tokenizer
-    from eef.models.train import TrainConfig, train_sft
+    from eef.models.hparams import TrainConfig
+    from eef.models.train import train_sft
     out = tmp_path / "lora"
     cfg = TrainConfig(lr=2e-3, max_steps=4, batch_size=1, lora_r=8, lora_alpha=16,
                       max_tokens=256, warmup_ratio=0.0, schedule="constant", save_every=100)

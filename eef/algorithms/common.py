@@ -184,7 +184,7 @@ def base_stage(ctx: Context) -> Path:
         from eef.presets import build_preset
         return Path(build_preset(name, ctx.cfg.env.name, progress=ctx.cfg.rollout.progress,
                                  **ctx.cfg.model.preset_options))
-    from eef.config import cache_dir
+    from eef.paths import cache_dir
     from eef.presets import init_preset
     out = cache_dir() / "presets" / f"{name}-{ctx.cfg.env.name}-init-{digest(ctx.cfg.model.preset_options)}"
     if not (out / "config.json").exists():

@@ -1,8 +1,9 @@
 """Experiment configuration: dataclasses with a help text per field, YAML files, overrides.
 
-``load_config(path, overrides)`` reads a YAML file (or the embedded default when ``path`` is
-None), applies ``key.sub=value`` overrides (values parsed as YAML) and returns an
-``ExperimentConfig``.  Unknown keys are errors that name the key and list the known ones.
+``load_config(path, overrides)`` reads a YAML file (or the embedded default, package data, when
+``path`` is None), applies ``key.sub=value`` overrides (``apply_overrides``; values parsed as
+YAML by ``parse_assignments``, the one parser of the command line's KEY=VALUE options) and
+returns an ``ExperimentConfig``.  Unknown keys are errors that name the key and list the known ones.
 """
 
 from __future__ import annotations
@@ -11,20 +12,28 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from eef.models.dpo import DPOConfig
-from eef.models.train import TrainConfig
+from eef.models.hparams import DPOConfig, TrainConfig
 from eef.rollout.engine import EngineConfig
 
 
+#: the methods (docs/pipeline.md), in the order of the comparison tables (``method.name``)
+MethodName = Literal["sft", "sft_all", "rft", "rft_xn", "eef", "eto"]
+METHODS: tuple[str, ...] = typing.get_args(MethodName)
 #: what RFT, RFT×N and EEF keep of the agent's successes (``method.rft_keep``)
-KEEP_RULES = ("shortest", "distinct", "all")
+KeepRule = Literal["shortest", "distinct", "all"]
+KEEP_RULES: tuple[str, ...] = typing.get_args(KeepRule)
 #: what RFT×N's N matches of EEF's budget (``method.rft_match``)
-RFT_MATCH = ("episodes", "steps", "tokens", "exact")
+RftMatch = Literal["episodes", "steps", "tokens", "exact"]
+RFT_MATCH: tuple[str, ...] = typing.get_args(RftMatch)
+#: the dtype names of ``model.dtype`` (``auto`` and eef.models.precision.DTYPES; a test keeps
+#: them equal)
+DtypeName = Literal["auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"]
 
 
 class ConfigError(ValueError):
@@ -48,7 +57,7 @@ class EnvConfig:
                         0)
     eval_split: str = _h("Split evaluated after every stage.", "test")
     eval_tasks: int | None = _h("Evaluate on the first N tasks of eval_split (None: all).", None)
-    eval_order: str = _h("Order of eval_split before taking eval_tasks: 'split' (the split's own "
+    eval_order: Literal["split", "by_type"] = _h("Order of eval_split before taking eval_tasks: 'split' (the split's own "
                          "order) or 'by_type' (round-robin over task types, a type being the task "
                          "id up to its last '/', e.g. sciworld/boil; spreads a subset over all "
                          "types).", "split")
@@ -97,7 +106,7 @@ class ModelConfig:
                                  "max_position_embeddings.  Set it to train.max_tokens so that "
                                  "rollouts never see a longer context than the training "
                                  "windows (docs/models.md, context budget).", None)
-    dtype: str = _h("In-process policy: weights' dtype: auto (bfloat16 where the CPU or GPU "
+    dtype: DtypeName = _h("In-process policy: weights' dtype: auto (bfloat16 where the CPU or GPU "
                     "computes it fast and the model has 50M+ parameters, else float32), "
                     "float32, bfloat16 (eef.models.precision).", "auto")
     device: str = _h("Device of the rollout and evaluation policy: auto (cuda when available, "
@@ -125,13 +134,9 @@ class SamplingConfig:
     max_new_tokens: int = _h("Longest agent turn in tokens.", 96)
 
 
-#: the methods (docs/pipeline.md), in the order of the comparison tables
-METHODS = ("sft", "sft_all", "rft", "rft_xn", "eef", "eto")
-
-
 @dataclass
 class MethodConfig:
-    name: str = _h("sft | sft_all | rft | rft_xn | eef | eto (docs/pipeline.md).", "eef")
+    name: MethodName = _h("The algorithm (docs/pipeline.md).", "eef")
     iterations: int = _h("I: rounds of rollouts + fine-tuning after the SFT stage (paper: 3).", 3)
     M: int = _h("EEF: simulated states per expert trajectory besides s_0; l = floor(|tau|/(M+1)) "
                 "(paper: 5).", 5)
@@ -140,7 +145,7 @@ class MethodConfig:
                                    False)
     train_neutral: bool = _h("EEF: train on expert steps labelled neutral (between two states "
                              "of equal solvability, or next to a diverged replay).", True)
-    sim_steps: str = _h("EEF: policy steps of a simulation from expert state s_k: 'remaining' "
+    sim_steps: Literal["remaining", "full"] = _h("EEF: policy steps of a simulation from expert state s_k: 'remaining' "
                         "(the env's limit minus the k replayed steps) or 'full' (the env's whole "
                         "limit counted from s_k, so a late state is not unsolvable for lack of "
                         "steps; docs/pipeline.md has the measurement behind the default).",
@@ -148,7 +153,7 @@ class MethodConfig:
     rft_n: float = _h("RFT×N: rollouts per task per iteration (a fractional part f adds one "
                       "rollout for a seeded share f of the tasks); 0 matches N to the EEF run "
                       "in the same run directory (method.rft_match).", 0.0)
-    rft_match: str = _h("With rft_n 0, what RFT×N's N matches of EEF's rollouts and "
+    rft_match: RftMatch = _h("With rft_n 0, what RFT×N's N matches of EEF's rollouts and "
                         "simulations, as a mean over iterations: 'episodes', 'steps' (policy env "
                         "steps), 'tokens' (generated + prompt tokens processed after prefix "
                         "reuse); 'exact': policy env steps iteration by iteration (N_i of "
@@ -156,13 +161,13 @@ class MethodConfig:
     rft_round: bool = _h("Round the matched N to an integer >= 1 (the recorded tables in "
                          "docs/RESULTS.md); false keeps it fractional (equal budget in "
                          "expectation).", False)
-    rft_keep: str = _h("What RFT, RFT×N and EEF keep of the agent's successes, per task (s_0 "
+    rft_keep: KeepRule = _h("What RFT, RFT×N and EEF keep of the agent's successes, per task (s_0 "
                        "rollouts) and per important state (EEF samples), over all iterations: "
                        "'shortest' (one: highest reward, then fewest steps), 'distinct' (every "
                        "success with a different action sequence, as rejection-sampling "
                        "fine-tuning does) or 'all' (every success, repeats included).",
                        "distinct")
-    train_from: str = _h("Each iteration fine-tunes from 'base' (the base model, on all data so "
+    train_from: Literal["base", "continue"] = _h("Each iteration fine-tunes from 'base' (the base model, on all data so "
                          "far) or 'continue' (the previous iteration's model).", "base")
     keep_expert_successes: bool = _h("Keep the expert's successful trajectories in every "
                                      "iteration's training set.", True)
@@ -178,13 +183,13 @@ class ExperimentConfig:
     env: EnvConfig = _h("The environment and its task splits.", factory=EnvConfig)
     expert: ExpertConfig = _h("Where the expert trajectories come from.", factory=ExpertConfig)
     model: ModelConfig = _h("The base model.", factory=ModelConfig)
-    train: TrainConfig = _h("SFT hyper-parameters (eef.models.train.TrainConfig).",
+    train: TrainConfig = _h("SFT hyper-parameters (eef.models.hparams.TrainConfig).",
                             factory=TrainConfig)
     rollout: EngineConfig = _h("Rollout engine (eef.rollout.engine.EngineConfig).",
                                factory=EngineConfig)
     sampling: SamplingConfig = _h("Decoding.", factory=SamplingConfig)
     method: MethodConfig = _h("The algorithm.", factory=MethodConfig)
-    dpo: DPOConfig = _h("DPO of method eto (eef.models.dpo.DPOConfig).", factory=DPOConfig)
+    dpo: DPOConfig = _h("DPO of method eto (eef.models.hparams.DPOConfig).", factory=DPOConfig)
     seed: int = _h("Seed of task subsets, training and sampling.", 0)
     train_seed: int | None = _h("Seed of fine-tuning and of the agent's sampling (rollouts, "
                                 "simulations, evaluation) when it should differ from seed "
@@ -192,16 +197,14 @@ class ExperimentConfig:
                                 "--train-seeds sets it to measure retraining noise.", None)
 
 
-#: the embedded default (= configs/webshop-tiny.yaml): WebShop-1k, heuristic expert, tiny
-#: preset, EEF, a budget of 5.8 min measured on 2 CPU cores
-DEFAULT_YAML = """
-env: {name: webshop, options: {max_steps: 10}, train_tasks: 40, eval_split: test, eval_tasks: 40}
-expert: {policy: "expert:heuristic"}
-model: {base: "preset:tiny"}
-train: {epochs: 8, batch_size: 16, lr: 0.001, max_tokens: 768}
-rollout: {num_envs: 32, progress: true}
-method: {name: eef, iterations: 2, M: 2, samples_per_state: 1}
-"""
+#: the embedded default of ``eef run``, shipped as package data (configs/webshop-tiny.yaml is
+#: its documented copy, kept identical by tests/test_pipeline.py)
+DEFAULT_CONFIG = "default.yaml"
+
+
+def default_yaml() -> str:
+    """The text of the embedded default config."""
+    return resources.files("eef.algorithms").joinpath(DEFAULT_CONFIG).read_text(encoding="utf-8")
 
 
 def _resolve_type(tp: Any) -> Any:
@@ -244,7 +247,7 @@ def _coerce(v: Any, tp: Any, path: str) -> Any:
     base = typing.get_origin(tp) or tp
     if base is typing.Literal:
         if v not in typing.get_args(tp):
-            raise ConfigError(f"{path}: {v!r} is not one of {typing.get_args(tp)}")
+            raise ConfigError(f"{path}: {v!r} is not one of {', '.join(map(str, typing.get_args(tp)))}")
         return v
     if isinstance(base, type) and not isinstance(v, base):
         raise ConfigError(f"{path}: expected {base.__name__}, got {type(v).__name__} ({v!r})")
@@ -255,13 +258,38 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
+def parse_assignments(pairs: list[str] | None, flag: str = "--set") -> list[tuple[str, Any]]:
+    """``KEY=VALUE`` strings (``--set``, ``--env-opt``) as (key, value) pairs, each value read
+    as YAML (``5``, ``3e-4``, ``true``, ``null``, ``[a, b]``, ``{max_steps: 8}``; a plain word
+    stays a string).  The one parser of every command line override."""
+    out = []
+    for o in pairs or []:
+        k, sep, v = o.partition("=")
+        if not sep or not k.strip():
+            raise ConfigError(f"{flag} takes KEY=VALUE, got {o!r}")
+        try:
+            out.append((k.strip(), yaml.safe_load(v)))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{flag} {o}: invalid value ({e})") from e
+    return out
+
+
+def apply_overrides(raw: dict[str, Any], pairs: list[str] | None, flag: str = "--set"
+                    ) -> dict[str, Any]:
+    """``raw`` (a config as read from YAML) with the ``key.sub=value`` overrides ``pairs``."""
+    for dotted, value in parse_assignments(pairs, flag):
+        set_key(raw, dotted, value, flag)
+    return raw
+
+
+def set_key(raw: dict[str, Any], dotted: str, value: Any, flag: str = "--set") -> None:
+    """Set ``key.sub`` of ``raw`` (a config as read from YAML) to ``value``."""
     keys = dotted.split(".")
-    cur = d
+    cur = raw
     for k in keys[:-1]:
         nxt = cur.setdefault(k, {})
         if not isinstance(nxt, dict):
-            raise ConfigError(f"--set {dotted}: {k} is not a section")
+            raise ConfigError(f"{flag} {dotted}: {k} is not a section")
         cur = nxt
     cur[keys[-1]] = value
 
@@ -269,7 +297,7 @@ def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None
                 ) -> ExperimentConfig:
     if path is None:
-        raw = yaml.safe_load(DEFAULT_YAML)
+        raw = yaml.safe_load(default_yaml())
     else:
         p = Path(path)
         if not p.exists():
@@ -278,14 +306,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: invalid YAML ({e})") from e
-    for o in overrides or []:
-        k, sep, v = o.partition("=")
-        if not sep or not k:
-            raise ConfigError(f"--set takes KEY=VALUE (e.g. method.M=5), got {o!r}")
-        try:
-            _set(raw, k.strip(), yaml.safe_load(v))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {o}: invalid value ({e})") from e
+    apply_overrides(raw, overrides)
+    method = raw.get("method")
+    if isinstance(method, dict) and method.get("rft_match") == "round":
+        raise ConfigError("method.rft_match: 'round' is now method.rft_match: steps with "
+                          "method.rft_round: true")
     cfg = from_dict(ExperimentConfig, raw)
     validate(cfg)
     return cfg
@@ -309,17 +334,11 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"model.trim_block must be >= 1, not {cfg.model.trim_block}")
     if cfg.model.max_context is not None and cfg.model.max_context < 16:
         raise ConfigError(f"model.max_context must be >= 16 or null, not {cfg.model.max_context}")
-    from eef.models.precision import DtypeError, check_dtype
-    try:
-        check_dtype(cfg.model.dtype)
-    except DtypeError as e:
-        raise ConfigError(f"model.dtype: {e}") from None
+    if cfg.sampling.max_new_tokens < 1:
+        raise ConfigError(f"sampling.max_new_tokens must be >= 1, not "
+                          f"{cfg.sampling.max_new_tokens}")
     if cfg.model.prefix_cache_mb < 0:
         raise ConfigError(f"model.prefix_cache_mb must be >= 0, not {cfg.model.prefix_cache_mb}")
-    if cfg.env.eval_order not in ("split", "by_type"):
-        raise ConfigError(f"env.eval_order: {cfg.env.eval_order!r} is not split or by_type")
-    if m.name not in METHODS:
-        raise ConfigError(f"method.name: {m.name!r} is not one of {', '.join(METHODS)}")
     try:
         cfg.dpo.check()
     except ValueError as e:
@@ -328,17 +347,6 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError("method: iterations, M, rft_n must be >= 0 and samples_per_state >= 1")
     if m.rft_n and m.rft_n < 1:
         raise ConfigError(f"method.rft_n must be 0 (matched to EEF) or >= 1, not {m.rft_n}")
-    if m.rft_match == "round":
-        raise ConfigError("method.rft_match: 'round' is now method.rft_match: steps with "
-                          "method.rft_round: true")
-    if m.rft_match not in RFT_MATCH:
-        raise ConfigError(f"method.rft_match: {m.rft_match!r} is not one of {', '.join(RFT_MATCH)}")
-    if m.sim_steps not in ("remaining", "full"):
-        raise ConfigError(f"method.sim_steps: {m.sim_steps!r} is not remaining or full")
-    if m.rft_keep not in KEEP_RULES:
-        raise ConfigError(f"method.rft_keep: {m.rft_keep!r} is not one of {', '.join(KEEP_RULES)}")
-    if m.train_from not in ("base", "continue"):
-        raise ConfigError(f"method.train_from: {m.train_from!r} is not base or continue")
     if m.explore_tasks is not None and m.explore_tasks < 1:
         raise ConfigError(f"method.explore_tasks must be >= 1 or null, not {m.explore_tasks}")
     if not (cfg.model.base.startswith("preset:") or cfg.model.base.startswith("hf:")):
@@ -356,6 +364,27 @@ def validate(cfg: ExperimentConfig) -> None:
                           "server loads adapters but cannot swap in fully fine-tuned weights")
 
 
+def field_of(key: str, root: type = ExperimentConfig) -> tuple[type, str]:
+    """The dataclass that holds the dotted config key ``key`` (e.g. ``model.dtype``) and the
+    field's name."""
+    *path, name = key.split(".")
+    cls = root
+    for k in path:
+        cls = _resolve_type(typing.get_type_hints(cls)[k])
+    return cls, name
+
+
+def field_help(cls: type, name: str) -> str:
+    """The help text of field ``name`` of config dataclass ``cls``, with its choices when its
+    type is a ``Literal``."""
+    f = next(f for f in fields(cls) if f.name == name)
+    text = f.metadata.get("help", "")
+    tp = _resolve_type(typing.get_type_hints(cls)[name])
+    if typing.get_origin(tp) is Literal:
+        text += f" (choices: {', '.join(map(str, typing.get_args(tp)))})"
+    return text
+
+
 def describe(cls: type = ExperimentConfig, prefix: str = "") -> list[tuple[str, str, str]]:
     """(key, default, help) of every field, for ``eef run --help-config``."""
     rows = []
@@ -366,5 +395,5 @@ def describe(cls: type = ExperimentConfig, prefix: str = "") -> list[tuple[str, 
             rows.append((prefix + f.name, "", f.metadata.get("help", "")))
             rows += describe(tp, prefix + f.name + ".")
         else:
-            rows.append((prefix + f.name, repr(getattr(inst, f.name)), f.metadata.get("help", "")))
+            rows.append((prefix + f.name, repr(getattr(inst, f.name)), field_help(cls, f.name)))
     return rows

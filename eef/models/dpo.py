@@ -37,7 +37,7 @@ import hashlib
 import json
 import os
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F
 
 from eef.models.format import ChatFormat, Example
-from eef.models.train import (MaskedLMLoss, TrainConfig, TrainError, _load_checkpoint, add_lora,
+from eef.models.hparams import TrainConfig
+from eef.models.train import (MaskedLMLoss, TrainError, _load_checkpoint, add_lora,
                               load_for_training, pad_examples, prepare_steps, run_steps)
 from eef.trajectory import Trajectory, dumps_line
 
@@ -292,42 +293,3 @@ def train_dpo(model_path: str, pairs: str | os.PathLike | Iterable[Pair],
             "margins": state["margins"], "steps": step, "total_steps": total,
             "pairs": len(enc), "skipped_pairs": len(pairs) - len(enc), "kept": kept,
             "seconds": state["seconds"]}
-
-
-@dataclass
-class DPOConfig:
-    """DPO hyper-parameters of ETO (the experiment's ``dpo`` section); every other training
-    setting (batch size, windows, LoRA, mixed precision, seed, checkpoints) is ``train``'s."""
-
-    beta: float = field(default=0.1, metadata={
-        "help": "DPO beta: strength of the pull towards the reference (ETO: 0.1 in its first "
-                "iteration)"})
-    lr: float | None = field(default=None, metadata={
-        "help": "peak learning rate of DPO; null: train.lr / 20 (ETO's ratio: SFT 2e-5, "
-                "DPO 1e-6)"})
-    epochs: float = field(default=3.0, metadata={"help": "passes over the pairs (ETO: 3)"})
-    schedule: str = field(default="constant", metadata={
-        "help": "lr schedule after warmup: constant (ETO) | cosine"})
-    warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps of linear "
-                                                              "warmup (ETO: 0.1)"})
-    reference: str = field(default="previous", metadata={
-        "help": "reference model of iteration i: 'previous' (the model it starts from, as "
-                "ETO's released script; the SFT model at i = 1) or 'sft' (always the SFT "
-                "model)"})
-
-    def train_config(self, train: TrainConfig) -> TrainConfig:
-        """``train`` with this DPO's learning rate, epochs (not train.max_steps) and schedule."""
-        from dataclasses import replace
-        return replace(train, lr=self.lr if self.lr is not None else train.lr / 20,
-                       epochs=self.epochs, max_steps=0, schedule=self.schedule,
-                       warmup_ratio=self.warmup_ratio)
-
-    def check(self) -> None:
-        if not self.beta > 0 or (self.lr is not None and not self.lr > 0) or self.epochs <= 0:
-            raise ValueError("dpo: beta, lr and epochs must be > 0")
-        if self.schedule not in ("constant", "cosine"):
-            raise ValueError(f"dpo.schedule: {self.schedule!r} is not constant or cosine")
-        if self.reference not in ("previous", "sft"):
-            raise ValueError(f"dpo.reference: {self.reference!r} is not previous or sft")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"dpo.warmup_ratio must be in [0, 1), not {self.warmup_ratio}")

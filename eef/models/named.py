@@ -17,7 +17,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from eef.config import cache_dir
+from eef.paths import cache_dir
 from eef.errors import ModelNotFoundError
 
 #: name -> (python package shipping the file, GGUF file name, how to install it)

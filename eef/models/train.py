@@ -26,7 +26,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -35,61 +35,8 @@ import torch.nn.functional as F
 
 from eef.models.format import (ChatFormat, Example, IdAliases, build_examples,
                                format_options, save_format_options)
+from eef.models.hparams import TrainConfig
 from eef.trajectory import Trajectory, read_jsonl
-
-
-@dataclass
-class TrainConfig:
-    """SFT hyper-parameters (saved as ``eef_train.json`` next to the model)."""
-
-    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
-    epochs: float = field(default=3.0, metadata={"help": "passes over the examples"})
-    max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps "
-                                                       "(0: from epochs)"})
-    batch_size: int = field(default=16, metadata={"help": "sequences per optimizer step"})
-    micro_batch_tokens: int = field(default=16384, metadata={
-        "help": "padded tokens per forward pass; a batch is split into micro-batches "
-                "(gradient accumulation) to fit this"})
-    max_tokens: int = field(default=1024, metadata={
-        "help": "context budget per example (see eef.models.format: windows, never drops a "
-                "trained turn)"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    warmup_ratio: float = field(default=0.05, metadata={"help": "share of steps of linear warmup"})
-    schedule: str = field(default="cosine", metadata={"help": "lr schedule after warmup: "
-                                                              "cosine | constant"})
-    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0: off)"})
-    lora_r: int = field(default=0, metadata={"help": "LoRA rank (0: full fine-tuning)"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
-    lora_targets: str = field(default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
-                              metadata={"help": "comma-separated module names LoRA adapts"})
-    seed: int = field(default=0, metadata={"help": "seed of data order and initialisation"})
-    save_every: int = field(default=200, metadata={"help": "checkpoint every N steps (resume)"})
-    log_every: int = field(default=1, metadata={"help": "append the loss to train_log.jsonl "
-                                                        "every N steps"})
-    mixed_precision: str = field(default="no", metadata={
-        "help": "accelerate mixed precision: no | bf16 | fp16 (GPUs) | auto (bf16 where the "
-                "CPU or GPU computes it fast and the model has 50M+ parameters, else no).  "
-                "bf16 on a CPU with AVX512-BF16 or AMX: autocast over float32 weights; with "
-                "LoRA the frozen base weights are held in bf16 (docs/models.md)"})
-    system: str | None = field(default=None, metadata={"help": "system message of the chat "
-                                                               "format"})
-    id_aliases: bool | None = field(default=None, metadata={
-        "help": "read and write WebShop identifiers as per-page aliases #1, #2, ... "
-                "(eef.models.format.IdAliases; saved with the model, so its rollouts use them "
-                "too); null: as the base model"})
-
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
-
-    def key(self) -> dict[str, Any]:
-        """The fields that identify a training run (``id_aliases`` only when set, so runs
-        recorded before the field existed keep their keys)."""
-        d = asdict(self)
-        if d.get("id_aliases") is None:
-            d.pop("id_aliases", None)
-        return d
 
 
 class TrainError(ValueError):

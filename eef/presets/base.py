@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Union
 if TYPE_CHECKING:
     from eef.trajectory import Trajectory
 
-#: a data dir argument (None: ``EEF_DATA_DIR`` or the default; see ``eef.config.data_dir``)
+#: a data dir argument (None: ``EEF_DATA_DIR`` or the default; see ``eef.paths.data_dir``)
 DataDir = Union[str, os.PathLike, None]
 
 

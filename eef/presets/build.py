@@ -43,7 +43,7 @@ def _curriculum(env: str, hint: str = "") -> Curriculum:
 
 def data_checksums(env: str, data_dir: DataDir = None) -> dict[str, str]:
     """sha256 of each data file the env's corpus reads (``DataNotFoundError`` if missing)."""
-    from eef.config import DataNotFoundError, data_dir as _dd
+    from eef.paths import DataNotFoundError, data_dir as _dd
     root = Path(_dd(data_dir)) / env
     out = {}
     cur = CURRICULA.get(env)
@@ -110,7 +110,7 @@ def build_key(preset: str, env: str, cfg: PretrainConfig,
 
 
 def preset_dir(preset: str, env: str, key: str) -> Path:
-    from eef.config import cache_dir
+    from eef.paths import cache_dir
     return cache_dir() / "presets" / f"{preset}-{env}-{key}"
 
 
@@ -270,7 +270,7 @@ def _build(preset: str, env: str, cfg: PretrainConfig, key: str, payload: dict[s
 
 def copy_train_config(cfg: PretrainConfig) -> Any:
     """Training options of the copy-drill phase: one pass, short windows, constant rate."""
-    from eef.models.train import TrainConfig
+    from eef.models.hparams import TrainConfig
     return TrainConfig(lr=cfg.copy_lr, epochs=1.0, batch_size=cfg.warmup_batch_size,
                        max_tokens=256, weight_decay=0.0, warmup_ratio=0.02,
                        schedule="constant", seed=cfg.seed, save_every=cfg.save_every)
@@ -329,7 +329,7 @@ def warmup_key(payload: dict[str, Any], cfg: PretrainConfig, data: Sequence[Traj
 
 
 def warmup_dir(preset: str, env: str, key: str) -> Path:
-    from eef.config import cache_dir
+    from eef.paths import cache_dir
     return cache_dir() / "presets" / "warmup" / f"{preset}-{env}-{key}"
 
 
@@ -357,7 +357,7 @@ def _keep_phase(src: Path, shared: Path) -> None:
 
 def pretrain_train_config(cfg: PretrainConfig, steps: int, schedule: str = "cosine",
                           batch_size: int | None = None) -> Any:
-    from eef.models.train import TrainConfig
+    from eef.models.hparams import TrainConfig
     return TrainConfig(lr=cfg.lr, epochs=1.0, max_steps=steps,
                        batch_size=batch_size or cfg.batch_size,
                        max_tokens=cfg.max_tokens, weight_decay=0.0, warmup_ratio=0.03,

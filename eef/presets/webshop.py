@@ -362,7 +362,7 @@ def texts(data_dir: DataDir = None) -> Iterator[str]:
     """Text of the WebShop catalogue (titles, descriptions, bullet points, options, prices,
     ASINs, search text) and the action vocabulary.  No goal, instruction or trajectory: test
     products' instructions never reach the tokenizer."""
-    from eef.config import DataNotFoundError, data_dir as _dd
+    from eef.paths import DataNotFoundError, data_dir as _dd
     path = Path(_dd(data_dir)) / "webshop" / "products_1k.jsonl"
     if not path.exists():
         raise DataNotFoundError(f"{path} not found: get the WebShop data first (eef data "
@@ -390,7 +390,7 @@ def texts(data_dir: DataDir = None) -> Iterator[str]:
 
 def identifiers(data_dir: DataDir = None) -> list[str]:
     """The catalogue's ASINs (upper case, as pages show them), sorted: added tokens."""
-    from eef.config import data_dir as _dd
+    from eef.paths import data_dir as _dd
     path = Path(_dd(data_dir)) / "webshop" / "products_1k.jsonl"
     with open(path, encoding="utf-8") as f:
         return sorted({str(json.loads(line)["id"]).upper() for line in f if line.strip()})

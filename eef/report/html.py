@@ -295,13 +295,13 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 # -- the page ---------------------------------------------------------------------------------
 def _run_data_dir(runs: list[Run]) -> str | None:
     """The runs' data dir: a config's ``env.options.data_dir``, else (with no ``EEF_DATA_DIR``)
-    the one a run recorded (``eef.config.record_data_dir``)."""
+    the one a run recorded (``eef.paths.record_data_dir``)."""
     for r in runs:
         if d := ((r.config.get("env") or {}).get("options") or {}).get("data_dir"):
             return str(d)
     if os.environ.get("EEF_DATA_DIR"):
         return None
-    from eef.config import recorded_data_dir
+    from eef.paths import recorded_data_dir
     return next((str(d) for r in runs if (d := recorded_data_dir(r.path))), None)
 
 

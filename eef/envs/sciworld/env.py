@@ -35,7 +35,7 @@ from typing import Any, Iterator, Sequence
 
 import scienceworld
 
-from eef.config import data_dir as _data_dir
+from eef.paths import data_dir as _data_dir
 from eef.envs.base import (EnvError, EpisodeNotStartedError, Observation, ReplayResult, Split,
                            StepResult, Task, TextEnv, UnknownTaskError)
 from eef.envs.sciworld import protocol as P

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import scienceworld
 
-from eef.config import cache_dir
+from eef.paths import cache_dir
 from eef.envs.sciworld.jvm import Simulator
 
 

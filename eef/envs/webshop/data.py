@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from eef.config import DataNotFoundError, data_dir
+from eef.paths import DataNotFoundError, data_dir
 
 #: WebShop's price caps: multiples of 10 dollars (``PRICE_RANGE`` in its goal module)
 PRICE_RANGE = [10.0 * i for i in range(1, 100)]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eef.config import cache_dir
+from eef.paths import cache_dir
 
 K1, B = 0.9, 0.4
 SEARCH_RETURN_N = 50
