@@ -147,7 +147,8 @@ def _run_policy(env: str, policy: str, split: str, tasks_file: Path | None, limi
 #: fields'): config key -> option
 EVAL_FIELDS = {"sampling.max_new_tokens": "--max-new-tokens", "model.system": "--system",
                "model.trim_block": "--trim-block", "model.max_context": "--max-context",
-               "model.prefix_cache_mb": "--prefix-cache-mb", "model.dtype": "--dtype"}
+               "model.prefix_cache_mb": "--prefix-cache-mb", "model.dtype": "--dtype",
+               "rollout.ground_by": "--ground-by"}
 
 
 @app.command("eval")
@@ -171,6 +172,8 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
              max_new_tokens: Optional[int] = _field_opt("sampling.max_new_tokens", None),
              system: Optional[str] = _field_opt("model.system"),
              ground: bool = _field_opt("rollout.ground_actions", False),
+             ground_by: str = _field_opt("rollout.ground_by"),
+             avoid_repeats: bool = _field_opt("rollout.avoid_repeats", False),
              trim_block: int = _field_opt("model.trim_block"),
              max_context: Optional[int] = _field_opt("model.max_context"),
              prefix_cache_mb: Optional[int] = _field_opt("model.prefix_cache_mb", None),
@@ -183,13 +186,16 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
     set_data_dir(data_dir)
     given = {"sampling.max_new_tokens": max_new_tokens, "model.system": system,
              "model.trim_block": trim_block, "model.max_context": max_context,
-             "model.prefix_cache_mb": prefix_cache_mb, "model.dtype": dtype}
+             "model.prefix_cache_mb": prefix_cache_mb, "model.dtype": dtype,
+             "rollout.ground_by": ground_by}
     cfg = _field_config(given, EVAL_FIELDS)
     m = cfg.model
     if system and policy.startswith("expert:"):
         _fail("--system is for hf: and openai: policies")
     hf_only = {"--trim-block": trim_block != 1, "--max-context": max_context is not None,
                "--prefix-cache-mb": prefix_cache_mb is not None, "--dtype": dtype != "auto"}
+    if (ground_by != "fuzzy" or avoid_repeats) and not ground:
+        _fail("--ground-by and --avoid-repeats apply with --ground")
     for flag, set_ in hf_only.items():
         if set_ and not policy.startswith("hf:"):
             _fail(f"{flag} is only for hf: policies")
@@ -200,7 +206,8 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
     sampling = Sampling(temperature=temperature, max_new_tokens=cfg.sampling.max_new_tokens)
     trajs = _run_policy(env, policy, split, tasks_file, limit, out, env_opt, max_steps,
                         sampling=sampling, seed=seed, num_envs=num_envs,
-                        workers=_workers(workers, num_envs), ground=ground, **kw)
+                        workers=_workers(workers, num_envs), ground=ground,
+                        ground_by=cfg.rollout.ground_by, avoid_repeats=avoid_repeats, **kw)
     summary = {"env": env, "policy": policy, "split": split if tasks_file is None else None,
                **summarize(trajs), "grounded_steps": sum(len(t.meta.get("grounded", []))
                                                          for t in trajs),

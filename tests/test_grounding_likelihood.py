@@ -148,3 +148,15 @@ def test_engine_grounds_by_likelihood_and_breaks_loops():
         assert t.actions[:4] == plain.actions[:3] + ["click[next >]"]
         assert t.meta["grounded"][0] == [3, plain.actions[3]]
     env.close()
+
+
+def test_eval_cli_grounding_options():
+    from typer.testing import CliRunner
+
+    from eef.cli import app
+    r = CliRunner().invoke(app, ["eval", "webshop", "--policy", "expert:oracle",
+                                 "--ground-by", "likelihood"])
+    assert r.exit_code != 0 and "apply with --ground" in r.output
+    r = CliRunner().invoke(app, ["eval", "webshop", "--policy", "expert:oracle", "--ground",
+                                 "--ground-by", "nearest"])
+    assert r.exit_code != 0 and "'nearest' is not one of fuzzy, likelihood" in r.output

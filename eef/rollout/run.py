@@ -65,12 +65,14 @@ def run_policy(env_name: str, policy: str, *, env_options: dict[str, Any] | None
                split: str | None = "test", tasks_file: str | os.PathLike | None = None,
                limit: int | None = None, out: str | os.PathLike | None = None,
                sampling: Sampling | None = None, seed: int = 0, num_envs: int = 0,
-               workers: int = 0, ground: bool = False, progress: bool = False,
+               workers: int = 0, ground: bool = False, ground_by: str = "fuzzy",
+               avoid_repeats: bool = False, progress: bool = False,
                **policy_kw: Any) -> list[Trajectory]:
     """Play ``policy`` (a spec string; ``policy_kw`` go to ``load_policy``) once on each task
     of ``tasks_file`` or ``split`` (the first ``limit``), appending to ``out``.  ``num_envs``:
     episodes in flight (0: 16 for the engine); ``workers``: env worker processes, one episode
-    each.  Set-up failures raise ``PolicyRunError``, a corrupt ``out`` a
+    each; ``ground``, ``ground_by``, ``avoid_repeats``: action grounding
+    (``eef.rollout.grounding``).  Set-up failures raise ``PolicyRunError``, a corrupt ``out`` a
     ``TrajectoryFormatError``."""
     from eef.rollout.episode import collect
     env = open_env(env_name, env_options)
@@ -89,7 +91,8 @@ def run_policy(env_name: str, policy: str, *, env_options: dict[str, Any] | None
                       [RolloutRequest(t, sampling=sampling, seed=seed) for t in ids], out,
                       EngineConfig(num_envs=workers or (num_envs if num_envs > 1 else 16),
                                    backend="process" if workers else "local",
-                                   progress=progress, ground_actions=ground))
+                                   progress=progress, ground_actions=ground,
+                                   ground_by=ground_by, avoid_repeats=avoid_repeats))
         return res.trajectories
     finally:
         env.close()
