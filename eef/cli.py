@@ -148,7 +148,7 @@ def _run_policy(env: str, policy: str, split: str, tasks_file: Path | None, limi
 EVAL_FIELDS = {"sampling.max_new_tokens": "--max-new-tokens", "model.system": "--system",
                "model.trim_block": "--trim-block", "model.max_context": "--max-context",
                "model.prefix_cache_mb": "--prefix-cache-mb", "model.dtype": "--dtype",
-               "rollout.ground_by": "--ground-by"}
+               "rollout.ground_by": "--ground-by", "sampling.no_repeat_ngram": "--no-repeat-ngram"}
 
 
 @app.command("eval")
@@ -170,6 +170,7 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
                                           "16 for models, sequential for scripted experts)."),
              workers: int = Workers,
              max_new_tokens: Optional[int] = _field_opt("sampling.max_new_tokens", None),
+             no_repeat_ngram: int = _field_opt("sampling.no_repeat_ngram"),
              system: Optional[str] = _field_opt("model.system"),
              ground: bool = _field_opt("rollout.ground_actions", False),
              ground_by: str = _field_opt("rollout.ground_by"),
@@ -187,13 +188,14 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
     given = {"sampling.max_new_tokens": max_new_tokens, "model.system": system,
              "model.trim_block": trim_block, "model.max_context": max_context,
              "model.prefix_cache_mb": prefix_cache_mb, "model.dtype": dtype,
-             "rollout.ground_by": ground_by}
+             "rollout.ground_by": ground_by, "sampling.no_repeat_ngram": no_repeat_ngram}
     cfg = _field_config(given, EVAL_FIELDS)
     m = cfg.model
     if system and policy.startswith("expert:"):
         _fail("--system is for hf: and openai: policies")
     hf_only = {"--trim-block": trim_block != 1, "--max-context": max_context is not None,
-               "--prefix-cache-mb": prefix_cache_mb is not None, "--dtype": dtype != "auto"}
+               "--prefix-cache-mb": prefix_cache_mb is not None, "--dtype": dtype != "auto",
+               "--no-repeat-ngram": no_repeat_ngram != 0}
     if (ground_by != "fuzzy" or avoid_repeats) and not ground:
         _fail("--ground-by and --avoid-repeats apply with --ground")
     for flag, set_ in hf_only.items():
@@ -203,7 +205,8 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
     if policy.startswith("hf:"):
         kw.update(dtype=m.dtype, trim_block=m.trim_block, prefix_cache_mb=m.prefix_cache_mb,
                   max_context=m.max_context)
-    sampling = Sampling(temperature=temperature, max_new_tokens=cfg.sampling.max_new_tokens)
+    sampling = Sampling(temperature=temperature, max_new_tokens=cfg.sampling.max_new_tokens,
+                        no_repeat_ngram=cfg.sampling.no_repeat_ngram)
     trajs = _run_policy(env, policy, split, tasks_file, limit, out, env_opt, max_steps,
                         sampling=sampling, seed=seed, num_envs=num_envs,
                         workers=_workers(workers, num_envs), ground=ground,

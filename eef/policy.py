@@ -35,6 +35,10 @@ class Sampling:
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 96
+    #: ban any n-gram of this many tokens from occurring twice within one line of a response
+    #: (0: off); breaks the copy loops of small models ("slim fit slim fit slim fit ...")
+    #: while a thought and an action may still quote the same words, each on its own line
+    no_repeat_ngram: int = 0
 
 
 @runtime_checkable

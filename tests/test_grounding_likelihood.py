@@ -160,3 +160,40 @@ def test_eval_cli_grounding_options():
     r = CliRunner().invoke(app, ["eval", "webshop", "--policy", "expert:oracle", "--ground",
                                  "--ground-by", "nearest"])
     assert r.exit_code != 0 and "'nearest' is not one of fuzzy, likelihood" in r.output
+
+
+def test_ban_repeats_within_a_line():
+    from eef.models.decode import _ban_repeats
+    lg = torch.zeros(3, 10)
+    outs = [[1, 2, 3, 1, 2],      # 1 2 -> 3 seen: 3 banned (n=3)
+            [1, 2, 3, 9, 1, 2],   # 9 is a line break: the line is [1, 2], nothing banned
+            [4, 4]]               # 4 4 -> nothing seen after "4 4" yet
+    got = _ban_repeats(lg, outs, 3, {9})
+    assert torch.isinf(got[0, 3]) and int(torch.isinf(got).sum()) == 1
+    assert _ban_repeats(lg, [[1]], 3, set()) is lg
+
+
+def test_no_repeat_ngram_decoding(policy):
+    """Greedy decoding of a model that loops: with the ban no 3-gram repeats within a line,
+    and a ban that never triggers changes nothing."""
+    tok = policy.tokenizer
+    prompt = tok.encode("red shoes red shoes red shoes red shoes red shoes red")
+    plain = decode(policy.model, [prompt], max_new_tokens=24)[0]
+    assert len(set(plain)) == 1  # the untrained test model repeats one token
+    banned = decode(policy.model, [prompt], max_new_tokens=24, no_repeat_ngram=3,
+                    line_ids=set())[0]
+    grams = [tuple(banned[i:i + 3]) for i in range(len(banned) - 2)]
+    assert len(grams) == len(set(grams))
+    huge = decode(policy.model, [prompt], max_new_tokens=24, no_repeat_ngram=25,
+                  line_ids=set())[0]
+    assert huge == plain
+    s = Sampling(max_new_tokens=24, no_repeat_ngram=3)
+    ctx = traj()
+    assert policy.act([ctx], s)[0] == policy.act([ctx], s)[0]  # through the policy
+
+
+def test_no_repeat_ngram_config_checks():
+    from eef.algorithms.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match="no_repeat_ngram must be 0"):
+        load_config(None, ["sampling.no_repeat_ngram=1"])
+    assert load_config(None, ["sampling.no_repeat_ngram=4"]).sampling.no_repeat_ngram == 4

@@ -305,7 +305,7 @@ def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRe
 
     key = {"model": str(model), "model_key": _dir_key(model),
            "requests": [(r.task_id, r.start_state, r.samples, r.seed, r.parent_id,
-                         dataclasses.asdict(r.sampling) if r.sampling else None) for r in requests]}
+                         _sampling_key(r.sampling)) for r in requests]}
     ro = ctx.cfg.rollout
     if ro.ground_actions:  # other episodes: keys of earlier runs stay valid
         key["ground_actions"] = True
@@ -329,14 +329,27 @@ def _engine_cfg(ctx: Context, name: str):
     return dataclasses.replace(ctx.cfg.rollout, policy_version=name)
 
 
+def _sampling_key(s: Sampling | None) -> dict[str, Any] | None:
+    """A request's sampling in a stage key: fields at their off value are left out, so keys
+    of runs recorded before a field existed stay valid."""
+    if s is None:
+        return None
+    d = dataclasses.asdict(s)
+    if not d.get("no_repeat_ngram"):
+        d.pop("no_repeat_ngram", None)
+    return d
+
+
 def train_sampling(cfg: ExperimentConfig) -> Sampling:
-    return Sampling(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.max_new_tokens)
+    c = cfg.sampling
+    return Sampling(c.temperature, c.top_p, c.max_new_tokens, c.no_repeat_ngram)
 
 
 def eval_stage(ctx: Context, method: str, iteration: int | None, name: str, model: Path
                ) -> dict[str, Any]:
     """Evaluate ``model`` on the eval tasks (``eval_temperature``, one episode each)."""
-    s = Sampling(ctx.cfg.sampling.eval_temperature, 1.0, ctx.cfg.sampling.max_new_tokens)
+    c = ctx.cfg.sampling
+    s = Sampling(c.eval_temperature, 1.0, c.max_new_tokens, c.no_repeat_ngram)
     reqs = [RolloutRequest(t, sampling=s, seed=ctx.agent_seed) for t in ctx.eval_ids]
     trajs = rollout_stage(ctx, f"eval/{name}", model, reqs)
     summ = summarize(trajs)

@@ -132,6 +132,10 @@ class SamplingConfig:
     top_p: float = _h("Nucleus sampling of training rollouts and simulations.", 1.0)
     eval_temperature: float = _h("Temperature of evaluation episodes (0: greedy).", 0.0)
     max_new_tokens: int = _h("Longest agent turn in tokens.", 96)
+    no_repeat_ngram: int = _h("Ban any n-gram of this many tokens from occurring twice within "
+                              "one line of an agent turn (0: off; else >= 2): breaks the copy "
+                              "loops of small models ('slim fit slim fit ...') while a thought "
+                              "and its action may quote the same words.", 0)
 
 
 @dataclass
@@ -334,6 +338,9 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"model.trim_block must be >= 1, not {cfg.model.trim_block}")
     if cfg.model.max_context is not None and cfg.model.max_context < 16:
         raise ConfigError(f"model.max_context must be >= 16 or null, not {cfg.model.max_context}")
+    if cfg.sampling.no_repeat_ngram < 0 or cfg.sampling.no_repeat_ngram == 1:
+        raise ConfigError(f"sampling.no_repeat_ngram must be 0 (off) or >= 2, not "
+                          f"{cfg.sampling.no_repeat_ngram}")
     if cfg.sampling.max_new_tokens < 1:
         raise ConfigError(f"sampling.max_new_tokens must be >= 1, not "
                           f"{cfg.sampling.max_new_tokens}")

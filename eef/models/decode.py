@@ -303,6 +303,29 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float,
     return out
 
 
+def _ban_repeats(logits: torch.Tensor, outs: list[list[int]], n: int,
+                 line_ids: set[int]) -> torch.Tensor:
+    """``logits`` with, for each row, the tokens that would repeat an n-gram of the row's
+    current line (its new tokens since the last line break) set to -inf."""
+    banned: list[tuple[int, int]] = []
+    for a, seq in enumerate(outs):
+        k = len(seq)
+        while k > 0 and seq[k - 1] not in line_ids:
+            k -= 1
+        line = seq[k:]
+        if len(line) < n:
+            continue
+        tail = line[len(line) - n + 1:]
+        banned += [(a, line[i + n - 1]) for i in range(len(line) - n + 1)
+                   if line[i:i + n - 1] == tail]
+    if not banned:
+        return logits
+    logits = logits.clone()
+    rows, toks = zip(*banned)
+    logits[list(rows), list(toks)] = float("-inf")
+    return logits
+
+
 @torch.inference_mode()
 def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = 96,
            temperature: float = 0.0, top_p: float = 1.0, seeds: Sequence[int] | None = None,
@@ -311,7 +334,8 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int 
            check_ids: set[int] | None = None, fast: bool | None = None,
            prefill_tokens: int = PREFILL_TOKENS, stats: DecodeStats | None = None,
            prefix_cache: "PrefixCache | None" = None,
-           reused_out: list[int] | None = None) -> list[list[int]]:
+           reused_out: list[int] | None = None, no_repeat_ngram: int = 0,
+           line_ids: set[int] | None = None) -> list[list[int]]:
     """New tokens for each prompt (stop token included when one ended the row).
 
     ``stop_check(row, new_ids) -> bool`` is called after a token in ``check_ids`` (every token
@@ -319,7 +343,8 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int 
     static-cache path when the architecture supports it.  ``prefix_cache`` (fast path only):
     keys/values of earlier sequences; a prompt that starts like one of them prefills only the
     rest, and every row's sequence is added to it at the end; ``reused_out`` (a list) receives
-    each prompt's count of tokens taken from it.
+    each prompt's count of tokens taken from it.  ``no_repeat_ngram`` = n > 1: no n-gram of
+    new tokens occurs twice within a line (lines end at a token of ``line_ids``).
     """
     if not prompts:
         return []
@@ -375,6 +400,9 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int 
     alive = list(range(B))  # batch rows still decoding
     for t in range(max_new_tokens):
         lg = logits if len(alive) == len(rows) else logits[torch.tensor(alive, device=dev)]
+        if no_repeat_ngram > 0:
+            lg = _ban_repeats(lg, [out[rows[j]] for j in alive], no_repeat_ngram,
+                              line_ids or set())
         nxt = _sample(lg, temperature, top_p, [gens[rows[j]] for j in alive])
         done = torch.isin(nxt, stop)
         keep: list[int] = []

@@ -268,7 +268,8 @@ class HFPolicy:
                      stop_ids=self._stop.ids, pad_id=int(tok.pad_token_id),
                      stop_check=check if text_checks else None, check_ids=check_ids,
                      fast=self.fast, stats=self.stats, prefix_cache=self.prefix_cache,
-                     reused_out=(reused := []))
+                     reused_out=(reused := []), no_repeat_ngram=s.no_repeat_ngram,
+                     line_ids=self._stop.newline_ids)
         out = []
         for p, ids, n_reused in zip(prompts, new, reused):
             n = len(ids)
