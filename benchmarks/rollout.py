@@ -251,7 +251,7 @@ def bench_replay(n_tasks: int, samples: int, with_sciworld: bool) -> dict:
         return dt / n, {"replay_steps_per_episode":
                         sum(b.replay_steps for b in res.budgets) / n,
                         "policy_steps_per_episode":
-                        sum(len(t) - t.source["start_state"] for t in res.trajectories) / n}
+                        sum(len(t) - t.source.start_state for t in res.trajectories) / n}
 
     mid = (lambda p: len(p) - 1)
     out["webshop"] = {"parents": len(parents), "samples": samples,

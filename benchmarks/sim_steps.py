@@ -20,7 +20,8 @@ from _util import emit, parser, table
 
 def label_both_ways(env_kw: dict, experts: list, agent: str, M: int, S: int) -> dict[str, int]:
     """Label the failed ``experts`` with simulations of ``agent`` under both step limits."""
-    from eef.algorithms.labels import HARMFUL, StateOutcome, eef_samples, simulation_states
+    from eef.algorithms.labels import (HARMFUL, StateOutcome, eef_samples, simulation_requests,
+                                       simulation_states)
     from eef.envs import make
     from eef.policy import Sampling, load_policy
     from eef.rollout.engine import EngineConfig, RolloutRequest, rollout, trajectory_id
@@ -35,12 +36,12 @@ def label_both_ways(env_kw: dict, experts: list, agent: str, M: int, S: int) -> 
                  config=cfg).trajectories
     runs = {}
     for mode in ("remaining", "full"):
-        reqs = [RolloutRequest(t.task_id, t, k, S, smp, 11, fresh_step_limit=mode == "full")
-                for t in experts for k in simulation_states(len(t), M) if k > 0]
+        reqs = [r for t in experts for r in simulation_requests(
+            t, M, S, sampling=smp, seed=11, include_start=False, fresh_step_limit=mode == "full")]
         sims = rollout(spec, pol, reqs, config=cfg).trajectories
         at = {}
         for t in sims:
-            at.setdefault((t.source["parent"], t.source["start_state"]), []).append(t)
+            at.setdefault((t.source.parent, t.source.start_state), []).append(t)
         out = []
         for t in experts:
             start = [x for x in s0 if x.task_id == t.task_id]

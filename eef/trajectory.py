@@ -4,13 +4,12 @@ A ``Trajectory`` holds the task, the first observation and one ``Step`` per acti
 carries a ``train`` flag: the loss mask of Eq. 1 of the paper (EEF sets it to False on harmful
 expert actions) and an optional ``label`` (``beneficial`` / ``harmful`` / ``neutral``).
 
-``source`` records provenance as a plain dict.  Documented keys (all optional):
-``kind`` (``expert`` | ``policy`` | ``simulation`` | ``eef``), ``policy`` (spec string, e.g.
-``expert:heuristic``), ``policy_version``, ``start_state`` (number of expert steps replayed
-before the policy took over), ``parent`` (id of the expert trajectory a simulation started
-from), ``sample`` (sample index at that state), ``seed``, ``sampling`` (dict).
+``source`` is the trajectory's ``Provenance``: who made it and from which state (kind,
+policy, parent, start state, sample, seed, ...); keys other writers add (a preset drill's task,
+an importer's ids) are kept in ``Provenance.extra``.  On disk it is a plain JSON object.
 
-JSONL: one ``Trajectory.to_dict()`` per line; ``read_jsonl(write_jsonl(t)) == t`` exactly.
+JSONL: one ``Trajectory.to_dict()`` per line; ``read_jsonl(write_jsonl(t)) == t`` exactly, and
+a file written before ``Provenance`` existed reads and writes back the same objects.
 ShareGPT: the ``{"id", "conversations": [{"from": "human"|"gpt", "value", "loss"?}]}`` format used
 by ETO and AgentGym (``gpt`` turns are ``Thought: ...\\nAction: ...``; ``human`` turns after the
 first are ``Observation: ...``).
@@ -18,9 +17,10 @@ first are ``Observation: ...``).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -29,6 +29,51 @@ from eef.react import parse_turn, render_turn
 
 class TrajectoryFormatError(ValueError):
     """A trajectory file or record is malformed; the message names the file and line."""
+
+
+@dataclass
+class Provenance:
+    """Where a trajectory comes from (``Trajectory.source``).  Every field is optional: None
+    means not recorded, and such a field is left out of the JSON object.
+
+    ``kind``: ``expert`` | ``policy`` (a rollout from s_0) | ``simulation`` (from an expert
+    state) | ``eef`` (an EEF training sample) | ``import`` | ``pretrain`` | ...;
+    ``policy``: the spec string (``expert:heuristic``, ``hf:DIR``); ``policy_version``: the
+    stage or checkpoint that produced it; ``start_state``: the number k of expert steps replayed
+    before the policy took over; ``parent``: the id of the expert trajectory those steps come
+    from; ``fresh_step_limit``: the env's step limit counted from s_k; ``sample``: the sample
+    index at that state; ``seed``: the episode seed; ``sampling``: the decoding parameters;
+    ``expert``: which expert (``expert.policies`` / ``expert.trajectories`` entry);
+    ``id``: a recorded trajectory's own id; ``extra``: every other key, kept as read."""
+
+    kind: str | None = None
+    policy: str | None = None
+    policy_version: str | None = None
+    start_state: int | None = None
+    parent: str | None = None
+    fresh_step_limit: bool | None = None
+    sample: int | None = None
+    seed: int | None = None
+    sampling: dict[str, Any] | None = None
+    expert: str | None = None
+    id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Provenance":
+        """From its JSON object (any keys: those that are not fields go to ``extra``)."""
+        names = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in d.items() if k in names},
+                   extra={k: v for k, v in d.items() if k not in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object (a copy): the recorded fields, then ``extra``'s keys."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return copy.deepcopy({**{k: v for k, v in out.items() if v is not None}, **self.extra})
+
+    def copy(self) -> "Provenance":
+        return replace(self, extra=dict(self.extra),
+                       sampling=dict(self.sampling) if self.sampling is not None else None)
 
 
 @dataclass
@@ -57,8 +102,12 @@ class Trajectory:
     reward: float = 0.0
     success: bool = False
     done: bool = False
-    source: dict[str, Any] = field(default_factory=dict)
+    source: Provenance = field(default_factory=Provenance)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.source, dict):  # a JSON object (as written to files)
+            self.source = Provenance.from_dict(self.source)
 
     # -- views ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -81,11 +130,11 @@ class Trajectory:
         """The first ``k`` steps (state s_k), not done, no final reward."""
         return Trajectory(self.task_id, self.env, self.instruction, self.initial_observation,
                           [Step(**asdict(s)) for s in self.steps[:k]], 0.0, False, False,
-                          dict(self.source), dict(self.meta))
+                          self.source.copy(), dict(self.meta))
 
     # -- (de)serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "source": self.source.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Trajectory":
@@ -98,7 +147,8 @@ class Trajectory:
                        initial_observation=str(d.get("initial_observation", "")),
                        steps=steps, reward=float(d.get("reward", 0.0)),
                        success=bool(d.get("success", False)), done=bool(d.get("done", False)),
-                       source=dict(d.get("source") or {}), meta=dict(d.get("meta") or {}))
+                       source=Provenance.from_dict(dict(d.get("source") or {})),
+                       meta=dict(d.get("meta") or {}))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise TrajectoryFormatError(f"not a trajectory record ({type(e).__name__}: {e})") from e
 
@@ -196,4 +246,4 @@ def from_sharegpt(d: dict[str, Any], env: str, instruction: str = "") -> Traject
         steps.append(Step(pending[1], "", pending[0], train=pending[2]))
     reward = float(d.get("reward", 0.0))
     return Trajectory(tid, env, instruction, first_obs, steps, reward,
-                      bool(d.get("success", reward >= 1.0)), True, {"kind": "import"})
+                      bool(d.get("success", reward >= 1.0)), True, Provenance("import"))

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import yaml
 
-from eef.algorithms.common import Budget, PositiveRepository
-from eef.algorithms.labels import StateOutcome, eef_samples, simulation_states
+from eef.algorithms.common import PositiveRepository
+from eef.algorithms.labels import LabelRecord, StateOutcome, eef_samples, simulation_states
+from eef.rollout.budget import Budget
 from eef.rollout.engine import trajectory_id
 from eef.rollout.episode import summarize
 from eef.trajectory import Step, Trajectory, write_jsonl
@@ -104,7 +105,7 @@ def write_fake_run(out: Path, task_ids: list[str], eval_ids: list[str], *, seed:
             for t in s0:
                 by_task[t.task_id].append(t)
                 positives.offer(("s0", t.task_id), t)
-            b = Budget().add(s0)
+            b = Budget.of(s0)
             n_samples = n_rec = 0
             row_extra = {}
             if method == "eef":
@@ -129,24 +130,20 @@ def write_fake_run(out: Path, task_ids: list[str], eval_ids: list[str], *, seed:
                         if positives.offer(("eef", pid, s.meta["important_state"]), s):
                             n_samples += 1
                             n_rec += bool(s.meta["recovery"])
-                    records.append({"task_id": tau.task_id, "parent": pid,
-                                    "expert_success": tau.success,
-                                    "states": [o.k for o in outcomes],
-                                    "solved": [o.solved for o in outcomes],
-                                    "diverged": [o.diverged for o in outcomes], "labels": labels,
-                                    "important": important, "samples": len(samples)})
+                    records.append(LabelRecord.of(tau, pid, outcomes, labels, important,
+                                                  len(samples)))
                 write_jsonl(out / f"rollouts/{method}/it{i}/sim.jsonl", sims)
                 (out / "labels").mkdir(exist_ok=True)
                 (out / f"labels/{method}-it{i}.jsonl").write_text(
-                    "".join(json.dumps(r) + "\n" for r in records))
-                b = b + Budget().add(sims)
+                    "".join(json.dumps(r.to_dict()) + "\n" for r in records))
+                b = b + Budget.of(sims)
                 row_extra = {"new_eef_samples": n_samples, "new_recovery_samples": n_rec}
             budget += b
             write_jsonl(out / f"data/{method}/it{i}.jsonl", successes + positives.trajectories())
             row = evaluate(method, i, f"{method}/it{i}")
             metrics.append({"stage": f"{method}/it{i}/budget", "method": method, "iteration": i,
                             "positives": len(positives), **row_extra,
-                            "budget": dataclasses.asdict(budget), "eval": row["win_rate"]})
+                            "budget": budget.counts(), "eval": row["win_rate"]})
     with open(out / "metrics.jsonl", "w") as f:
         for r in metrics:
             f.write(json.dumps(r) + "\n")

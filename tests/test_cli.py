@@ -43,7 +43,7 @@ def test_collect_writes_and_resumes(tmp_path):
     r = run("expert", "collect", "webshop", "--expert", "heuristic", "--limit", "6", "--out", str(out))
     assert r.exit_code == 0
     trajs = read_jsonl(out)
-    assert len(trajs) == 6 and all(t.source["policy"] == "expert:heuristic" for t in trajs)
+    assert len(trajs) == 6 and all(t.source.policy == "expert:heuristic" for t in trajs)
     # simulate a kill mid-write: drop the last 3 records and leave a half line
     lines = out.read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:3]) + lines[3][:40])

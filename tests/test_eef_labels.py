@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from eef.algorithms.labels import (BENEFICIAL, HARMFUL, NEUTRAL, UNUSED, StateOutcome,
@@ -27,10 +29,12 @@ def test_simulation_states_spacing():
     assert simulation_states(0, 5) == [0]
     with pytest.raises(ValueError):
         simulation_states(5, -1)
-    # the engine's requests use the same states
-    from eef.rollout.engine import expert_state_requests
-    assert [r.start_state for r in expert_state_requests(expert(12), 3)] == [0, 3, 6, 9]
-    assert [r.start_state for r in expert_state_requests(expert(3), 5, include_start=False)] == [1, 2]
+    # the simulation requests ask for the same states
+    from eef.algorithms.labels import simulation_requests
+    reqs = simulation_requests(expert(12), 3, samples=2)
+    assert [r.start_state for r in reqs] == [0, 3, 6, 9] and all(r.samples == 2 for r in reqs)
+    assert reqs[0].parent is None and all(r.parent is not None for r in reqs[1:])
+    assert [r.start_state for r in simulation_requests(expert(3), 5, include_start=False)] == [1, 2]
 
 
 def test_figure_1_example():
@@ -61,7 +65,7 @@ def test_figure_1_example():
     assert b.actions[:9] == [f"a{i}" for i in range(9)] and b.actions[9:] == ["g9_0", "g9_1", "g9_2"]
     assert [s.train for s in b.steps] == [True] * 3 + [False] * 3 + [True] * 6
     assert b.meta["recovery"] and not a.meta["recovery"]
-    assert b.source["start_state"] == 9 and b.success and b.source["parent"] == "e1"
+    assert b.source.start_state == 9 and b.success and b.source.parent == "e1"
 
 
 def test_neutral_steps_and_selection_rule():
@@ -74,7 +78,7 @@ def test_neutral_steps_and_selection_rule():
     assert labels[:4] == [NEUTRAL] * 4 and labels[4:6] == [BENEFICIAL] * 2
     samples, _, _ = eef_samples(e, outs, False, train_neutral=False)
     (s,) = samples
-    assert s.source["sample"] == 1  # shortest solution, lowest index among ties
+    assert s.source.sample == 1  # shortest solution, lowest index among ties
     assert [st.train for st in s.steps[:6]] == [False] * 4 + [True] * 2
     samples, _, _ = eef_samples(e, outs, False, train_neutral=True)
     assert all(st.train for st in samples[0].steps)
@@ -110,7 +114,7 @@ def test_diverged_replays_carry_no_evidence():
     samples, _, important = eef_samples(e, outs, task_solved_from_start=False)
     assert important == [0]
     (s,) = samples  # from s_0: the solution at s_9 (s_3's is not used)
-    assert s.source["start_state"] == 9 and all(st.train for st in s.steps)
+    assert s.source.start_state == 9 and all(st.train for st in s.steps)
 
 
 def test_keep_rules_of_eef_samples_and_the_positive_repository():
@@ -122,12 +126,12 @@ def test_keep_rules_of_eef_samples_and_the_positive_repository():
                              same])]
     one, _, _ = eef_samples(e, outs, False, keep="shortest")
     every, _, _ = eef_samples(e, outs, False, keep="distinct")
-    assert [s.source["sample"] for s in one] == [1]
-    assert [s.source["sample"] for s in every] == [1, 2, 0]  # the selection rule's order
+    assert [s.source.sample for s in one] == [1]
+    assert [s.source.sample for s in every] == [1, 2, 0]  # the selection rule's order
     for keep, kept in (("shortest", [1]), ("distinct", [1, 0]), ("all", [1, 2, 0])):
         rep = PositiveRepository(keep)
         added = [rep.offer(("eef", "e1", 0), s) for s in every]
-        assert [s.source["sample"] for s in rep.trajectories()] == kept and len(rep) == len(kept)
+        assert [s.source.sample for s in rep.trajectories()] == kept and len(rep) == len(kept)
         assert sum(added) == len(kept)
     # shortest replaces a kept success by a better one; failures are never kept
     rep = PositiveRepository("shortest")
@@ -135,3 +139,18 @@ def test_keep_rules_of_eef_samples_and_the_positive_repository():
     assert not rep.offer("t", solution(e, 0, False, 0.0)) and rep.trajectories() == [every[0]]
     with pytest.raises(ValueError, match="keep rule"):
         PositiveRepository("longest")
+
+
+def test_label_records_round_trip_and_older_files_load():
+    from eef.algorithms.labels import LabelRecord
+    e = expert(12)
+    outs = [StateOutcome(0, [solution(e, 0, False)]), StateOutcome(6, [solution(e, 6)])]
+    samples, labels, important = eef_samples(e, outs, False)
+    rec = LabelRecord.of(e, "e1", outs, labels, important, len(samples))
+    assert rec.states == [0, 6] and rec.solved == [False, True] and rec.important == [0]
+    assert LabelRecord.from_dict(json.loads(json.dumps(rec.to_dict()))) == rec
+    old = LabelRecord.from_dict({"task_id": "a", "states": [0, 3], "solved": [True, False],
+                                 "labels": []})  # before parent, expert, diverged, important
+    assert old.diverged == [False, False] and old.important == [] and old.parent is None
+    with pytest.raises(ValueError):
+        LabelRecord.from_dict({"task_id": "a", "states": [0], "solved": [], "labels": []})

@@ -45,7 +45,7 @@ class FromStates:
     def act(self, contexts, sampling=None, seeds=None):
         seeds = list(seeds or [0] * len(contexts))
         return [self.oracle.act([c], sampling, [s])[0]
-                if int(c.source.get("start_state", 0)) in self.wins else LOST
+                if int(c.source.start_state or 0) in self.wins else LOST
                 for c, s in zip(contexts, seeds)]
 
 
@@ -61,7 +61,7 @@ class Detours:
     def act(self, contexts, sampling=None, seeds=None):
         out = []
         for c, s in zip(contexts, list(seeds or [0] * len(contexts))):
-            i = int(c.source.get("sample", 0))
+            i = int(c.source.sample or 0)
             if i == 3:
                 out.append(LOST)
             elif i == 1 and "Buy Now" in c.observation and "click[description]" not in c.actions:
@@ -134,7 +134,7 @@ def test_eef_finds_beneficial_and_harmful_actions_and_a_recovery_state(
                    [f"method.sim_steps={sim_steps}"])
     run_eef(ctx)
     hard, easy = tasks
-    experts = {t.source["id"]: t for t in ctx.experts}
+    experts = {t.source.id: t for t in ctx.experts}
     assert sorted(experts) == sorted(f"expert/{f}/{t}" for f in ctx.cfg.expert.sources()
                                      for t in tasks)
     # both experts' trajectories of the hard task were labelled, each on its own
@@ -152,15 +152,15 @@ def test_eef_finds_beneficial_and_harmful_actions_and_a_recovery_state(
             assert r["labels"] == [B, B, H, H, N, N, U, U] and r["samples"] == 1
     # the training set: the expert's successes, then the EEF samples with their masks
     data = read_jsonl(ctx.run / "data/eef/it1.jsonl")
-    assert all(t.source["expert"] and t.task_id == easy and t.success for t in data[:2])
+    assert all(t.source.expert and t.task_id == easy and t.success for t in data[:2])
     samples = data[2:]
     want = [(r["parent"], k) for r in records for k in ((0, 4) if sim_steps == "full" else (0,))]
-    assert sorted((t.source["parent"], t.meta["important_state"]) for t in samples) == sorted(want)
+    assert sorted((t.source.parent, t.meta["important_state"]) for t in samples) == sorted(want)
     for t in samples:
-        tau = experts[t.source["parent"]]
-        assert t.source["expert"] == tau.source["expert"] and t.success
+        tau = experts[t.source.parent]
+        assert t.source.expert == tau.source.expert and t.success
         start = {0: 2, 4: 6}[t.meta["important_state"]]
-        assert t.source["start_state"] == start and t.meta["recovery"] == (start == 6)
+        assert t.source.start_state == start and t.meta["recovery"] == (start == 6)
         assert t.actions[:start] == tau.actions[:start]
         agent = len(t) - start
         assert agent > 0 and t.actions[-1] == "click[buy now]"
@@ -179,7 +179,7 @@ def test_eef_finds_beneficial_and_harmful_actions_and_a_recovery_state(
     if sim_steps == "remaining":  # policy steps never pass the env's limit from s_0
         assert b["env_steps"] <= 2 * ((MAX_STEPS - 2) + (MAX_STEPS - 4) + (MAX_STEPS - 6))
     sims = read_jsonl(ctx.run / "rollouts/eef/it1/sim.jsonl")
-    lost = [t for t in sims if t.source["start_state"] == 4]
+    lost = [t for t in sims if t.source.start_state == 4]
     assert {len(t) - 4 for t in lost} == {MAX_STEPS if sim_steps == "full" else MAX_STEPS - 4}
 
 
@@ -195,14 +195,14 @@ def test_rft_xn_keeps_the_successes_its_rule_says(tmp_path, webshop, tasks, monk
     rolled = read_jsonl(ctx.run / "rollouts/rft_xn/it1/s0.jsonl")
     assert len(rolled) == 4 * 2 and sum(t.success for t in rolled) == 3 * 2
     data = read_jsonl(ctx.run / "data/rft_xn/it1.jsonl")
-    assert data[0].source["expert"] and data[0].success  # the expert's one success
+    assert data[0].source.expert and data[0].success  # the expert's one success
     for task in tasks:
         got = [t for t in data[1:] if t.task_id == task]
         assert ["detour" if "click[description]" in t.actions else "straight" for t in got] \
             == kept
         assert all(t.success and all(s.train for s in t.steps) for t in got)
         if keep != "shortest":
-            assert [t.source["sample"] for t in got] == [0, 1, 2][:len(kept)]
+            assert [t.source.sample for t in got] == [0, 1, 2][:len(kept)]
     row = next(r for r in ctx.run.metrics() if r["stage"] == "rft_xn/it1/budget")
     assert row["n"] == 4 and row["positives"] == 2 * len(kept)
     assert row["budget_it"] == row["budget"] and row["budget"]["episodes"] == 8
@@ -215,9 +215,9 @@ def test_several_experts_are_collected_and_kept_apart(tmp_path, webshop):
     ctx = common.Context(cfg, RunDir(tmp_path / "run", to_dict(cfg)), common.make_env(cfg),
                          train_ids=[t.id for t in webshop.tasks("train")[:6]])
     got = common.expert_stage(ctx)
-    assert [(t.source["expert"], t.task_id) for t in got] == \
+    assert [(t.source.expert, t.task_id) for t in got] == \
         [(e, t) for e in ("expert:heuristic", "expert:noisy") for t in ctx.train_ids]
-    assert len({t.source["id"] for t in got}) == 12
+    assert len({t.source.id for t in got}) == 12
     assert [t.actions for t in got[:6]] != [t.actions for t in got[6:]]  # the noisy one slips
     assert common.expert_stage(ctx) == got  # resumed: the same trajectories
     for bad, msg in ((["expert.policies=[expert:heuristic, expert:heuristic]"], "twice"),
@@ -237,7 +237,7 @@ def test_an_imported_file_keeps_every_trajectory_of_a_task(tmp_path, webshop, ta
     ctx = common.Context(cfg, RunDir(tmp_path / "run", to_dict(cfg)), webshop,
                          train_ids=[hard, easy])
     got = common.expert_stage(ctx)
-    assert [t.source["id"] for t in got] == [f"expert/{hard}", f"expert/{hard}#2",
+    assert [t.source.id for t in got] == [f"expert/{hard}", f"expert/{hard}#2",
                                              f"expert/{easy}", f"expert/{easy}#2"]
     with pytest.raises(ValueError, match="no trajectory for 1 training task"):
         common.expert_stage(common.Context(cfg, RunDir(tmp_path / "r2", to_dict(cfg)), webshop,

@@ -359,9 +359,9 @@ def test_replay_mixes_pretraining_sequences_into_training(tmp_path):
     r = _eef(args, timeout=900, env={**os.environ, "EEF_CACHE_DIR": str(tmp_path / "cache")})
     assert r.returncode == 0, r.stderr[-3000:]
     data = read_jsonl(out / "data/sft.jsonl")
-    replayed = [t for t in data if t.source.get("kind") == "pretrain"]
-    experts = [t for t in data if t.source.get("kind") != "pretrain"]
+    replayed = [t for t in data if t.source.kind == "pretrain"]
+    experts = [t for t in data if t.source.kind != "pretrain"]
     assert len(replayed) == 6 and all(t.success for t in experts)
-    assert {t.source["task"] for t in replayed} <= {"lookup", "explore", "search", "pick"}
+    assert {t.source.extra["task"] for t in replayed} <= {"lookup", "explore", "search", "pick"}
     row = next(m for m in _metrics(out) if m["stage"] == "train/sft")
     assert row["examples"] == len(data)

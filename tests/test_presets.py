@@ -54,7 +54,7 @@ def test_corpus_has_no_test_goal_and_no_score(env, corpus):
             assert not any(ins in low for ins in test_ins if ins)
         assert t.reward == 0.0 and not t.success
     train_ins = {t.instruction for t in env.tasks("train")}
-    assert all(t.instruction in train_ins or t.source.get("relabelled") for t in explore)
+    assert all(t.instruction in train_ins or t.source.extra.get("relabelled") for t in explore)
     # invalid random actions stay in the context but out of the loss
     assert all(s.train == s.valid for t in explore for s in t.steps)
 
@@ -72,7 +72,7 @@ def test_copy_targets_are_listed_train_products(env, corpus):
         assert m and m.group(1) in listed, (click.action, listed)
         target = m.group(1)
         assert target in env.cat.products
-        if t.source.get("relabelled"):  # any catalogue ASIN, an arbitrary label
+        if t.source.extra.get("relabelled"):  # any catalogue ASIN, an arbitrary label
             relabelled += 1
         else:  # the named product is a train product
             assert target in train
@@ -240,8 +240,8 @@ def test_search_drills_key_and_replay(env):
     assert "search_drills" not in p0["options"] and p2["options"]["search_drills"] == 5
     opts = {**SMALL, "search_drills": 6}
     rep = replay_sequences("webshop", opts, 20, seed=1)
-    assert len(rep) == 20 and all(t.source["kind"] == "pretrain" for t in rep)
-    assert not any(t.source.get("task") == "lookup_short" for t in rep)  # warm-up drills stay out
+    assert len(rep) == 20 and all(t.source.kind == "pretrain" for t in rep)
+    assert not any(t.source.extra.get("task") == "lookup_short" for t in rep)  # warm-up drills stay out
     assert [t.task_id for t in replay_sequences("webshop", opts, 20, seed=1)] == \
         [t.task_id for t in rep]
     assert len(replay_sequences("webshop", opts, 10_000, seed=1)) == 8 + 4 + 6 + 12  # all of it
@@ -314,8 +314,8 @@ def test_copy_drill_build_is_a_phase_on_the_cached_build(cache, tmp_path, monkey
     monkeypatch.setattr(P, "train_pretrain", lambda *a, **k: pytest.fail("trained again"))
     assert P.build_preset("test", "webshop", out=out, progress=False, **opts) == out
     rep = P.replay_sequences("webshop", opts, 5, seed=2)
-    assert [t.source["task"] for t in rep].count("copy") == 5 and len(rep) == 10
-    assert [t.instruction for t in rep if t.source["task"] == "copy"] == \
+    assert [t.source.extra["task"] for t in rep].count("copy") == 5 and len(rep) == 10
+    assert [t.instruction for t in rep if t.source.extra["task"] == "copy"] == \
         [t.instruction for t in copy_drills(WebShopEnv(), 5, 3)]  # fresh: seeded seed + 1
     with pytest.raises(P.PretrainError, match="WebShop drills"):
         P.build_preset("test", "sciworld", out=tmp_path / "sw", progress=False, **opts)

@@ -115,25 +115,25 @@ def test_drills_need_a_nameable_object():
 
 # -- the corpus -------------------------------------------------------------------------------
 def test_corpus_counts_and_determinism(env, cfg, corpus):
-    kinds = [t.source["task"] for t in corpus]
+    kinds = [t.source.extra["task"] for t in corpus]
     assert kinds.count("lookup") == 16 and kinds.count("pick") == 16
     assert kinds.count("explore") == 3
     assert kinds.count("lookup_short") == cfg.short_drills
     for t in corpus:
-        assert bool(t.source.get("short")) == (t.source["task"] == "lookup_short")
+        assert bool(t.source.extra.get("short")) == (t.source.extra["task"] == "lookup_short")
     again = list(sciworld_corpus(cfg, env=env, progress=False))
 
     def key(t: Trajectory):
-        return (t.task_id, t.instruction, t.source.get("variation"),
+        return (t.task_id, t.instruction, t.source.extra.get("variation"),
                 [(s.action, s.thought, s.train) for s in t.steps])
     assert [key(t) for t in again] == [key(t) for t in corpus]
     # the copy tasks' texts are the same too (listings are sorted by the env)
-    copy = [t.to_dict() for t in corpus if t.source["task"] != "explore"]
-    assert [t.to_dict() for t in again if t.source["task"] != "explore"] == copy
+    copy = [t.to_dict() for t in corpus if t.source.extra["task"] != "explore"]
+    assert [t.to_dict() for t in again if t.source.extra["task"] != "explore"] == copy
     other = list(sciworld_corpus(_cfg(short_drills=0, warmup_steps=0, lookup_drills=16,
                                       pick_tasks=0, explore_episodes=0, seed=4), env=env,
                                  progress=False))
-    assert [key(t) for t in other] != [key(t) for t in corpus if t.source["task"] == "lookup"]
+    assert [key(t) for t in other] != [key(t) for t in corpus if t.source.extra["task"] == "lookup"]
 
 
 def test_corpus_uses_train_variations_only(env, corpus, held_out):
@@ -141,7 +141,7 @@ def test_corpus_uses_train_variations_only(env, corpus, held_out):
     train = {env.task_id(*p) for p in train_only_pairs(env)}
     assert len(train) == len(sp["train"]) - 54  # ETO's train file shares 54 with dev
     assert not train & held_out
-    seen = {t.source["variation"] for t in corpus}
+    seen = {t.source.extra["variation"] for t in corpus}
     assert seen <= train
     loaded = set(corpus[0]._loaded)  # every variation the simulator loaded for the corpus
     assert loaded and loaded <= train
@@ -154,13 +154,13 @@ def test_no_outcome_reward_or_focus_in_exploration(corpus):
         for s in t.steps:
             assert s.reward == 0.0
             assert not OUTCOME.search(s.observation), s.observation
-            if t.source["task"] == "explore":
+            if t.source.extra["task"] == "explore":
                 assert not s.action.startswith("focus on")
                 # invalid actions stay in the context, out of the loss
                 assert s.train == s.valid
                 if s.observation.strip() == NO_ACTION or s.observation.startswith("Unknown"):
                     assert not s.train
-    explore = [t for t in corpus if t.source["task"] == "explore"]
+    explore = [t for t in corpus if t.source.extra["task"] == "explore"]
     assert all(t.steps for t in explore)
 
 
@@ -215,21 +215,21 @@ def _shown_before(t: Trajectory, k: int) -> str:
 
 def test_trained_actions_name_listed_objects(env, corpus):
     for t in corpus:
-        if t.source["task"] == "explore":
+        if t.source.extra["task"] == "explore":
             continue
         trained = [k for k, s in enumerate(t.steps) if s.train]
         assert trained == [len(t.steps) - 1]
         action = t.steps[-1].action
-        target = t.source["target"]
+        target = t.source.extra["target"]
         assert action in (f"focus on {target}", f"pick up {target}", f"open {target}")
         shown = _shown_before(t, len(t.steps) - 1).split("You also see")[0].lower()
         assert re.search(rf"(?<![a-z]){re.escape(target)}(?![a-z])", shown), (target, shown)
-        assert target in t.source["listed"]
+        assert target in t.source.extra["listed"]
         assert target not in ("agent", "air") and "door" not in target.split()
     # the simulator accepts the trained actions (a few, replayed where they were made)
-    picks = [t for t in corpus if t.source["task"] == "pick"][:4]
+    picks = [t for t in corpus if t.source.extra["task"] == "pick"][:4]
     for t in picks:
-        env.reset(t.source["variation"])
+        env.reset(t.source.extra["variation"])
         for s in t.steps:
             r = env.step(s.action)
         assert r.info["valid"] and not r.observation.startswith("Unknown"), r.observation

@@ -165,7 +165,7 @@ def test_navigation_and_sample_origins_match_the_files(fake):
     counts = {o: sum(sample_origin(t) == o for t in data) for o in ORIGINS}
     row = origins[("eef", "2")]
     assert {o: int(row[o]) for o in ORIGINS} == counts
-    rec = sum(bool(t.meta.get("recovery")) for t in data if t.source.get("kind") == "eef")
+    rec = sum(bool(t.meta.get("recovery")) for t in data if t.source.kind == "eef")
     assert counts["EEF from recovery state"] == rec
     assert rec > 0
     agent = len(data) - counts["expert"]
@@ -194,7 +194,7 @@ def test_figure1_entries_match_the_labels(fake):
         sims = {}
         for i in (1, 2):
             for t in read_jsonl(root / f"seed{s}/rollouts/eef/it{i}/sim.jsonl"):
-                sims.setdefault((i, t.source["parent"], t.source["start_state"]), []).append(t)
+                sims.setdefault((i, t.source.parent, t.source.start_state), []).append(t)
             for line in (root / f"seed{s}/labels/eef-it{i}.jsonl").read_text().splitlines():
                 rec = json.loads(line)
                 e = by[(f"seed{s}", i, rec["parent"])]

@@ -13,11 +13,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from rollout_fakes import CountingEnv, CountingPolicy  # noqa: E402
 
+from eef.algorithms.labels import simulation_requests  # noqa: E402
 from eef.envs.base import UnknownTaskError  # noqa: E402
 from eef.policy import Sampling  # noqa: E402
 from eef.rollout.engine import (SAMPLE_SEED_STRIDE, EngineConfig, RolloutEngine,  # noqa: E402
-                                RolloutRequest, RolloutRequestError, expert_state_requests,
-                                failed_path, rollout, trajectory_id)
+                                RolloutRequest, RolloutRequestError, failed_path, rollout,
+                                trajectory_id)
 from eef.rollout.episode import run_episode  # noqa: E402
 from eef.trajectory import read_jsonl  # noqa: E402
 
@@ -38,7 +39,7 @@ def expert_parent(task="t3", n_noise=2):
     for seed in range(100):
         t = run_episode(env, pol, task, seed=seed)
         if len(t) >= 6:
-            t.source["kind"] = "expert"
+            t.source.kind = "expert"
             return t
     raise AssertionError("no long enough parent")
 
@@ -49,11 +50,11 @@ def test_engine_matches_sequential_loop_from_start():
     assert len(res.trajectories) == 36 and not res.failures
     env, pol = CountingEnv(), CountingPolicy(noise=0.4)
     for t in res.trajectories:
-        i, r = t.source["sample"], reqs[int(t.task_id[1:])]
-        assert t.source["seed"] == r.seed + SAMPLE_SEED_STRIDE * i
-        ref = run_episode(env, pol, t.task_id, seed=t.source["seed"])
+        i, r = t.source.sample, reqs[int(t.task_id[1:])]
+        assert t.source.seed == r.seed + SAMPLE_SEED_STRIDE * i
+        ref = run_episode(env, pol, t.task_id, seed=t.source.seed)
         assert same(t, ref)
-        assert t.source["kind"] == "policy" and t.source["policy"] == "test:counting"
+        assert t.source.kind == "policy" and t.source.policy == "test:counting"
         assert t.meta["env_steps"] == len(t) and t.meta["wall_s"] >= 0
     # the noisy policy gives different samples of one task, and some fail
     assert 0 < res.stats["success_rate"] < 1
@@ -64,7 +65,7 @@ def test_engine_matches_sequential_loop_from_start():
 def test_engine_matches_sequential_loop_from_expert_states(mode):
     parent = expert_parent()
     pid = trajectory_id(parent)
-    reqs = expert_state_requests(parent, M=2, samples=4, seed=5)
+    reqs = simulation_requests(parent, M=2, samples=4, seed=5)
     assert [r.start_state for r in reqs] == [0, len(parent) // 3, 2 * (len(parent) // 3)]
     factory = CountingEnv if mode == "replay" else SnapshotCountingEnv()
     backend = "process" if mode == "snapshots-per-worker" else "local"
@@ -73,16 +74,16 @@ def test_engine_matches_sequential_loop_from_expert_states(mode):
     env, pol = CountingEnv(), CountingPolicy(noise=0.3)
     assert len(res.trajectories) == 12
     for t in res.trajectories:
-        k = t.source["start_state"]
-        ref = run_episode(env, pol, t.task_id, seed=t.source["seed"],
+        k = t.source.start_state
+        ref = run_episode(env, pol, t.task_id, seed=t.source.seed,
                           prefix=parent.prefix(k) if k else None)
         assert same(t, ref)
         assert t.actions[:k] == parent.actions[:k]  # replayed turns stay in the context
         if k:
-            assert t.source["kind"] == "simulation" and t.source["parent"] == pid
+            assert t.source.kind == "simulation" and t.source.parent == pid
             assert t.meta["replay_match"] == "exact"
         else:
-            assert "parent" not in t.source
+            assert t.source.parent is None
     replayed = sum(b.replay_steps for b in res.budgets)
     kmax = reqs[-1].start_state
     if mode == "replay":  # every episode replays its prefix
@@ -133,7 +134,7 @@ def test_budget_and_token_accounting():
     for t in res.trajectories:
         assert t.meta["generated_tokens"] == 8 * len(t)  # 8 words per response
     t0 = res.trajectories[0]
-    assert t0.source["sampling"] == {"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 96}
+    assert t0.source.sampling == {"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 96}
     b0, b1 = res.budgets
     assert b0.episodes == 2 and b1.episodes == 3
     assert b0.env_steps == sum(len(t) for t in res.trajectories[:2])
@@ -235,7 +236,7 @@ def test_jsonl_is_written_per_episode_and_a_killed_run_resumes(tmp_path):
     assert len(res.trajectories) == 19
     on_disk = read_jsonl(out)
     assert len(on_disk) == 19  # no duplicates, the cut line is gone
-    keys = {(t.task_id, t.source["start_state"], t.source["sample"], t.source["seed"])
+    keys = {(t.task_id, t.source.start_state, t.source.sample, t.source.seed)
             for t in on_disk}
     assert len(keys) == 19
     # a second rerun has nothing left to do
@@ -289,18 +290,6 @@ def test_threads_and_progress_bar_give_the_same_result():
                                                                           progress=True))
     b = rollout(CountingEnv, CountingPolicy(noise=0.3), reqs, config=cfg())
     assert all(same(x, y) for x, y in zip(a.trajectories, b.trajectories))
-
-
-def test_expert_state_requests_follow_the_paper():
-    parent = expert_parent()
-    n = len(parent)
-    reqs = expert_state_requests(parent, M=1, samples=2)
-    assert [r.start_state for r in reqs] == [0, n // 2]  # l = floor(|tau|/(M+1))
-    assert all(r.samples == 2 for r in reqs) and reqs[0].parent is None
-    short = parent.prefix(2)
-    assert [r.start_state for r in expert_state_requests(short, M=4)] == [0, 1]  # l = 0: every state
-    with pytest.raises(RolloutRequestError):
-        expert_state_requests(parent, M=-1)
 
 
 # -- worker processes -------------------------------------------------------------------

@@ -9,8 +9,8 @@ import signal
 import pytest
 
 from eef.envs import make
-from eef.rollout.engine import (EngineConfig, RolloutEngine, RolloutRequest,
-                                expert_state_requests, rollout)
+from eef.algorithms.labels import simulation_requests
+from eef.rollout.engine import EngineConfig, RolloutEngine, RolloutRequest, rollout
 from eef.rollout.episode import run_episode
 from eef.rollout.pool import EnvSpec
 
@@ -36,12 +36,12 @@ def test_webshop_engine_matches_sequential_loop(webshop):
     parent = run_episode(webshop, make_expert(webshop, "oracle"), tasks[0])
     assert len(parent) >= 3
     reqs = [RolloutRequest(t, samples=2, seed=7) for t in tasks]
-    reqs += expert_state_requests(parent, M=2, samples=3, seed=1)
+    reqs += simulation_requests(parent, M=2, samples=3, seed=1)
     res = rollout("webshop", pol, reqs, config=EngineConfig(num_envs=4, progress=False))
     assert len(res.trajectories) == sum(r.samples for r in reqs) and not res.failures
     for t in res.trajectories:
-        k = t.source["start_state"]
-        ref = run_episode(webshop, pol, t.task_id, seed=t.source["seed"],
+        k = t.source.start_state
+        ref = run_episode(webshop, pol, t.task_id, seed=t.source.seed,
                           prefix=parent.prefix(k) if k else None)
         assert same(t, ref)
         if k:
@@ -174,7 +174,7 @@ def test_fresh_step_limit_counts_the_limit_from_the_start_state(snapshots):
                   config=EngineConfig(num_envs=2, progress=False, use_snapshots=snapshots))
     rest, full = res.trajectories
     assert len(rest) - 4 == 2 and len(full) - 4 == 6  # max_steps - k, or max_steps after s_k
-    assert full.source["fresh_step_limit"] and "fresh_step_limit" not in rest.source
+    assert full.source.fresh_step_limit and rest.source.fresh_step_limit is None
     ref = run_episode(env, _Junk(), task, prefix=parent.prefix(4), fresh_step_limit=True)
     assert same(full, ref)
     env.close()

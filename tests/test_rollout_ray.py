@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import rollout_fakes  # noqa: E402
 from rollout_fakes import CountingEnv, CountingPolicy  # noqa: E402
 
-from eef.rollout.engine import (EngineConfig, RolloutEngine, RolloutRequest,  # noqa: E402
-                                expert_state_requests, rollout)
+from eef.algorithms.labels import simulation_requests  # noqa: E402
+from eef.rollout.engine import EngineConfig, RolloutEngine, RolloutRequest, rollout  # noqa: E402
 from eef.rollout.episode import run_episode  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a Ray cluster per module
@@ -41,14 +41,14 @@ def same(a, b):
 def test_ray_backend_matches_local(local_ray):
     parent = run_episode(CountingEnv(), CountingPolicy(), "t4", seed=3)  # 7 steps
     reqs = [RolloutRequest(f"t{i}", samples=2, seed=i) for i in range(8)]
-    reqs += expert_state_requests(parent, M=2, samples=2, seed=9)
+    reqs += simulation_requests(parent, M=2, samples=2, seed=9)
     conf = dict(num_envs=2, progress=False)
     a = rollout(rollout_fakes.CountingEnv, CountingPolicy(noise=0.3), reqs,
                 config=EngineConfig(backend="ray", **conf))
     b = rollout(rollout_fakes.CountingEnv, CountingPolicy(noise=0.3), reqs,
                 config=EngineConfig(backend="local", **conf))
     assert len(a.trajectories) == len(b.trajectories) == sum(r.samples for r in reqs)
-    assert any(t.source["start_state"] > 0 for t in a.trajectories)
+    assert any(t.source.start_state > 0 for t in a.trajectories)
     assert all(same(x, y) for x, y in zip(a.trajectories, b.trajectories))
 
 

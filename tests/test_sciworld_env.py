@@ -214,7 +214,7 @@ def test_experts_through_collect(env, tmp_path):
     s = summarize(trajs)
     assert s["n"] == 3 and s["win_rate"] == 1.0 and s["mean_score"] == 100.0
     assert all(st.thought and st.valid for t in trajs for st in t.steps)
-    assert trajs[0].source["policy"] == "expert:gold"
+    assert trajs[0].source.policy == "expert:gold"
     noisy = NoisyExpert(env, wrong_focus=1.0)
     bad = collect(env, noisy, ids, progress=False)
     assert not any(t.success for t in bad)
@@ -233,7 +233,7 @@ def test_simulation_from_a_failed_expert_prefix(env):
     (k, kind), = noisy.errors(LIFE)
     assert kind == "wrong_focus" and k >= 1
     sim = run_episode(env, GoldExpert(env), LIFE, prefix=failed.prefix(k))
-    assert sim.success and sim.source["start_state"] == k
+    assert sim.success and sim.source.start_state == k
     assert sim.meta["replay_match"] in ("exact", "unordered")
     assert sim.actions[:k] == failed.actions[:k]
 

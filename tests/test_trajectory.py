@@ -3,8 +3,8 @@ import json
 import pytest
 
 from eef.react import parse_turn, render_turn
-from eef.trajectory import (Step, Trajectory, TrajectoryFormatError, from_sharegpt, read_jsonl,
-                            to_sharegpt, write_jsonl)
+from eef.trajectory import (Provenance, Step, Trajectory, TrajectoryFormatError, from_sharegpt,
+                            read_jsonl, to_sharegpt, write_jsonl)
 
 
 def make_traj(i=0):
@@ -29,6 +29,25 @@ def test_jsonl_round_trip_is_exact(tmp_path):
     # appending keeps the file valid
     write_jsonl(p, [make_traj(9)], append=True)
     assert [t.task_id for t in read_jsonl(p)][-1].endswith("/9")
+
+
+def test_provenance_is_typed_and_keeps_every_key_of_a_file(tmp_path):
+    t = make_traj()
+    assert isinstance(t.source, Provenance) and t.source.policy == "expert:heuristic"
+    assert t.source.start_state == 0 and t.source.parent is None  # None: not recorded
+    # a line of an older file: a plain object, with keys Provenance has no field for
+    old = {**t.to_dict(), "source": {"kind": "pretrain", "task": "pick", "listed": ["a"],
+                                     "seed": 2}}
+    p = tmp_path / "old.jsonl"
+    p.write_text(json.dumps(old) + "\n")
+    got = read_jsonl(p)[0]
+    assert got.source.kind == "pretrain" and got.source.extra == {"task": "pick", "listed": ["a"]}
+    assert got.to_dict() == old and list(got.to_dict()["source"]) == ["kind", "seed", "task",
+                                                                       "listed"]
+    sim = Provenance("simulation", "hf:m", start_state=3, parent="expert/x", sample=1, seed=9)
+    assert Provenance.from_dict(sim.to_dict()) == sim
+    assert sim.to_dict() == {"kind": "simulation", "policy": "hf:m", "start_state": 3,
+                             "parent": "expert/x", "sample": 1, "seed": 9}
 
 
 def test_partial_last_line_is_skipped_and_bad_lines_raise(tmp_path):

@@ -74,7 +74,7 @@ def named_objects(action: str) -> list[str]:
 def corpus_names(trajs: Iterable[Trajectory]) -> set[str]:
     """Every object name listed in the copy drills and tasks of a corpus (``seen`` of
     ``evaluate_object_copies``)."""
-    return {n for t in trajs for n in t.source.get("listed", [])}
+    return {n for t in trajs for n in t.source.extra.get("listed", [])}
 
 
 def evaluate_object_copies(policy: Any, pages: Sequence[ObjectPage], max_new_tokens: int = 48,

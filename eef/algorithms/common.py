@@ -1,5 +1,5 @@
 """Stages shared by every method: expert trajectories, base model, training, rollouts,
-evaluation, the positive repository and budget accounting."""
+evaluation and the positive repository."""
 
 from __future__ import annotations
 
@@ -13,47 +13,10 @@ from eef.algorithms.config import KEEP_RULES, ExperimentConfig, to_dict
 from eef.algorithms.rundir import RunDir, digest
 from eef.envs.base import TextEnv, round_robin_by_type
 from eef.policy import Sampling
+from eef.rollout.budget import Budget
 from eef.rollout.engine import RolloutRequest, rollout
 from eef.rollout.episode import summarize
 from eef.trajectory import Trajectory, read_jsonl, write_jsonl
-
-
-#: what a Budget counts (every method's ``METHOD/itI/budget`` metrics rows, ``eef compare``)
-TOKEN_KEYS = ("generated_tokens", "prompt_tokens", "prefill_tokens")
-BUDGET_KEYS = ("episodes", "env_steps", "replay_steps") + TOKEN_KEYS
-
-
-@dataclass
-class Budget:
-    """Counted cost of rollouts: episodes, policy env steps (``env_steps``), replayed expert
-    steps (the k steps before a simulation from s_k hands over to the policy), generated tokens,
-    and the prompt tokens of every turn before prefix reuse (``prompt_tokens``) and after it
-    (``prefill_tokens``: what the model computed).  Tokens a policy does not report count 0."""
-
-    episodes: int = 0
-    env_steps: int = 0
-    replay_steps: int = 0
-    generated_tokens: int = 0
-    prompt_tokens: int = 0
-    prefill_tokens: int = 0
-
-    def add(self, trajs: list[Trajectory]) -> "Budget":
-        for t in trajs:
-            k = int(t.source.get("start_state", 0) or 0)
-            self.episodes += 1
-            self.env_steps += max(0, len(t) - k)
-            self.replay_steps += k
-            for f in TOKEN_KEYS:
-                setattr(self, f, getattr(self, f) + int(t.meta.get(f) or 0))
-        return self
-
-    @property
-    def tokens(self) -> int:
-        """The tokens the model computed: generated + prompt tokens after prefix reuse."""
-        return self.generated_tokens + self.prefill_tokens
-
-    def __add__(self, o: "Budget") -> "Budget":
-        return Budget(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(o))))
 
 
 @dataclass
@@ -129,16 +92,16 @@ def expert_stage(ctx: Context) -> list[Trajectory]:
             got = (_import_experts(name, ctx.train_ids) if cfg.expert.trajectories
                    else _collect_experts(ctx, name, out if len(names) == 1 else f"experts/{j}.jsonl"))
             for t in got:
-                t.source["expert"] = name
+                t.source.expert = name
                 if len(names) > 1:
-                    t.source["id"] = f"expert/{name}/{t.task_id}"
-                t.source.setdefault("id", f"expert/{t.task_id}")
+                    t.source.id = f"expert/{name}/{t.task_id}"
+                t.source.id = t.source.id or f"expert/{t.task_id}"
             trajs += got
         seen: dict[str, int] = {}
         for t in trajs:  # several trajectories of one task from one expert: #2, #3, ...
-            n = seen[t.source["id"]] = seen.get(t.source["id"], 0) + 1
+            n = seen[t.source.id] = seen.get(t.source.id, 0) + 1
             if n > 1:
-                t.source["id"] += f"#{n}"
+                t.source.id += f"#{n}"
         write_jsonl(run / out, trajs)
         s = summarize(trajs)
         run.log_metrics({"stage": "expert", "method": "expert", "iteration": None,
@@ -300,8 +263,7 @@ def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRe
                           _engine_cfg(ctx, name))
         finally:
             release_policy(pol)
-        b = Budget().add(res.trajectories)
-        return {"budget": dataclasses.asdict(b), "failures": len(res.failures)}
+        return {"budget": Budget.of(res.trajectories).counts(), "failures": len(res.failures)}
 
     key = {"model": str(model), "model_key": _dir_key(model),
            "requests": [(r.task_id, r.start_state, r.samples, r.seed, r.parent_id,

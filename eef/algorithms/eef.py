@@ -15,21 +15,23 @@
            next solvable state                                            D+ += those samples
         5. π_i = fine-tune(base or π_{i-1}, expert successes + D+);  evaluate π_i
 
-The labelling and sample assembly are in ``eef.algorithms.labels``; choices the paper leaves
-open are ``method.*`` options (see ``eef.algorithms.config.MethodConfig``).
+The simulated states and their rollout requests, the labelling, the sample assembly and the
+label records are in ``eef.algorithms.labels``; choices the paper leaves open are ``method.*``
+options (see ``eef.algorithms.config.MethodConfig``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import defaultdict
 from pathlib import Path
 
-from eef.algorithms.common import (Budget, Context, PositiveRepository, eval_stage, rollout_stage,
+from eef.algorithms.common import (Context, PositiveRepository, eval_stage, rollout_stage,
                                    train_sampling, train_stage)
-from eef.algorithms.labels import StateOutcome, eef_samples, expert_name, simulation_states
+from eef.algorithms.labels import (LabelRecord, StateOutcome, eef_samples, simulation_requests,
+                                   simulation_states)
 from eef.algorithms.sft import run_sft
+from eef.rollout.budget import Budget
 from eef.rollout.engine import RolloutRequest, trajectory_id
 
 
@@ -41,11 +43,10 @@ def run_eef(ctx: Context, method: str = "eef") -> Path:
     explored = [τ for τ in ctx.explored_experts if not τ.success or cfg.simulate_successful]
     budget = Budget()
     for i in range(1, cfg.iterations + 1):
-        seed = ctx.agent_seed * 7919 + i
+        seed, sampling = ctx.agent_seed * 7919 + i, train_sampling(ctx.cfg)
         # 1. roll out from s_0 of every training task (or of method.explore_tasks of them)
         s0 = rollout_stage(ctx, f"{method}/it{i}/s0", model, [
-            RolloutRequest(t, samples=S, sampling=train_sampling(ctx.cfg), seed=seed)
-            for t in ctx.explore_ids])
+            RolloutRequest(t, samples=S, sampling=sampling, seed=seed) for t in ctx.explore_ids])
         by_task = defaultdict(list)
         for t in s0:
             by_task[t.task_id].append(t)
@@ -54,17 +55,13 @@ def run_eef(ctx: Context, method: str = "eef") -> Path:
 
         # 2. simulate from the expert states s_l, s_2l, ..., s_Ml
         #    (method.sim_steps: the env's step limit counts from s_k, or from s_0)
-        reqs = [RolloutRequest(τ.task_id, parent=τ, start_state=k, samples=S,
-                               sampling=train_sampling(ctx.cfg), seed=seed,
-                               fresh_step_limit=cfg.sim_steps == "full")
-                for τ in explored for k in simulation_states(len(τ), cfg.M) if k > 0]
-        sims = rollout_stage(ctx, f"{method}/it{i}/sim", model, reqs)
-        b_s0, b_sim = Budget().add(s0), Budget().add(sims)
-        b_it = b_s0 + b_sim
-        budget += b_it
+        sims = rollout_stage(ctx, f"{method}/it{i}/sim", model, [
+            r for τ in explored for r in simulation_requests(
+                τ, cfg.M, S, sampling=sampling, seed=seed, include_start=False,
+                fresh_step_limit=cfg.sim_steps == "full")])
         at_state = defaultdict(list)
         for t in sims:
-            at_state[(t.source.get("parent"), int(t.source.get("start_state", 0)))].append(t)
+            at_state[(t.source.parent, t.source.start_state)].append(t)
 
         # 3-4. label states and actions; samples from the important states
         n_samples = n_recovery = 0
@@ -80,15 +77,10 @@ def run_eef(ctx: Context, method: str = "eef") -> Path:
                 if positives.offer(("eef", pid, s.meta["important_state"]), s):
                     n_samples += 1
                     n_recovery += bool(s.meta["recovery"])
-            records.append({"task_id": τ.task_id, "parent": pid, "expert": expert_name(τ),
-                            "expert_success": τ.success,
-                            "states": [o.k for o in outcomes],
-                            "solved": [o.solved for o in outcomes],
-                            "diverged": [o.diverged for o in outcomes], "labels": labels,
-                            "important": important, "samples": len(samples)})
-        (ctx.run / f"labels").mkdir(exist_ok=True)
+            records.append(LabelRecord.of(τ, pid, outcomes, labels, important, len(samples)))
+        (ctx.run / "labels").mkdir(exist_ok=True)
         (ctx.run / f"labels/{method}-it{i}.jsonl").write_text(
-            "".join(json.dumps(r) + "\n" for r in records))
+            "".join(json.dumps(r.to_dict()) + "\n" for r in records))
 
         # 5. fine-tune on expert successes + D+; evaluate
         data = (ctx.expert_successes if cfg.keep_expert_successes else []) + \
@@ -96,14 +88,16 @@ def run_eef(ctx: Context, method: str = "eef") -> Path:
         init = ctx.base if cfg.train_from == "base" else model
         model = train_stage(ctx, f"{method}/it{i}", init, data)
         row = eval_stage(ctx, method, i, f"{method}/it{i}", model)
+        b_s0, b_sim = Budget.of(s0), Budget.of(sims)
+        budget += b_s0 + b_sim
         ctx.run.log_metrics({
             "stage": f"{method}/it{i}/budget", "method": method, "iteration": i,
             "positives": len(positives), "new_eef_samples": n_samples,
             "new_recovery_samples": n_recovery,
-            "solvable_states": sum(sum(r["solved"]) for r in records),
-            "simulated_states": sum(len(r["states"]) for r in records),
-            "diverged_states": sum(sum(r["diverged"]) for r in records),
-            "samples_per_state": S, "budget_s0": dataclasses.asdict(b_s0),
-            "budget_sim": dataclasses.asdict(b_sim), "budget_it": dataclasses.asdict(b_it),
-            "budget": dataclasses.asdict(budget), "eval": row["win_rate"]})
+            "solvable_states": sum(sum(r.solved) for r in records),
+            "simulated_states": sum(len(r.states) for r in records),
+            "diverged_states": sum(sum(r.diverged) for r in records),
+            "samples_per_state": S, "budget_s0": b_s0.counts(), "budget_sim": b_sim.counts(),
+            "budget_it": (b_s0 + b_sim).counts(), "budget": budget.counts(),
+            "eval": row["win_rate"]})
     return model

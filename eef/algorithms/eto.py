@@ -24,12 +24,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from eef.algorithms.common import (Budget, Context, _dir_key, eval_stage, rollout_stage,
-                                   train_sampling)
+from eef.algorithms.common import Context, _dir_key, eval_stage, rollout_stage, train_sampling
 from eef.algorithms.config import to_dict
 from eef.algorithms.rundir import digest
 from eef.algorithms.sft import run_sft
 from eef.models.dpo import Pair
+from eef.rollout.budget import Budget
 from eef.rollout.engine import RolloutRequest
 from eef.trajectory import Trajectory
 
@@ -41,7 +41,7 @@ def _trained(t: Trajectory, n: int | None = None) -> Trajectory:
     """``t`` (its first ``n`` steps) with every step trained: DPO counts all its actions."""
     steps = t.steps if n is None else t.steps[:n]
     return dataclasses.replace(t, steps=[dataclasses.replace(s, train=True) for s in steps],
-                               source=dict(t.source), meta=dict(t.meta))
+                               source=t.source.copy(), meta=dict(t.meta))
 
 
 def best_successes(experts: list[Trajectory]) -> dict[str, Trajectory]:
@@ -68,7 +68,7 @@ def eto_pairs(experts: list[Trajectory], rollouts: list[Trajectory],
         if e is None:
             counts["unpaired"] += 1
             continue
-        order = (t.task_id, int(t.source.get("sample", 0) or 0))
+        order = (t.task_id, int(t.source.sample or 0))
         if t.reward < e.reward:
             counts["lose"] += 1
             pairs.append((order, Pair(_trained(e), _trained(t, len(e) + extra_steps))))
@@ -117,7 +117,7 @@ def run_eto(ctx: Context, method: str = "eto") -> Path:
         reqs = [RolloutRequest(t, samples=1, sampling=train_sampling(ctx.cfg), seed=seed)
                 for t in explore]
         trajs = rollout_stage(ctx, f"{method}/it{i}/s0", model, reqs)
-        budget += Budget().add(trajs)
+        budget += Budget.of(trajs)
         pairs, counts = eto_pairs(ctx.experts, trajs)
         if pairs:  # no pair (the agent matched the expert everywhere): the model stays
             ref = model if ctx.cfg.dpo.reference == "previous" else sft
@@ -125,5 +125,5 @@ def run_eto(ctx: Context, method: str = "eto") -> Path:
         row = eval_stage(ctx, method, i, f"{method}/it{i}", model)
         ctx.run.log_metrics({"stage": f"{method}/it{i}/budget", "method": method,
                              "iteration": i, "pairs": len(pairs), **counts,
-                             "budget": dataclasses.asdict(budget), "eval": row["win_rate"]})
+                             "budget": budget.counts(), "eval": row["win_rate"]})
     return model

@@ -1,7 +1,9 @@
-"""EEF's state and action labelling and its training-sample assembly (Lan et al. 2025, §3).
+"""EEF's simulated states, its state and action labelling and its training-sample assembly
+(Lan et al. 2025, §3).
 
 For an expert trajectory τ = (a_0, ..., a_{n-1}) with states s_0 ... s_n, EEF simulates the agent
-from the M + 1 states s_0, s_l, s_2l, ..., s_Ml with ``l = floor(n / (M + 1))``.  A simulated
+from the M + 1 states s_0, s_l, s_2l, ..., s_Ml with ``l = floor(n / (M + 1))``
+(``simulation_states``; ``simulation_requests`` asks the rollout engine for them).  A simulated
 state is **solvable** when at least one of its samples succeeded.  Between two consecutive
 simulated states s_i and s_j:
 
@@ -23,16 +25,48 @@ keep rule ``shortest`` takes the one the **selection rule** picks (highest rewar
 steps, then lowest sample index); ``distinct`` and ``all`` make a sample of each (the rule of
 RFT's successes, ``method.rft_keep``).  An important state with no later solvable state yields
 no sample.
+
+Each explored trajectory's outcome in an iteration is a ``LabelRecord``, one JSON line of
+``labels/METHOD-itI.jsonl`` (read by the report's Figure 1).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from eef.rollout.engine import simulation_states  # noqa: F401  (re-exported)
-from eef.trajectory import Step, Trajectory
+from eef.policy import Sampling
+from eef.rollout.engine import RolloutRequest, RolloutRequestError
+from eef.trajectory import Provenance, Step, Trajectory
 
 BENEFICIAL, HARMFUL, NEUTRAL, UNUSED = "beneficial", "harmful", "neutral", "unused"
+
+
+def simulation_states(n_steps: int, M: int) -> list[int]:
+    """The simulated states of an n-step expert trajectory (Lan et al. 2025, Sec. 3.2):
+    s_0, s_l, ..., s_Ml with l = floor(n / (M + 1)); when n < M + 1 (l would be 0), every state
+    s_0 .. s_{n-1}."""
+    if M < 0:
+        raise RolloutRequestError(f"M must be >= 0, got {M}")
+    if n_steps <= 0:
+        return [0]
+    step = n_steps // (M + 1)
+    if step == 0:
+        return list(range(n_steps))
+    return [i * step for i in range(M + 1)]
+
+
+def simulation_requests(expert: Trajectory, M: int, samples: int = 1, *,
+                        sampling: Sampling | None = None, seed: int = 0,
+                        include_start: bool = True, fresh_step_limit: bool = False
+                        ) -> list[RolloutRequest]:
+    """Rollout requests for the simulated states of ``expert`` (``simulation_states``),
+    ``samples`` episodes each; ``include_start=False`` leaves s_0 out (EEF's s_0 outcome is the
+    task's own rollout).  ``fresh_step_limit``: the env's step limit counts from s_k
+    (``method.sim_steps: full``)."""
+    return [RolloutRequest(expert.task_id, expert if k else None, k, samples, sampling, seed,
+                           fresh_step_limit=fresh_step_limit)
+            for k in simulation_states(len(expert), M) if include_start or k]
 
 
 @dataclass
@@ -93,14 +127,14 @@ def important_states(outcomes: list[StateOutcome], task_solved_from_start: bool)
 def expert_name(t: Trajectory) -> str:
     """Which expert made ``t``: ``source.expert`` (``expert.policies`` / ``expert.trajectories``
     entry), else its policy spec."""
-    return str(t.source.get("expert") or t.source.get("policy") or "expert")
+    return str(t.source.expert or t.source.policy or "expert")
 
 
 def build_sample(expert: Trajectory, labels: list[str], solution: Trajectory, k: int,
                  train_neutral: bool = True) -> Trajectory:
     """Expert prefix a_0 .. a_{k-1} (harmful masked, beneficial trained, neutral per
     ``train_neutral``) + the steps of ``solution`` after its own replayed prefix (trained)."""
-    start = int(solution.source.get("start_state", k))
+    start = int(k if solution.source.start_state is None else solution.source.start_state)
     if start != k:
         raise ValueError(f"solution starts at state {start}, not {k}")
     if [s.action for s in solution.steps[:k]] != expert.actions[:k]:
@@ -117,11 +151,10 @@ def build_sample(expert: Trajectory, labels: list[str], solution: Trajectory, k:
                           label="agent", valid=s.valid))
     return Trajectory(expert.task_id, expert.env, expert.instruction,
                       solution.initial_observation, steps, solution.reward, solution.success, True,
-                      {"kind": "eef", "parent": expert.source.get("id", expert.task_id),
-                       "expert": expert_name(expert), "start_state": k,
-                       "policy": solution.source.get("policy"),
-                       "sample": solution.source.get("sample")},
-                      {"expert_policy": expert.source.get("policy")})
+                      Provenance("eef", solution.source.policy, start_state=k,
+                                 parent=expert.source.id or expert.task_id,
+                                 sample=solution.source.sample, expert=expert_name(expert)),
+                      {"expert_policy": expert.source.policy})
 
 
 def eef_samples(expert: Trajectory, outcomes: list[StateOutcome], task_solved_from_start: bool,
@@ -150,3 +183,53 @@ def eef_samples(expert: Trajectory, outcomes: list[StateOutcome], task_solved_fr
             sample.meta["recovery"] = k > 0
             samples.append(sample)
     return samples, labels, important
+
+
+@dataclass
+class LabelRecord:
+    """What EEF found on one explored expert trajectory in one iteration: a line of
+    ``labels/METHOD-itI.jsonl``.  ``parent``: the trajectory's id; ``expert``: which expert
+    made it; ``states``: the simulated k, with per state ``solved`` and ``diverged``;
+    ``labels``: per expert action; ``important``: the important states' k; ``samples``: the
+    training samples built.  Files of older runs may lack ``parent``, ``expert``,
+    ``expert_success`` (None), ``diverged`` (all False) and ``important`` (none)."""
+
+    task_id: str
+    parent: str | None
+    expert: str | None
+    expert_success: bool | None
+    states: list[int]
+    solved: list[bool]
+    diverged: list[bool]
+    labels: list[str]
+    important: list[int]
+    samples: int = 0
+
+    @classmethod
+    def of(cls, expert: Trajectory, parent: str, outcomes: list[StateOutcome], labels: list[str],
+           important: list[int], samples: int) -> "LabelRecord":
+        return cls(expert.task_id, parent, expert_name(expert), expert.success,
+                   [o.k for o in outcomes], [o.solved for o in outcomes],
+                   [o.diverged for o in outcomes], labels, important, samples)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "LabelRecord":
+        """From a JSON line; ValueError when it lacks task_id / states / solved / labels or
+        its lists do not match."""
+        def nums(xs: Any) -> bool:
+            return isinstance(xs, list) and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+        ok = (isinstance(d, dict) and isinstance(d.get("task_id"), str) and nums(d.get("states"))
+              and isinstance(d.get("solved"), list) and len(d["states"]) == len(d["solved"])
+              and isinstance(d.get("labels"), list) and nums(d.get("important") or [])
+              and (d.get("diverged") is None or (isinstance(d["diverged"], list)
+                                                 and len(d["diverged"]) == len(d["states"]))))
+        if not ok:
+            raise ValueError("a label record needs task_id, states, solved and labels")
+        return cls(d["task_id"], d.get("parent"), d.get("expert"), d.get("expert_success"),
+                   list(d["states"]), list(d["solved"]),
+                   list(d.get("diverged") or [False] * len(d["states"])), list(d["labels"]),
+                   list(d.get("important") or []), d.get("samples", 0))

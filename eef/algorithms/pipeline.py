@@ -8,10 +8,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from eef.algorithms.common import (BUDGET_KEYS, Budget, Context, base_stage, expert_stage,
-                                   explore_subset, make_env, select_tasks)
+from eef.algorithms.common import (Context, base_stage, expert_stage, explore_subset, make_env,
+                                   select_tasks)
 from eef.algorithms.config import METHODS, ExperimentConfig, to_dict
 from eef.algorithms.rundir import RunDir
+from eef.rollout.budget import BUDGET_KEYS, Budget
 
 
 def prepare(cfg: ExperimentConfig, out: str | Path) -> Context:

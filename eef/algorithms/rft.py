@@ -16,15 +16,15 @@ N = k + f runs k rollouts of every task and one more of a seeded share f of them
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 from pathlib import Path
 from typing import Sequence
 
-from eef.algorithms.common import (Budget, Context, PositiveRepository, eval_stage, rollout_stage,
+from eef.algorithms.common import (Context, PositiveRepository, eval_stage, rollout_stage,
                                    train_sampling, train_stage)
 from eef.algorithms.sft import run_sft
+from eef.rollout.budget import Budget
 from eef.rollout.engine import RolloutRequest
 
 
@@ -50,7 +50,7 @@ def run_rft(ctx: Context, n: float | Sequence[float] = 1, method: str = "rft") -
         reqs = [RolloutRequest(t, samples=per_task[t], sampling=train_sampling(ctx.cfg),
                                seed=seed) for t in ctx.explore_ids]
         trajs = rollout_stage(ctx, f"{method}/it{i}/s0", model, reqs)
-        b_it = Budget().add(trajs)
+        b_it = Budget.of(trajs)
         budget += b_it
         for t in trajs:
             positives.offer(t.task_id, t)
@@ -61,6 +61,6 @@ def run_rft(ctx: Context, n: float | Sequence[float] = 1, method: str = "rft") -
         row = eval_stage(ctx, method, i, f"{method}/it{i}", model)
         ctx.run.log_metrics({"stage": f"{method}/it{i}/budget", "method": method, "iteration": i,
                              "n": n, "positives": len(positives),
-                             "budget_it": dataclasses.asdict(b_it),
-                             "budget": dataclasses.asdict(budget), "eval": row["win_rate"]})
+                             "budget_it": b_it.counts(), "budget": budget.counts(),
+                             "eval": row["win_rate"]})
     return model

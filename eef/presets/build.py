@@ -71,7 +71,7 @@ def replay_sequences(env: str, options: dict[str, Any], n: int, seed: int = 0,
     cur = _curriculum(env)
     cfg = PretrainConfig.from_options(options)
     pool = [t for t in cur.corpus(cfg, data_dir)
-            if t.source.get("task") != "lookup_short"]
+            if t.source.extra.get("task") != "lookup_short"]
     if not pool:
         raise PretrainError("the pre-training corpus has no main-phase sequence to replay")
     rng = random.Random(f"replay/{seed}")
@@ -125,11 +125,11 @@ def _is_built(path: Path, key: str) -> bool:
 def _corpus_stats(trajs: Sequence[Trajectory]) -> dict[str, Any]:
     kinds: dict[str, dict[str, int]] = {}
     for t in trajs:
-        k = kinds.setdefault(t.source.get("task", "?"), {"sequences": 0, "trained_actions": 0,
+        k = kinds.setdefault(t.source.extra.get("task", "?"), {"sequences": 0, "trained_actions": 0,
                                                          "relabelled": 0})
         k["sequences"] += 1
         k["trained_actions"] += sum(s.train for s in t.steps)
-        k["relabelled"] += bool(t.source.get("relabelled"))
+        k["relabelled"] += bool(t.source.extra.get("relabelled"))
     return kinds
 
 
@@ -221,8 +221,8 @@ def _build(preset: str, env: str, cfg: PretrainConfig, key: str, payload: dict[s
                                        f"{preset}/{env} corpus", progress))
             tmp.rename(corpus)
         trajs = list(iter_jsonl(corpus))
-        short = [t for t in trajs if t.source.get("short")]
-        main = [t for t in trajs if not t.source.get("short")] + short[:cfg.short_replay]
+        short = [t for t in trajs if t.source.extra.get("short")]
+        main = [t for t in trajs if not t.source.extra.get("short")] + short[:cfg.short_replay]
         # the warm-up keeps its learning rate: copying forms late and abruptly (docs)
         phases = [("warmup", short, cfg.warmup_steps, "constant", cfg.warmup_batch_size)] \
             if cfg.warmup_steps else []

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from eef.presets.base import Curriculum, DataDir, PretrainConfig, PretrainError
-from eef.trajectory import Step, Trajectory
+from eef.trajectory import Provenance, Step, Trajectory
 
 if TYPE_CHECKING:
     from eef.envs.webshop import WebShopEnv
@@ -110,7 +110,7 @@ def strip_outcome(traj: Trajectory) -> Trajectory:
     for s in keep:
         s.reward = 0.0
     return Trajectory(traj.task_id, traj.env, traj.instruction, traj.initial_observation, keep,
-                      0.0, False, False, dict(traj.source), {})
+                      0.0, False, False, traj.source.copy(), {})
 
 
 def explore_transcripts(env: "WebShopEnv", n: int, seed: int = 0, relabel: float = 0.0
@@ -130,11 +130,11 @@ def explore_transcripts(env: "WebShopEnv", n: int, seed: int = 0, relabel: float
         for s in t.steps:  # invalid actions stay in the context, out of the loss
             s.train = s.valid
         t.task_id = f"pretrain/explore/{i}"
-        t.source = {"kind": "pretrain", "task": "explore", "goal_split": "train"}
+        t.source = Provenance("pretrain", extra={"task": "explore", "goal_split": "train"})
         if rng.random() < relabel:
             t = _Relabel(asins, random.Random(f"relabel/explore/{seed}/{i}"),
                          pool).trajectory(t)
-            t.source["relabelled"] = True
+            t.source.extra["relabelled"] = True
         yield t
 
 
@@ -288,7 +288,7 @@ def pick_tasks(env: "WebShopEnv", n: int, seed: int = 0, *, min_hits: int = 3,
         if rng.random() < relabel:
             t = _Relabel(asins, random.Random(f"relabel/pick/{seed}/{made}"),
                          asins).trajectory(t)
-            t.source["relabelled"] = True
+            t.source.extra["relabelled"] = True
         made += 1
         yield t
 

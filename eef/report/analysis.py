@@ -228,7 +228,7 @@ def sample_origin(t) -> str:
     """Where a training trajectory comes from: the expert, the agent's own rollout from the start
     state, or an EEF sample whose important state is s_0 / a recovery state (Lan et al. 2025,
     §3: recovery state = an unsolvable state right after a solvable one)."""
-    kind = t.source.get("kind")
+    kind = t.source.kind
     if kind == "eef":
         rec = t.meta.get("recovery")
         if rec is None:
@@ -270,7 +270,7 @@ def sample_origins(runs: list[Run]) -> list[OriginRow]:
                 row = acc.setdefault((m, it), OriginRow(m, it, 0, {o: 0 for o in ORIGINS}))
                 row.runs += 1
                 for t in data:
-                    if t.source.get("kind") != "pretrain":  # model.replay: not a sample
+                    if t.source.kind != "pretrain":  # model.replay: not a sample
                         row.counts[sample_origin(t)] += 1
     ms = method_order({k[0] for k in acc})
     return [acc[k] for k in sorted(acc, key=lambda k: (ms.index(k[0]), k[1]))]

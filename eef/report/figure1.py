@@ -15,7 +15,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from eef.algorithms.labels import expert_name
+from eef.algorithms.labels import LabelRecord, expert_name
 from eef.report.rundata import Run, as_int
 from eef.trajectory import Trajectory
 
@@ -62,14 +62,14 @@ def figure1_entries(runs: list[Run], obs_chars: int = 300, max_sims_per_state: i
                 continue
             sims_at: dict[tuple[str, int], list[Trajectory]] = defaultdict(list)
             for t in run.simulations(method, it):
-                sims_at[(str(t.source.get("parent")), as_int(t.source.get("start_state")))].append(t)
+                sims_at[(str(t.source.parent), as_int(t.source.start_state))].append(t)
             s0_of: dict[str, list[Trajectory]] = defaultdict(list)
             for t in run.start_rollouts(method, it):
                 s0_of[t.task_id].append(t)
             used: set[tuple[str, int, tuple[str, ...]]] = set()
             for t in run.training_set(method, it) or []:
-                if t.source.get("kind") == "eef":
-                    used.add((str(t.source.get("parent")), as_int(t.source.get("start_state")),
+                if t.source.kind == "eef":
+                    used.add((str(t.source.parent), as_int(t.source.start_state),
                               tuple(t.actions)))
             for rec in records:
                 entries.append(_entry(run, method, it, rec, sims_at, s0_of, used, obs_chars,
@@ -77,15 +77,14 @@ def figure1_entries(runs: list[Run], obs_chars: int = 300, max_sims_per_state: i
     return entries
 
 
-def _entry(run: Run, method: str, it: int, rec: dict[str, Any], sims_at, s0_of, used,
+def _entry(run: Run, method: str, it: int, rec: LabelRecord, sims_at, s0_of, used,
            obs_chars: int, max_sims: int) -> dict[str, Any]:
-    pid = str(rec.get("parent") or "")
-    task = rec["task_id"]
+    pid = str(rec.parent or "")
+    task = rec.task_id
     expert = run.experts_by_id.get(pid) or next(
         (t for t in run.experts if t.task_id == task), None)
-    labels = [str(x) for x in rec["labels"]]
-    diverged = rec.get("diverged") or [False] * len(rec["states"])
-    important = {int(k) for k in rec.get("important") or []}
+    labels = [str(x) for x in rec.labels]
+    important = {int(k) for k in rec.important}
     missing = []
     if expert is None:
         missing.append("expert trajectory not found in expert.jsonl")
@@ -95,13 +94,13 @@ def _entry(run: Run, method: str, it: int, rec: dict[str, Any], sims_at, s0_of, 
         for i, s in enumerate(e_steps):
             s["l"] = labels[i] if i < len(labels) else "unused"
     states = []
-    for k, solved, div in zip(rec["states"], rec["solved"], diverged):
+    for k, solved, div in zip(rec.states, rec.solved, rec.diverged):
         k = int(k)
         trajs = s0_of.get(task, []) if k == 0 else sims_at.get((pid, k), [])
         sims = []
         for t in trajs[:max_sims]:
-            start = as_int(t.source.get("start_state"))
-            sims.append({"sample": t.source.get("sample"), "success": bool(t.success),
+            start = as_int(t.source.start_state)
+            sims.append({"sample": t.source.sample, "success": bool(t.success),
                          "reward": _reward(t.reward),
                          "match": t.meta.get("replay_match"),
                          "used": (pid, start, tuple(t.actions)) in used,
@@ -111,8 +110,9 @@ def _entry(run: Run, method: str, it: int, rec: dict[str, Any], sims_at, s0_of, 
                        "sims": sims, "more_sims": max(0, len(trajs) - max_sims)})
     return {"run": run.name, "method": method, "it": it, "task": task, "parent": pid,
             "instruction": expert.instruction if expert else "",
-            "expert": {"name": str(rec.get("expert") or (expert_name(expert) if expert else "")),
-                       "success": bool(rec.get("expert_success", expert.success if expert else False)),
+            "expert": {"name": str(rec.expert or (expert_name(expert) if expert else "")),
+                       "success": bool(expert.success if rec.expert_success is None and expert
+                                       else rec.expert_success),
                        "reward": _reward(expert.reward) if expert else None,
                        "steps": e_steps},
-            "states": states, "samples": as_int(rec.get("samples")), "missing": missing}
+            "states": states, "samples": as_int(rec.samples), "missing": missing}

@@ -24,6 +24,8 @@ from typing import Any, Iterable
 
 import yaml
 
+from eef.algorithms.labels import LabelRecord
+from eef.rollout.budget import BUDGET_KEYS
 from eef.trajectory import Trajectory, TrajectoryFormatError
 
 #: the methods in the order of the paper's table (and the baselines eef adds to it)
@@ -264,10 +266,9 @@ class Run:
 
     def budget(self, method: str, iteration: int) -> dict[str, float] | None:
         """Cumulative counted budget of ``method`` up to ``iteration`` (every key of
-        ``eef.algorithms.common.BUDGET_KEYS``; 0 when a run did not count it) from its
+        ``eef.rollout.budget.BUDGET_KEYS``; 0 when a run did not count it) from its
         ``METHOD/itI/budget`` row; zero at iteration 0 (SFT uses only the expert's
         trajectories)."""
-        from eef.algorithms.common import BUDGET_KEYS
         if iteration == 0:
             return dict.fromkeys(BUDGET_KEYS, 0.0)
         r = next((r for r in self.metrics if r["stage"] == f"{method}/it{iteration}/budget"), None)
@@ -326,21 +327,14 @@ class Run:
                     out.append((m["method"], int(m["it"]), f"labels/{p.name}"))
         return sorted(out, key=lambda x: (x[0], x[1]))
 
-    def label_records(self, rel: str) -> list[dict[str, Any]]:
+    def label_records(self, rel: str) -> list[LabelRecord]:
         recs = []
         for i, r in enumerate(self._json_lines(rel), 1):
-            ok = (isinstance(r.get("task_id"), str) and isinstance(r.get("states"), list)
-                  and isinstance(r.get("solved"), list) and len(r["states"]) == len(r["solved"])
-                  and all(_num(k) for k in r["states"]) and isinstance(r.get("labels"), list)
-                  and isinstance(r.get("important") or [], list)
-                  and all(_num(k) for k in r.get("important") or [])
-                  and (r.get("diverged") is None or (isinstance(r["diverged"], list)
-                                                     and len(r["diverged"]) == len(r["states"]))))
-            if not ok:
+            try:
+                recs.append(LabelRecord.from_dict(r))
+            except ValueError:
                 self.warn(f"{self.path / rel}: record {i} lacks task_id / states / solved / labels;"
                           " skipped")
-                continue
-            recs.append(r)
         return recs
 
 

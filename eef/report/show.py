@@ -22,7 +22,7 @@ def _sep(obs: str, width: int) -> str:
 def render(t: Trajectory, console: Console | None = None, max_obs_lines: int = 12) -> None:
     c = console or Console()
     status = "[green]success[/]" if t.success else "[red]failure[/]"
-    src = ", ".join(f"{k}={v}" for k, v in t.source.items() if v is not None)
+    src = ", ".join(f"{k}={v}" for k, v in t.source.to_dict().items() if v is not None)
     c.print(Panel(Text(t.instruction or t.task_id), title=f"{t.task_id} — {status} "
                   f"reward {t.reward:.2f}, {len(t)} steps", subtitle=src or None))
     c.print(Text(_sep(t.initial_observation, c.width), style="dim"))

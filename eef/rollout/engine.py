@@ -5,11 +5,11 @@ env slots step concurrently, and a slot whose episode ended starts the next pend
 once (continuous batching) until every requested episode is done.
 
 An episode starts from a task's start state or from state k of a recorded (expert) trajectory:
-its first k actions are replayed and kept in the context, then the policy takes over.  This is
-how EEF simulates from expert states s_0, s_l, ..., s_Ml with l = floor(|tau| / (M+1)) (Lan et
-al., arXiv 2504.13145, Sec. 3).  Envs that snapshot replay a recorded trajectory once (one pass
-snapshots every state requested from it; once per worker for the process and Ray backends) and
-restore the snapshots for the other samples; the others replay per episode.  Replay divergence
+its first k actions are replayed and kept in the context, then the policy takes over (how EEF
+simulates the agent from expert states: ``eef.algorithms.labels.simulation_requests``).  Envs
+that snapshot replay a recorded trajectory once (one pass snapshots every state requested from
+it; once per worker for the process and Ray backends) and restore the snapshots for the other
+samples; the others replay per episode.  Replay divergence
 from the record is kept in ``meta.replay_match`` / ``meta.replay_divergence``.  The env's step
 limit counts the replayed steps too, unless the request asks for ``fresh_step_limit`` (then
 the policy may take the env's whole limit after state k: EEF's ``method.sim_steps: full``).
@@ -52,10 +52,12 @@ from typing import Any, Callable, Literal, Sequence
 
 from eef.envs.base import EnvDiedError, StepResult, TextEnv, UnknownTaskError
 from eef.policy import Policy, Sampling
+from eef.rollout.budget import Budget, add_count
 from eef.rollout.grounding import ground_batch, note_grounding
 from eef.react import parse_turn
 from eef.rollout.pool import EnvPool, EnvSpec, LocalPool, ProcessPool, StartResult
-from eef.trajectory import Step, Trajectory, TrajectoryFormatError, dumps_line, iter_jsonl
+from eef.trajectory import (Provenance, Step, Trajectory, TrajectoryFormatError, dumps_line,
+                            iter_jsonl)
 
 #: sample i of a request with seed s runs with episode seed s + SAMPLE_SEED_STRIDE * i (the
 #: per-step seeds seed + len(steps) of different samples never overlap)
@@ -137,25 +139,6 @@ class EngineConfig:
 
 
 @dataclass
-class Budget:
-    """Cost of one request (all its samples)."""
-
-    episodes: int = field(default=0, metadata={"help": "Episodes finished or failed."})
-    env_steps: int = field(default=0, metadata={
-        "help": "Env steps, replays and retried attempts included."})
-    replay_steps: int = field(default=0, metadata={
-        "help": "Of which replaying recorded actions (0 when restored from a snapshot)."})
-    generated_tokens: int | None = field(default=0, metadata={
-        "help": "Tokens the policy generated (None: the policy does not report them)."})
-    prompt_tokens: int | None = field(default=0, metadata={
-        "help": "Prompt tokens of every turn, before prefix reuse (None: not reported)."})
-    prefill_tokens: int | None = field(default=0, metadata={
-        "help": "Prompt tokens the model computed, after prefix reuse (None: not reported)."})
-    wall_s: float = field(default=0.0, metadata={
-        "help": "Seconds from the request's first episode start to its last episode end."})
-
-
-@dataclass
 class RolloutResult:
     """Trajectories in request order (sample order within a request); failures; budgets."""
 
@@ -168,34 +151,10 @@ class RolloutResult:
 def trajectory_id(t: Trajectory) -> str:
     """A stable id of a recorded trajectory: ``source.id`` if set, else task id + a hash of its
     actions and policy."""
-    if t.source.get("id"):
-        return str(t.source["id"])
-    h = hashlib.sha1(json.dumps([t.source.get("policy"), t.actions]).encode()).hexdigest()[:12]
+    if t.source.id:
+        return str(t.source.id)
+    h = hashlib.sha1(json.dumps([t.source.policy, t.actions]).encode()).hexdigest()[:12]
     return f"{t.task_id}#{h}"
-
-
-def simulation_states(n_steps: int, M: int) -> list[int]:
-    """EEF's simulated states of an n-step expert trajectory (Lan et al. 2025, Sec. 3.2):
-    s_0, s_l, ..., s_Ml with l = floor(n / (M + 1)); when n < M + 1 (l would be 0), every state
-    s_0 .. s_{n-1}."""
-    if M < 0:
-        raise RolloutRequestError(f"M must be >= 0, got {M}")
-    if n_steps <= 0:
-        return [0]
-    step = n_steps // (M + 1)
-    if step == 0:
-        return list(range(n_steps))
-    return [i * step for i in range(M + 1)]
-
-
-def expert_state_requests(parent: Trajectory, M: int, samples: int = 1, *,
-                          sampling: Sampling | None = None, seed: int = 0,
-                          include_start: bool = True) -> list[RolloutRequest]:
-    """Requests for EEF's simulated states of one expert trajectory (``simulation_states``),
-    ``samples`` episodes each."""
-    states = [k for k in simulation_states(len(parent), M) if include_start or k]
-    return [RolloutRequest(parent.task_id, parent if k else None, k, samples, sampling, seed,
-                           trajectory_id(parent)) for k in states]
 
 
 def make_pool(env: EnvSpec | Callable[[], TextEnv] | str, config: EngineConfig) -> EnvPool:
@@ -242,8 +201,7 @@ def _episode_key(task_id: str, parent: str | None, k: int, sample: int, seed: in
 
 def _key_of(t: Trajectory) -> tuple:
     s = t.source
-    return _episode_key(t.task_id, s.get("parent"), s.get("start_state", 0), s.get("sample", 0),
-                        s.get("seed", 0))
+    return _episode_key(t.task_id, s.parent, s.start_state or 0, s.sample or 0, s.seed or 0)
 
 
 def failed_path(out: str | os.PathLike) -> Path:
@@ -410,7 +368,8 @@ class RolloutEngine:
             r = requests[e.req]
             t = e.traj or Trajectory(r.task_id, self.env_name, "", "")
             t.done = False
-            t.source = t.source or self._source(r, e, parent_ids[e.req])
+            if e.traj is None:
+                t.source = self._source(r, e, parent_ids[e.req])
             t.meta.update(error=f"{type(err).__name__}: {err}", errors=list(e.errors),
                           retries=e.attempts, env_steps=e.env_steps, wall_s=round(
                               time.time() - e.t0, 4))
@@ -427,9 +386,9 @@ class RolloutEngine:
             b.episodes += 1
             b.env_steps += e.env_steps
             b.replay_steps += e.replay_steps
-            b.generated_tokens = _add(b.generated_tokens, e.tokens)
-            b.prompt_tokens = _add(b.prompt_tokens, e.prompt_tokens)
-            b.prefill_tokens = _add(b.prefill_tokens, e.prefill_tokens)
+            b.generated_tokens = add_count(b.generated_tokens, e.tokens)
+            b.prompt_tokens = add_count(b.prompt_tokens, e.prompt_tokens)
+            b.prefill_tokens = add_count(b.prefill_tokens, e.prefill_tokens)
             b.wall_s = time.time() - req_t0[e.req]
             if e.slot is not None:
                 live.pop(e.slot, None)
@@ -503,9 +462,9 @@ class RolloutEngine:
                     counts = _per_context(self.policy, "last_generated_tokens", len(eps))
                     prompt, prefill = _prompt_counts(self.policy, before, len(eps))
                     for j, (e, resp) in enumerate(zip(eps, responses)):
-                        e.tokens = _add(e.tokens, counts and counts[j])
-                        e.prompt_tokens = _add(e.prompt_tokens, prompt and prompt[j])
-                        e.prefill_tokens = _add(e.prefill_tokens, prefill and prefill[j])
+                        e.tokens = add_count(e.tokens, counts and counts[j])
+                        e.prompt_tokens = add_count(e.prompt_tokens, prompt and prompt[j])
+                        e.prefill_tokens = add_count(e.prefill_tokens, prefill and prefill[j])
                         thought, action = parse_turn(resp)
                         actions.append((e, thought, action))
                     stats["act_calls"] += 1
@@ -608,21 +567,13 @@ class RolloutEngine:
         """Snapshot cache key of the recorded trajectory an episode starts from."""
         return f"{e.key[0]}|{e.key[1]}"
 
-    def _source(self, r: RolloutRequest, e: _Episode, pid: str | None) -> dict[str, Any]:
-        src: dict[str, Any] = {"kind": "simulation" if pid is not None and e.start_k > 0
-                               else "policy", "policy": self.policy.spec}
-        if self.config.policy_version is not None:
-            src["policy_version"] = self.config.policy_version
-        src["start_state"] = e.start_k
-        if pid is not None and e.start_k > 0:
-            src["parent"] = pid
-            if r.fresh_step_limit:
-                src["fresh_step_limit"] = True
-        src.update(sample=e.sample, seed=e.seed)
-        if r.sampling is not None:
-            src["sampling"] = dataclasses.asdict(r.sampling)
-        src.update(r.source)
-        return src
+    def _source(self, r: RolloutRequest, e: _Episode, pid: str | None) -> Provenance:
+        sim = pid is not None and e.start_k > 0
+        src = Provenance("simulation" if sim else "policy", self.policy.spec,
+                         self.config.policy_version, e.start_k, pid if sim else None,
+                         True if sim and r.fresh_step_limit else None, e.sample, e.seed,
+                         dataclasses.asdict(r.sampling) if r.sampling is not None else None)
+        return Provenance.from_dict({**src.to_dict(), **r.source}) if r.source else src
 
     def _begin(self, r: RolloutRequest, e: _Episode, res: StartResult, pid: str | None,
                stats: dict[str, Any]) -> None:
@@ -649,11 +600,6 @@ class RolloutEngine:
         e.env_steps += res.env_steps
         e.replay_steps += res.env_steps
         e.last = res.results[-1] if res.results else None
-
-
-def _add(total: int | None, n: int | None) -> int | None:
-    """A token count plus one more; None (unknown) when either is."""
-    return None if total is None or n is None else total + int(n)
 
 
 def _per_context(policy: Policy, attr: str, n: int) -> list[int] | None:

@@ -15,7 +15,8 @@ from eef.envs.base import TextEnv
 from eef.rollout.grounding import ground_batch, note_grounding
 from eef.policy import Policy, Sampling
 from eef.react import parse_turn
-from eef.trajectory import Step, Trajectory, TrajectoryFormatError, dumps_line, iter_jsonl
+from eef.trajectory import (Provenance, Step, Trajectory, TrajectoryFormatError, dumps_line,
+                            iter_jsonl)
 
 
 def start_context(env: TextEnv, task_id: str, observation: str) -> Trajectory:
@@ -47,8 +48,8 @@ def run_episode(env: TextEnv, policy: Policy, task_id: str, *, sampling: Samplin
     else:
         traj = start_context(env, task_id, env.reset(task_id))
         start, done, last = 0, False, None
-    traj.source = {"kind": "policy", "policy": policy.spec, "start_state": start, "seed": seed,
-                   **(source or {})}
+    traj.source = Provenance.from_dict({"kind": "policy", "policy": policy.spec,
+                                        "start_state": start, "seed": seed, **(source or {})})
     while not done:
         response = policy.act([traj], sampling, [seed + len(traj.steps)])[0]
         thought, action = parse_turn(response)
