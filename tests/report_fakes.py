@@ -17,8 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from eef.algorithms.common import PositiveRepository
 from eef.algorithms.labels import LabelRecord, StateOutcome, eef_samples, simulation_states
+from eef.algorithms.positives import PositiveRepository
 from eef.rollout.budget import Budget
 from eef.rollout.engine import trajectory_id
 from eef.rollout.episode import summarize

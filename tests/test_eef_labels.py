@@ -118,7 +118,7 @@ def test_diverged_replays_carry_no_evidence():
 
 
 def test_keep_rules_of_eef_samples_and_the_positive_repository():
-    from eef.algorithms.common import PositiveRepository
+    from eef.algorithms.positives import PositiveRepository
     e = expert(8)
     same = solution(e, 6, extra=2, sample=2)
     outs = [StateOutcome(0, [solution(e, 0, False, 0.0)]),

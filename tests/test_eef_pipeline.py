@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from eef.algorithms import common
+from eef.algorithms import policies, stages
 from eef.algorithms.config import load_config, to_dict
+from eef.algorithms.context import Context, make_env
 from eef.algorithms.rundir import RunDir
 from eef.experts import make_expert
 from eef.rollout.episode import run_episode
@@ -110,19 +111,18 @@ def _context(tmp_path, webshop, tasks, monkeypatch, policy, overrides, experts=(
                              "rollout.progress=false", f"expert.trajectories={files}",
                              *overrides])
     run = RunDir(tmp_path / "run", to_dict(cfg))
-    ctx = common.Context(cfg, run, common.make_env(cfg), train_ids=sorted(tasks),
-                         explore_ids=sorted(tasks), eval_ids=[hard])
-    ctx.experts = common.expert_stage(ctx)
-    ctx.base = tmp_path / "base"
-    ctx.base.mkdir()
+    env = make_env(cfg)
+    (tmp_path / "base").mkdir()
+    ctx = Context(cfg, run, env, sorted(tasks), sorted(tasks), [hard],
+                  stages.expert_stage(cfg, run, env, sorted(tasks)), tmp_path / "base")
 
     def train(init, data, out, cfg, progress=False):
         out.mkdir(parents=True, exist_ok=True)
         return {"steps": 0}
 
     monkeypatch.setattr("eef.models.train.train_sft", train)
-    monkeypatch.setattr(common, "load_model_policy", lambda ctx, model: policy)
-    monkeypatch.setattr(common, "release_policy", lambda pol: None)
+    monkeypatch.setattr(policies, "load_model_policy", lambda ctx, model: policy)
+    monkeypatch.setattr(policies, "release_policy", lambda pol: None)
     return ctx
 
 
@@ -212,14 +212,14 @@ def test_several_experts_are_collected_and_kept_apart(tmp_path, webshop):
     from eef.algorithms.config import ConfigError
     cfg = load_config(None, ["env.options={max_steps: 10}", "rollout.progress=false",
                              "expert.policies=[expert:heuristic, expert:noisy]"])
-    ctx = common.Context(cfg, RunDir(tmp_path / "run", to_dict(cfg)), common.make_env(cfg),
-                         train_ids=[t.id for t in webshop.tasks("train")[:6]])
-    got = common.expert_stage(ctx)
+    run, env = RunDir(tmp_path / "run", to_dict(cfg)), make_env(cfg)
+    ids = [t.id for t in webshop.tasks("train")[:6]]
+    got = stages.expert_stage(cfg, run, env, ids)
     assert [(t.source.expert, t.task_id) for t in got] == \
-        [(e, t) for e in ("expert:heuristic", "expert:noisy") for t in ctx.train_ids]
+        [(e, t) for e in ("expert:heuristic", "expert:noisy") for t in ids]
     assert len({t.source.id for t in got}) == 12
     assert [t.actions for t in got[:6]] != [t.actions for t in got[6:]]  # the noisy one slips
-    assert common.expert_stage(ctx) == got  # resumed: the same trajectories
+    assert stages.expert_stage(cfg, run, env, ids) == got  # resumed: the same trajectories
     for bad, msg in ((["expert.policies=[expert:heuristic, expert:heuristic]"], "twice"),
                      (["expert.policies=[expert:heuristic]", "expert.trajectories=x.jsonl"],
                       "both set"),
@@ -234,11 +234,9 @@ def test_an_imported_file_keeps_every_trajectory_of_a_task(tmp_path, webshop, ta
     f = tmp_path / "x.jsonl"
     write_jsonl(f, [run_episode(webshop, Wanderer(q), t) for q in ("a", "b") for t in tasks])
     cfg = load_config(None, [f"expert.trajectories={f}", "rollout.progress=false"])
-    ctx = common.Context(cfg, RunDir(tmp_path / "run", to_dict(cfg)), webshop,
-                         train_ids=[hard, easy])
-    got = common.expert_stage(ctx)
+    got = stages.expert_stage(cfg, RunDir(tmp_path / "run", to_dict(cfg)), webshop, [hard, easy])
     assert [t.source.id for t in got] == [f"expert/{hard}", f"expert/{hard}#2",
                                              f"expert/{easy}", f"expert/{easy}#2"]
     with pytest.raises(ValueError, match="no trajectory for 1 training task"):
-        common.expert_stage(common.Context(cfg, RunDir(tmp_path / "r2", to_dict(cfg)), webshop,
-                                           train_ids=[hard, "webshop/nope"]))
+        stages.expert_stage(cfg, RunDir(tmp_path / "r2", to_dict(cfg)), webshop,
+                            [hard, "webshop/nope"])

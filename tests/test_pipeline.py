@@ -205,7 +205,8 @@ def test_method_budget_is_the_last_cumulative_budget_row():
 
 @pytest.mark.slow
 def test_model_policy_takes_the_prefix_cache_setting(tmp_path):
-    from eef.algorithms.common import Context, load_model_policy
+    from eef.algorithms.context import Context
+    from eef.algorithms.policies import load_model_policy
     from eef.presets import init_preset
     model = init_preset("test", "webshop", tmp_path / "m")
     for mb, on in ((0, False), (8, True)):
@@ -221,7 +222,7 @@ def test_model_policy_takes_the_prefix_cache_setting(tmp_path):
 def test_model_key_follows_a_lora_adapter(tmp_path):
     import os
 
-    from eef.algorithms.common import _dir_key
+    from eef.algorithms.stages import _dir_key
     d = tmp_path / "m"
     d.mkdir()
     (d / "adapter_model.safetensors").write_bytes(b"a" * 10)
@@ -237,8 +238,8 @@ def test_model_key_follows_a_lora_adapter(tmp_path):
 def test_policy_device_option():
     import torch
 
-    from eef.algorithms.common import policy_device
     from eef.algorithms.config import load_config
+    from eef.algorithms.policies import policy_device
     assert load_config(None).model.device == "auto"
     assert load_config(None, ["model.device=cuda:1"]).model.device == "cuda:1"
     assert policy_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -311,7 +312,7 @@ def test_train_seeds_retrain_on_the_same_data(tmp_path):
 
 @pytest.mark.slow
 def test_explore_tasks_limits_rollouts_not_training(tmp_path):
-    from eef.algorithms.common import explore_subset
+    from eef.algorithms.context import explore_subset
     from eef.trajectory import read_jsonl
     ids = [f"t{i}" for i in range(10)]
     assert explore_subset(ids, None, 0) == ids and explore_subset(ids, 12, 0) == ids

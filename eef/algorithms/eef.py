@@ -26,11 +26,12 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from eef.algorithms.common import (Context, PositiveRepository, eval_stage, rollout_stage,
-                                   train_sampling, train_stage)
+from eef.algorithms.context import Context
 from eef.algorithms.labels import (LabelRecord, StateOutcome, eef_samples, simulation_requests,
                                    simulation_states)
+from eef.algorithms.positives import PositiveRepository
 from eef.algorithms.sft import run_sft
+from eef.algorithms.stages import eval_stage, rollout_stage, train_sampling, train_stage
 from eef.rollout.budget import Budget
 from eef.rollout.engine import RolloutRequest, trajectory_id
 
@@ -43,7 +44,7 @@ def run_eef(ctx: Context, method: str = "eef") -> Path:
     explored = [τ for τ in ctx.explored_experts if not τ.success or cfg.simulate_successful]
     budget = Budget()
     for i in range(1, cfg.iterations + 1):
-        seed, sampling = ctx.agent_seed * 7919 + i, train_sampling(ctx.cfg)
+        seed, sampling = ctx.iteration_seed(i), train_sampling(ctx.cfg)
         # 1. roll out from s_0 of every training task (or of method.explore_tasks of them)
         s0 = rollout_stage(ctx, f"{method}/it{i}/s0", model, [
             RolloutRequest(t, samples=S, sampling=sampling, seed=seed) for t in ctx.explore_ids])

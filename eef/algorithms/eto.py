@@ -24,10 +24,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from eef.algorithms.common import Context, _dir_key, eval_stage, rollout_stage, train_sampling
 from eef.algorithms.config import to_dict
+from eef.algorithms.context import Context
 from eef.algorithms.rundir import digest
 from eef.algorithms.sft import run_sft
+from eef.algorithms.stages import _dir_key, eval_stage, rollout_stage, train_sampling
 from eef.models.dpo import Pair
 from eef.rollout.budget import Budget
 from eef.rollout.engine import RolloutRequest
@@ -113,7 +114,7 @@ def run_eto(ctx: Context, method: str = "eto") -> Path:
     solved = set(best_successes(ctx.experts))
     explore = [t for t in ctx.explore_ids if t in solved]
     for i in range(1, ctx.cfg.method.iterations + 1):
-        seed = ctx.agent_seed * 7919 + i
+        seed = ctx.iteration_seed(i)
         reqs = [RolloutRequest(t, samples=1, sampling=train_sampling(ctx.cfg), seed=seed)
                 for t in explore]
         trajs = rollout_stage(ctx, f"{method}/it{i}/s0", model, reqs)

@@ -8,22 +8,22 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from eef.algorithms.common import (Context, base_stage, expert_stage, explore_subset, make_env,
-                                   select_tasks)
 from eef.algorithms.config import METHODS, ExperimentConfig, to_dict
+from eef.algorithms.context import Context, explore_subset, make_env, select_tasks
 from eef.algorithms.rundir import RunDir
+from eef.algorithms.stages import base_stage, expert_stage, replay_data
 from eef.rollout.budget import BUDGET_KEYS, Budget
 
 
 def prepare(cfg: ExperimentConfig, out: str | Path) -> Context:
+    """The context of an experiment in run directory ``out``: its tasks, the expert
+    trajectories (collected or imported: the first stage) and the base model."""
     run = RunDir(out, to_dict(cfg))
     env = make_env(cfg)
-    ctx = Context(cfg, run, env)
-    ctx.train_ids, _dev, ctx.eval_ids = select_tasks(env, cfg)
-    ctx.explore_ids = explore_subset(ctx.train_ids, cfg.method.explore_tasks, cfg.seed)
-    ctx.experts = expert_stage(ctx)
-    ctx.base = base_stage(ctx)
-    return ctx
+    train_ids, _dev, eval_ids = select_tasks(env, cfg)
+    return Context(cfg, run, env, train_ids,
+                   explore_subset(train_ids, cfg.method.explore_tasks, cfg.seed), eval_ids,
+                   expert_stage(cfg, run, env, train_ids), base_stage(cfg), replay_data(cfg))
 
 
 def rft_n_for(ctx: Context) -> float | list[float]:

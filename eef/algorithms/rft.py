@@ -21,9 +21,10 @@ import random
 from pathlib import Path
 from typing import Sequence
 
-from eef.algorithms.common import (Context, PositiveRepository, eval_stage, rollout_stage,
-                                   train_sampling, train_stage)
+from eef.algorithms.context import Context
+from eef.algorithms.positives import PositiveRepository
 from eef.algorithms.sft import run_sft
+from eef.algorithms.stages import eval_stage, rollout_stage, train_sampling, train_stage
 from eef.rollout.budget import Budget
 from eef.rollout.engine import RolloutRequest
 
@@ -44,7 +45,7 @@ def run_rft(ctx: Context, n: float | Sequence[float] = 1, method: str = "rft") -
     sft = run_sft(ctx)
     model, positives, budget = sft, PositiveRepository(ctx.cfg.method.rft_keep), Budget()
     for i in range(1, iterations + 1):
-        seed = ctx.agent_seed * 7919 + i
+        seed = ctx.iteration_seed(i)
         n = ns[i - 1]
         per_task = samples_per_task(ctx.explore_ids, n, seed)
         reqs = [RolloutRequest(t, samples=per_task[t], sampling=train_sampling(ctx.cfg),

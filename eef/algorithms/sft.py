@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eef.algorithms.common import Context, eval_stage, train_stage
+from eef.algorithms.context import Context
+from eef.algorithms.stages import eval_stage, train_stage
 
 
 def run_sft(ctx: Context) -> Path:

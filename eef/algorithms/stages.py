@@ -1,17 +1,17 @@
-"""Stages shared by every method: expert trajectories, base model, training, rollouts,
-evaluation and the positive repository."""
+"""The stages every method is made of, each resumable in the run directory: the expert
+trajectories, the base model, fine-tuning, rollouts and evaluation."""
 
 from __future__ import annotations
 
 import dataclasses
-import random
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from eef.algorithms.config import KEEP_RULES, ExperimentConfig, to_dict
+from eef.algorithms import policies
+from eef.algorithms.config import ExperimentConfig, to_dict
+from eef.algorithms.context import Context
 from eef.algorithms.rundir import RunDir, digest
-from eef.envs.base import TextEnv, round_robin_by_type
+from eef.envs.base import TextEnv
 from eef.policy import Sampling
 from eef.rollout.budget import Budget
 from eef.rollout.engine import RolloutRequest, rollout
@@ -19,78 +19,22 @@ from eef.rollout.episode import summarize
 from eef.trajectory import Trajectory, read_jsonl, write_jsonl
 
 
-@dataclass
-class Context:
-    cfg: ExperimentConfig
-    run: RunDir
-    env: TextEnv
-    train_ids: list[str] = field(default_factory=list)
-    explore_ids: list[str] = field(default_factory=list)  # RFT / EEF rollouts (method.explore_tasks)
-    eval_ids: list[str] = field(default_factory=list)
-    experts: list[Trajectory] = field(default_factory=list)
-    base: Path | None = None
-    replay: list[Trajectory] | None = None  # model.replay sequences, made once per run
-
-    @property
-    def agent_seed(self) -> int:
-        """Seed of fine-tuning and of the agent's sampling (``train_seed``, else ``seed``)."""
-        c = self.cfg
-        return c.seed if c.train_seed is None else c.train_seed
-
-    @property
-    def expert_successes(self) -> list[Trajectory]:
-        return [t for t in self.experts if t.success]
-
-    @property
-    def explored_experts(self) -> list[Trajectory]:
-        """The expert's trajectories on the tasks RFT / EEF explore."""
-        ids = set(self.explore_ids)
-        return [t for t in self.experts if t.task_id in ids]
-
-
-def make_env(cfg: ExperimentConfig) -> TextEnv:
-    import eef.envs as envs
-    return envs.make(cfg.env.name, **cfg.env.options)
-
-
-def select_tasks(env: TextEnv, cfg: ExperimentConfig) -> tuple[list[str], list[str], list[str]]:
-    """(train ids, dev ids, eval ids): a seeded subset of the train split (the dev slice is
-    held out of it), and the first ``eval_tasks`` of the eval split (in ``eval_order``)."""
-    train = [t.id for t in env.tasks(cfg.env.train_split)]
-    random.Random(cfg.seed).shuffle(train)
-    dev = train[: cfg.env.dev_tasks]
-    train = train[cfg.env.dev_tasks:]
-    if cfg.env.train_tasks is not None:
-        train = train[: cfg.env.train_tasks]
-    ev = [t.id for t in env.tasks(cfg.env.eval_split)]
-    if cfg.env.eval_order == "by_type":
-        ev = round_robin_by_type(ev)
-    if cfg.env.eval_tasks is not None:
-        ev = ev[: cfg.env.eval_tasks]
-    return sorted(train), sorted(dev), ev
-
-
-def explore_subset(train_ids: list[str], n: int | None, seed: int) -> list[str]:
-    """The training tasks RFT / EEF roll out on: all, or a seeded subset of ``n`` (sorted)."""
-    if n is None or n >= len(train_ids):
-        return list(train_ids)
-    return sorted(random.Random(seed * 104729 + 1).sample(list(train_ids), n))
-
-
-def expert_stage(ctx: Context) -> list[Trajectory]:
+def expert_stage(cfg: ExperimentConfig, run: RunDir, env: TextEnv, train_ids: Sequence[str]
+                 ) -> list[Trajectory]:
     """Expert trajectories on the training tasks: collected (resumable) or imported, from one
     expert or several (``expert.policies``, a list of ``expert.trajectories`` files).  Every
     trajectory is kept, several of one task included; each names its expert in
     ``source.expert`` and has its own ``source.id``."""
-    cfg, run = ctx.cfg, ctx.run
     out = "expert.jsonl"
     names = cfg.expert.sources()
+    train_ids = list(train_ids)
 
     def collect() -> dict[str, Any]:
         trajs: list[Trajectory] = []
         for j, name in enumerate(names):
-            got = (_import_experts(name, ctx.train_ids) if cfg.expert.trajectories
-                   else _collect_experts(ctx, name, out if len(names) == 1 else f"experts/{j}.jsonl"))
+            got = (_import_experts(name, train_ids) if cfg.expert.trajectories
+                   else _collect_experts(cfg, run, env, train_ids, name,
+                                         out if len(names) == 1 else f"experts/{j}.jsonl"))
             for t in got:
                 t.source.expert = name
                 if len(names) > 1:
@@ -109,7 +53,7 @@ def expert_stage(ctx: Context) -> list[Trajectory]:
         return s
 
     expert = {k: v for k, v in to_dict(cfg.expert).items() if k != "policies" or v}
-    run.stage("expert", {"expert": expert, "tasks": ctx.train_ids, "env": to_dict(cfg.env)},
+    run.stage("expert", {"expert": expert, "tasks": train_ids, "env": to_dict(cfg.env)},
               [out], collect)
     return read_jsonl(run / out)
 
@@ -127,52 +71,49 @@ def _import_experts(path: str, task_ids: list[str]) -> list[Trajectory]:
     return [t for i in task_ids for t in by_task[i]]
 
 
-def _collect_experts(ctx: Context, policy: str, rel: str) -> list[Trajectory]:
+def _collect_experts(cfg: ExperimentConfig, run: RunDir, env: TextEnv, train_ids: list[str],
+                     policy: str, rel: str) -> list[Trajectory]:
     """One episode of ``policy`` per training task into ``RUN_DIR/rel`` (resumable)."""
     from eef.policy import load_policy
     from eef.rollout.episode import collect as collect_eps
-    (ctx.run / rel).parent.mkdir(parents=True, exist_ok=True)
-    return collect_eps(ctx.env, load_policy(policy, ctx.env), ctx.train_ids, ctx.run / rel,
-                       seed=ctx.cfg.seed, source={"kind": "expert"},
-                       progress=ctx.cfg.rollout.progress)
+    (run / rel).parent.mkdir(parents=True, exist_ok=True)
+    return collect_eps(env, load_policy(policy, env), train_ids, run / rel, seed=cfg.seed,
+                       source={"kind": "expert"}, progress=cfg.rollout.progress)
 
 
-def base_stage(ctx: Context) -> Path:
+def base_stage(cfg: ExperimentConfig) -> Path:
     """The base model directory: a preset built once per machine (cached), or an HF path."""
-    base = ctx.cfg.model.base
+    base = cfg.model.base
     if base.startswith("hf:"):
         return Path(base[3:])
     name = base.split(":", 1)[1]
-    if ctx.cfg.model.pretrain:
+    if cfg.model.pretrain:
         from eef.presets import build_preset
-        return Path(build_preset(name, ctx.cfg.env.name, progress=ctx.cfg.rollout.progress,
-                                 **ctx.cfg.model.preset_options))
+        return Path(build_preset(name, cfg.env.name, progress=cfg.rollout.progress,
+                                 **cfg.model.preset_options))
     from eef.paths import cache_dir
     from eef.presets import init_preset
-    out = cache_dir() / "presets" / f"{name}-{ctx.cfg.env.name}-init-{digest(ctx.cfg.model.preset_options)}"
+    out = cache_dir() / "presets" / f"{name}-{cfg.env.name}-init-{digest(cfg.model.preset_options)}"
     if not (out / "config.json").exists():
-        init_preset(name, ctx.cfg.env.name, out, **ctx.cfg.model.preset_options)
+        init_preset(name, cfg.env.name, out, **cfg.model.preset_options)
     return out
 
 
-def replay_data(ctx: Context) -> list[Trajectory]:
+def replay_data(cfg: ExperimentConfig) -> list[Trajectory]:
     """``model.replay`` sequences of the base preset's pre-training corpus (seeded by the
     run's seed; the same for every training stage of the run)."""
-    m = ctx.cfg.model
+    m = cfg.model
     if not m.replay:
         return []
-    if ctx.replay is None:
-        from eef.presets import replay_sequences
-        ctx.replay = replay_sequences(ctx.cfg.env.name, dict(m.preset_options), m.replay,
-                                      ctx.cfg.seed)
-    return ctx.replay
+    from eef.presets import replay_sequences
+    return replay_sequences(cfg.env.name, dict(m.preset_options), m.replay, cfg.seed)
 
 
 def train_stage(ctx: Context, name: str, init: Path, data: list[Trajectory]) -> Path:
     """Fine-tune ``init`` on ``data`` (plus ``model.replay`` pre-training sequences) into
     ``models/NAME`` (resumable, cached by content)."""
     from eef.models.train import train_sft
-    data = list(data) + replay_data(ctx)
+    data = list(data) + list(ctx.replay)
     run = ctx.run
     rel = f"models/{name}"
     data_rel = f"data/{name}.jsonl"
@@ -211,44 +152,6 @@ def _dir_key(p: Path) -> str:
     return str(p)
 
 
-def policy_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; anything else unchanged."""
-    if device == "auto":
-        import torch
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def load_model_policy(ctx: Context, model: Path):
-    """The policy of the model at ``model``: loaded in-process, or (``model.serve_url``) the
-    served base model / the LoRA adapter registered with the server.  ``release`` it."""
-    m, r = ctx.cfg.model, ctx.cfg.rollout
-    if m.serve_url:
-        from functools import partial
-
-        from eef.models.served import release, served_policy
-        kw = dict(base_dir=base_stage(ctx), base_name=m.serve_model,
-                  api_key_env=m.serve_api_key_env, system=m.system,
-                  concurrency=max(1, r.num_envs))
-        if not m.serve_urls:
-            return served_policy(m.serve_url, model, **kw)
-        from eef.rollout.replicas import ReplicatedPolicy
-        return ReplicatedPolicy([partial(served_policy, u, model, **kw)
-                                 for u in [m.serve_url, *m.serve_urls]],
-                                "ray" if r.backend == "ray" else "local",
-                                ray_address=r.ray_address, release_fn=release)
-    from eef.policy import load_policy
-    return load_policy(f"hf:{model}", ctx.env, system=m.system, device=policy_device(m.device),
-                       trim_block=m.trim_block, prefix_cache_mb=m.prefix_cache_mb,
-                       max_context=m.max_context, dtype=m.dtype)
-
-
-def release_policy(policy: Any) -> None:
-    """Free a policy of ``load_model_policy`` (unloads a served adapter)."""
-    from eef.models.served import release
-    release(policy)
-
-
 def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRequest]
                   ) -> list[Trajectory]:
     """Run requests with the model at ``model``; ``rollouts/NAME.jsonl`` (resumable)."""
@@ -257,12 +160,12 @@ def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRe
     (run / rel).parent.mkdir(parents=True, exist_ok=True)
 
     def go() -> dict[str, Any]:
-        pol = load_model_policy(ctx, model)
+        pol = policies.load_model_policy(ctx, model)
         try:
             res = rollout(make_env_factory(ctx.cfg), pol, requests, run / rel,
-                          _engine_cfg(ctx, name))
+                          dataclasses.replace(ctx.cfg.rollout, policy_version=name))
         finally:
-            release_policy(pol)
+            policies.release_policy(pol)
         return {"budget": Budget.of(res.trajectories).counts(), "failures": len(res.failures)}
 
     key = {"model": str(model), "model_key": _dir_key(model),
@@ -285,10 +188,6 @@ def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRe
 def make_env_factory(cfg: ExperimentConfig):
     from eef.rollout.pool import EnvSpec
     return EnvSpec(cfg.env.name, dict(cfg.env.options))
-
-
-def _engine_cfg(ctx: Context, name: str):
-    return dataclasses.replace(ctx.cfg.rollout, policy_version=name)
 
 
 def _sampling_key(s: Sampling | None) -> dict[str, Any] | None:
@@ -319,37 +218,3 @@ def eval_stage(ctx: Context, method: str, iteration: int | None, name: str, mode
            "method": method, "iteration": iteration, "split": ctx.cfg.env.eval_split, **summ}
     ctx.run.log_metrics(row)
     return row
-
-
-class PositiveRepository:
-    """The agent's successful trajectories by key (a task's s_0, an EEF important state), kept
-    by ``keep`` (``method.rft_keep``): ``shortest`` one per key (highest reward, then fewest
-    steps); ``distinct`` every success whose action sequence differs from those kept under its
-    key; ``all`` every success (repeats included)."""
-
-    def __init__(self, keep: str = "distinct") -> None:
-        if keep not in KEEP_RULES:
-            raise ValueError(f"keep rule {keep!r} is not one of {', '.join(KEEP_RULES)}")
-        self.keep = keep
-        self.items: dict[Any, list[Trajectory]] = {}
-
-    def offer(self, key: Any, t: Trajectory) -> bool:
-        """Add ``t`` under ``key`` if it succeeded and the keep rule takes it."""
-        if not t.success:
-            return False
-        kept = self.items.setdefault(key, [])
-        if self.keep == "shortest":
-            if kept and (-t.reward, len(t)) >= (-kept[0].reward, len(kept[0])):
-                return False
-            kept[:] = [t]
-            return True
-        if self.keep == "distinct" and any(k.actions == t.actions for k in kept):
-            return False
-        kept.append(t)
-        return True
-
-    def __len__(self) -> int:
-        return sum(map(len, self.items.values()))
-
-    def trajectories(self) -> list[Trajectory]:
-        return [t for k in sorted(self.items, key=str) for t in self.items[k]]
