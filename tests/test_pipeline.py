@@ -219,20 +219,27 @@ def test_model_policy_takes_the_prefix_cache_setting(tmp_path):
     assert pol.max_context == 256
 
 
-def test_model_key_follows_a_lora_adapter(tmp_path):
+def test_model_key_is_the_content_of_the_weights_a_lora_adapter_first(tmp_path):
     import os
+    import shutil
 
-    from eef.algorithms.stages import _dir_key
+    from eef.algorithms.rundir import model_key
     d = tmp_path / "m"
     d.mkdir()
     (d / "adapter_model.safetensors").write_bytes(b"a" * 10)
-    k1 = _dir_key(d)
+    k1 = model_key(d)
     (d / "adapter_model.safetensors").write_bytes(b"b" * 12)  # a retrained adapter
     os.utime(d / "adapter_model.safetensors", (1, 1))
-    assert _dir_key(d) != k1 and _dir_key(d).startswith("adapter_model")
+    assert model_key(d) != k1 and model_key(d).startswith("adapter_model")
+    shutil.copytree(d, tmp_path / "copy")  # the same weights elsewhere, at another time
+    assert model_key(tmp_path / "copy") == model_key(d)
     (d / "adapter_model.safetensors").unlink()
     (d / "model.safetensors").write_bytes(b"c")
-    assert _dir_key(d).startswith("model.safetensors")
+    assert model_key(d).startswith("model.safetensors")
+    (d / "model.safetensors").rename(d / "model-00001-of-00002.safetensors")
+    (d / "model-00002-of-00002.safetensors").write_bytes(b"d")
+    assert model_key(d).startswith("shards-")
+    assert model_key(tmp_path / "hub/name") == str(tmp_path / "hub/name")
 
 
 def test_policy_device_option():

@@ -26,9 +26,9 @@ from typing import Any
 
 from eef.algorithms.config import to_dict
 from eef.algorithms.context import Context
-from eef.algorithms.rundir import digest
+from eef.algorithms.rundir import digest, model_key
 from eef.algorithms.sft import run_sft
-from eef.algorithms.stages import _dir_key, eval_stage, rollout_stage, train_sampling
+from eef.algorithms.stages import eval_stage, rollout_stage, train_sampling
 from eef.models.dpo import Pair
 from eef.rollout.budget import Budget
 from eef.rollout.engine import RolloutRequest
@@ -100,8 +100,8 @@ def dpo_stage(ctx: Context, name: str, init: Path, reference: Path, pairs: list[
                 "skipped_pairs": res["skipped_pairs"], "seconds": res["seconds"],
                 "final_loss": res["losses"][-1], "final_accuracy": res["accuracies"][-1]}
 
-    key = {"init": str(init), "init_key": _dir_key(init), "reference": str(reference),
-           "reference_key": _dir_key(reference), "pairs": digest([p.to_dict() for p in pairs]),
+    key = {"init": str(init), "init_key": model_key(init), "reference": str(reference),
+           "reference_key": model_key(reference), "pairs": digest([p.to_dict() for p in pairs]),
            "train": cfg.key(), "dpo": to_dict(ctx.cfg.dpo)}
     res = run.stage(f"train/{name}", key, [rel], go)
     run.log_metrics({"stage": f"train/{name}", "key": digest(key), "pairs": len(pairs), **res})

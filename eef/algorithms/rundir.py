@@ -9,7 +9,8 @@ Layout::
 
 A stage is reused only when its record exists, its input key (a hash of the config values and
 upstream outputs it depends on) is the same, and every output it recorded still has the same
-checksum: a file merely existing is not enough.  Work inside a stage resumes on its own
+checksum: a file merely existing is not enough.  A model in a key is named by the checksum
+of its weights (``model_key``), so the same weights under another name share work.  Work inside a stage resumes on its own
 (rollouts append to JSONL and skip finished episodes; training resumes from its checkpoints).
 """
 
@@ -30,6 +31,7 @@ class RunDirError(RuntimeError):
 
 
 def digest(obj: Any) -> str:
+    """The key of a JSON-able value (stage input keys): its canonical JSON's sha256."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -48,6 +50,33 @@ def path_digest(p: Path) -> str:
                 h.update(path_digest(q).encode())
         return h.hexdigest()[:16]
     raise RunDirError(f"stage output {p} is missing")
+
+
+#: (path, size, mtime, inode) -> checksum of a model's weights file, hashed once per process
+_WEIGHTS_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def model_key(p: str | os.PathLike) -> str:
+    """What identifies a model directory in stage keys: the checksum (``path_digest``) of its
+    weights, named after the file: the LoRA adapter when there is one (a retrained adapter is
+    never taken for the old one), else ``model.safetensors``, else every ``*.safetensors``
+    shard; a name that is no local directory (a hub id) stands for itself.  A weights file is
+    hashed once per process while its size, time and inode stay the same."""
+    p = Path(p)
+    files = next(([p / n] for n in ("adapter_model.safetensors", "model.safetensors")
+                  if (p / n).is_file()), None)
+    if files is None:
+        files = sorted(p.glob("*.safetensors")) if p.is_dir() else []
+    if not files:
+        return str(p)
+    sums = []
+    for f in files:
+        st = f.stat()
+        memo = (str(f.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+        if memo not in _WEIGHTS_DIGESTS:
+            _WEIGHTS_DIGESTS[memo] = path_digest(f)
+        sums.append(_WEIGHTS_DIGESTS[memo])
+    return f"{files[0].name}-{sums[0]}" if len(files) == 1 else f"shards-{digest(sums)}"
 
 
 def _copy(src: Path, dst: Path) -> None:

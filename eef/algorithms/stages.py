@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from eef.algorithms import policies
 from eef.algorithms.config import ExperimentConfig, to_dict
 from eef.algorithms.context import Context
-from eef.algorithms.rundir import RunDir, digest
+from eef.algorithms.rundir import RunDir, digest, model_key
 from eef.envs.base import TextEnv
 from eef.policy import Sampling
 from eef.rollout.budget import Budget
@@ -125,7 +125,7 @@ def train_stage(ctx: Context, name: str, init: Path, data: list[Trajectory]) -> 
         res = train_sft(str(init), run / data_rel, run / rel, cfg, progress=ctx.cfg.rollout.progress)
         return {k: res[k] for k in ("steps", "tokens", "trained_tokens", "seconds") if k in res}
 
-    key = {"init": str(init), "init_key": _dir_key(init), "data": digest([t.to_dict() for t in data]),
+    key = {"init": str(init), "init_key": model_key(init), "data": digest([t.to_dict() for t in data]),
            "train": ctx.cfg.train.key(), "seed": ctx.agent_seed, "system": ctx.cfg.model.system}
     # the same training done under another name (e.g. an iteration that added no sample):
     # its model is used as is, so the evaluations of that model are shared too
@@ -139,17 +139,6 @@ def train_stage(ctx: Context, name: str, init: Path, data: list[Trajectory]) -> 
     res = run.stage(f"train/{name}", key, [rel], go)
     run.log_metrics({"stage": f"train/{name}", "key": digest(key), "examples": len(data), **res})
     return run / rel
-
-
-def _dir_key(p: Path) -> str:
-    """What identifies a trained model directory: its weights file's size and time (a LoRA
-    run's adapter file when there is one, so a retrained adapter is never taken for the old)."""
-    for name in ("adapter_model.safetensors", "model.safetensors"):
-        f = p / name
-        if f.exists():
-            st = f.stat()
-            return f"{name}-{st.st_size}-{int(st.st_mtime)}"
-    return str(p)
 
 
 def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRequest]
@@ -168,7 +157,7 @@ def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRe
             policies.release_policy(pol)
         return {"budget": Budget.of(res.trajectories).counts(), "failures": len(res.failures)}
 
-    key = {"model": str(model), "model_key": _dir_key(model),
+    key = {"model": str(model), "model_key": model_key(model),
            "requests": [(r.task_id, r.start_state, r.samples, r.seed, r.parent_id,
                          _sampling_key(r.sampling)) for r in requests]}
     ro = ctx.cfg.rollout
