@@ -10,8 +10,9 @@ Layout::
 A stage is reused only when its record exists, its input key (a hash of the config values and
 upstream outputs it depends on) is the same, and every output it recorded still has the same
 checksum: a file merely existing is not enough.  A model in a key is named by the checksum
-of its weights (``model_key``), so the same weights under another name share work.  Work inside a stage resumes on its own
-(rollouts append to JSONL and skip finished episodes; training resumes from its checkpoints).
+of its weights (``model_key``), so the same weights under another name share work.  Work
+inside a stage resumes on its own (rollouts append to JSONL and skip finished episodes;
+training resumes from its checkpoints).
 """
 
 from __future__ import annotations

@@ -125,8 +125,9 @@ def train_stage(ctx: Context, name: str, init: Path, data: list[Trajectory]) -> 
         res = train_sft(str(init), run / data_rel, run / rel, cfg, progress=ctx.cfg.rollout.progress)
         return {k: res[k] for k in ("steps", "tokens", "trained_tokens", "seconds") if k in res}
 
-    key = {"init": str(init), "init_key": model_key(init), "data": digest([t.to_dict() for t in data]),
-           "train": ctx.cfg.train.key(), "seed": ctx.agent_seed, "system": ctx.cfg.model.system}
+    key = {"init": str(init), "init_key": model_key(init),
+           "data": digest([t.to_dict() for t in data]), "train": ctx.cfg.train.key(),
+           "seed": ctx.agent_seed, "system": ctx.cfg.model.system}
     # the same training done under another name (e.g. an iteration that added no sample):
     # its model is used as is, so the evaluations of that model are shared too
     k = digest(key)
