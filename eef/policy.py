@@ -15,6 +15,7 @@ models, imports neither.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
@@ -39,6 +40,14 @@ class Sampling:
     #: (0: off); breaks the copy loops of small models ("slim fit slim fit slim fit ...")
     #: while a thought and an action may still quote the same words, each on its own line
     no_repeat_ngram: int = 0
+
+    def record(self) -> dict[str, Any]:
+        """The fields as recorded (provenance, stage keys): a field at its off value is left
+        out, so records and keys made before it existed stay the same."""
+        d = dataclasses.asdict(self)
+        if not d["no_repeat_ngram"]:
+            del d["no_repeat_ngram"]
+        return d
 
 
 @runtime_checkable

@@ -160,7 +160,7 @@ def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRe
 
     key = {"model": str(model), "model_key": model_key(model),
            "requests": [(r.task_id, r.start_state, r.samples, r.seed, r.parent_id,
-                         _sampling_key(r.sampling)) for r in requests]}
+                         r.sampling.record() if r.sampling else None) for r in requests]}
     ro = ctx.cfg.rollout
     if ro.ground_actions:  # other episodes: keys of earlier runs stay valid
         key["ground_actions"] = True
@@ -178,17 +178,6 @@ def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRe
 def make_env_factory(cfg: ExperimentConfig):
     from eef.rollout.pool import EnvSpec
     return EnvSpec(cfg.env.name, dict(cfg.env.options))
-
-
-def _sampling_key(s: Sampling | None) -> dict[str, Any] | None:
-    """A request's sampling in a stage key: fields at their off value are left out, so keys
-    of runs recorded before a field existed stay valid."""
-    if s is None:
-        return None
-    d = dataclasses.asdict(s)
-    if not d.get("no_repeat_ngram"):
-        d.pop("no_repeat_ngram", None)
-    return d
 
 
 def train_sampling(cfg: ExperimentConfig) -> Sampling:

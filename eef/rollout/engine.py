@@ -39,7 +39,6 @@ its contexts (so sums over episodes are exact); else ``None``.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -572,7 +571,7 @@ class RolloutEngine:
         src = Provenance("simulation" if sim else "policy", self.policy.spec,
                          self.config.policy_version, e.start_k, pid if sim else None,
                          True if sim and r.fresh_step_limit else None, e.sample, e.seed,
-                         dataclasses.asdict(r.sampling) if r.sampling is not None else None)
+                         r.sampling.record() if r.sampling is not None else None)
         return Provenance.from_dict({**src.to_dict(), **r.source}) if r.source else src
 
     def _begin(self, r: RolloutRequest, e: _Episode, res: StartResult, pid: str | None,
