@@ -11,7 +11,7 @@ import torch
 
 from eef.models.decode import PrefixCache, continuation_logprobs, decode
 from eef.policy import Sampling
-from eef.rollout.grounding import choices, ground_batch, repeated
+from eef.rollout.grounding import choices, ground_batch, repeated, template_to_fill
 from eef.trajectory import Step, Trajectory
 from test_models_hf import model_dir, policy  # noqa: F401  (shared fixtures)
 
@@ -70,6 +70,17 @@ def test_rank_actions_scores_the_whole_turn_up_to_a_constant(policy):
     assert policy.rank_actions([ctx], ["x"], [[]]) == [[]]
 
 
+def test_continue_turns_fills_the_forced_prefix(policy):
+    ctx = traj()
+    s = Sampling(max_new_tokens=8)
+    got = policy.continue_turns([ctx, ctx], ["Thought: x\nAction: search[", "Action: click["], s)
+    assert got[0].startswith("Thought: x\nAction: search[") and got[1].startswith("Action: click[")
+    assert all("\n" not in g.split("Action: ")[1] for g in got)
+    assert template_to_fill("click[x]", ["search[<query>]"]) == "search"
+    assert template_to_fill("search[x]", ["search[<query>]"]) is None
+    assert template_to_fill("click[x]", PAGE) is None
+
+
 def test_repeats_and_choices():
     t = traj(("click[b0abc12345]", "item A"), ("click[< prev]", "results A"))
     assert repeated(t, "click[B0ABC12345] ") and not repeated(t, "click[b0zzz99999]")
@@ -105,6 +116,18 @@ def test_ground_batch_rules():
     got = ground_batch(r, [t0, t1], ["a", "b"], acts, [PAGE, PAGE], "likelihood", True, s)
     assert got == ["click[< prev]", "click[< prev]"]
     assert r.calls == [(2, ["a", "b"], [PAGE[1:], [PAGE[1], PAGE[2], PAGE[4]]], s)]
+    # a state listing only a template: the turn is continued from "Action: search["
+    class Filler(_Ranker):
+        def continue_turns(self, contexts, partials, sampling=None, seeds=None):
+            self.calls.append(("continue", partials, seeds))
+            return [p + "red shoes]" for p in partials]
+    f = Filler("")
+    search_page = ["search[<query>]"]
+    got = ground_batch(f, [t0, t1], ["go", ""], ["click[< prev]", "search[x]"],
+                       [search_page, search_page], "likelihood", seeds=[5, 6])
+    assert got == ["search[red shoes]", "search[x]"]
+    assert f.calls == [("continue", ["Thought: go\nAction: search["], [5])]
+    assert ground_batch(f, [t0], [""], ["click[< prev]"], [search_page]) == ["click[< prev]"]
     # a policy that cannot rank falls back to fuzzy
     assert ground_batch(object(), [t0], [""], acts[:1], [PAGE], "likelihood") == \
         ["click[b0abc12345]"]

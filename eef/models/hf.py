@@ -162,13 +162,7 @@ class HFPolicy:
                 continue
             chat = trajectory_messages(ctx, self.format.system)
             prompt = self.format.encode_messages(chat, budget, self.trim_block)
-            n_turn = sum(m["role"] == "assistant" for m in chat)
-            turns = []
-            for a in cands:
-                seg = self.format.segments(
-                    chat + [{"role": "assistant", "content": render_turn(thought, a)}],
-                    [n_turn])[-1]
-                turns.append([i for i, m in zip(seg.ids, seg.mask) if m])
+            turns = [self._turn_ids(chat, render_turn(thought, a)) for a in cands]
             k = 0  # tokens every candidate's turn starts with: part of the prefix
             while all(len(t) > k + 1 and t[k] == turns[0][k] for t in turns):
                 k += 1
@@ -176,6 +170,35 @@ class HFPolicy:
                                              [t[k:] for t in turns], fast=self.fast,
                                              prefix_cache=self.prefix_cache))
         return out
+
+    def continue_turns(self, contexts: Sequence["Trajectory"], partials: Sequence[str],
+                       sampling: Sampling | None = None,
+                       seeds: Sequence[int] | None = None) -> list[str]:
+        """For each context, the agent's turn forced to start with ``partials[i]`` (e.g.
+        ``Thought: ...\nAction: search[``) and continued by the model up to the end of that
+        line: constrained decoding of an action that must fill a template."""
+        s = sampling or Sampling()
+        budget = self.max_context - s.max_new_tokens
+        prompts, heads = [], []
+        for ctx, part in zip(contexts, partials):
+            chat = trajectory_messages(ctx, self.format.system)
+            head = self._turn_ids(chat, part)
+            head = head[:-1] if head and head[-1] in self._stop.ids else head
+            prompts.append(self.format.encode_messages(chat, budget - len(head), self.trim_block)
+                           + head)
+            heads.append(chat)
+        out = self._generate(prompts, s, seeds, False, ["\n"])
+        texts = [p + c.text.split("\n")[0] for p, c in zip(partials, out)]
+        if self.format.aliases is not None:
+            texts = [self.format.aliases.decode(t, chat) for t, chat in zip(texts, heads)]
+        return texts
+
+    def _turn_ids(self, chat: list[dict[str, str]], turn: str) -> list[int]:
+        """The tokens of assistant turn ``turn`` after ``chat`` (end-of-turn included), as
+        training sees them (aliases applied)."""
+        n_turn = sum(m["role"] == "assistant" for m in chat)
+        seg = self.format.segments(chat + [{"role": "assistant", "content": turn}], [n_turn])[-1]
+        return [i for i, m in zip(seg.ids, seg.mask) if m]
 
     # -- chat completion (also used by the server) --------------------------------------------
     def chat(self, chats: Sequence[Sequence[dict[str, str]]], sampling: Sampling | None = None,

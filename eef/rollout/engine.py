@@ -532,7 +532,8 @@ class RolloutEngine:
             chosen = ground_batch(self.policy, [actions[i][0].traj for i in idx],
                                   [actions[i][1] for i in idx], [actions[i][2] for i in idx],
                                   [avail[i] for i in idx], cfg.ground_by, cfg.avoid_repeats,
-                                  sampling)
+                                  sampling, [actions[i][0].seed + len(actions[i][0].traj.steps)
+                                             for i in idx])
             for i, a in zip(idx, chosen):
                 out[i] = (actions[i][0], actions[i][1], a)
         return out

@@ -56,7 +56,7 @@ def run_episode(env: TextEnv, policy: Policy, task_id: str, *, sampling: Samplin
         if ground:
             executed = ground_batch(policy, [traj], [thought], [action],
                                     [env.available_actions()], ground_by, avoid_repeats,
-                                    sampling)[0]
+                                    sampling, [seed + len(traj.steps)])[0]
             action = note_grounding(traj, action, executed)
         last = env.step(action)
         traj.steps.append(Step(action, last.observation, thought, float(last.reward),

@@ -22,7 +22,9 @@ Two further rules (``rollout.ground_by``, ``rollout.avoid_repeats``):
   likely after its own thought (``policy.rank_actions``: the log-probability of the turn
   ``Thought: <its thought>\nAction: <candidate>``), i.e. constrained decoding over the
   admissible actions instead of string similarity.  A policy that cannot rank (an API model)
-  falls back to ``fuzzy``.
+  falls back to ``fuzzy``.  A state that lists only templates (WebShop's search page) and an
+  action that fills none of them: the model's turn is continued from ``Action: <verb>[``
+  (``policy.continue_turns``), so the action fills the first template.
 - ``avoid_repeats``: an action the episode already took from the same observation (a click
   that changed nothing, or the inspect-and-go-back loop ``click[X]``, ``< prev``,
   ``click[X]``) counts as inadmissible there, and the candidates exclude such repeats.  The
@@ -35,6 +37,8 @@ import re
 from typing import TYPE_CHECKING, Any, Sequence
 
 from rapidfuzz import fuzz, process
+
+from eef.react import parse_turn, render_turn
 
 if TYPE_CHECKING:
     from eef.policy import Sampling
@@ -103,20 +107,46 @@ def choices(traj: "Trajectory", action: str, available: Sequence[str],
     return concrete
 
 
+def template_to_fill(action: str, available: Sequence[str]) -> str | None:
+    """The verb of the template ``action`` must fill instead (``search`` of
+    ``search[<query>]``) when the state lists templates but no concrete action and ``action``
+    fills none of them; else None."""
+    fills, concrete = _split(action, available)
+    if fills or concrete:
+        return None
+    for cand in available:
+        m = _TEMPLATE.match(cand.strip())
+        if m:
+            return m.group(1)
+    return None
+
+
 def ground_batch(policy: Any, trajs: Sequence["Trajectory"], thoughts: Sequence[str],
                  actions: Sequence[str], available: Sequence[Sequence[str]], rule: str = "fuzzy",
-                 avoid_repeats: bool = False, sampling: "Sampling | None" = None) -> list[str]:
+                 avoid_repeats: bool = False, sampling: "Sampling | None" = None,
+                 seeds: Sequence[int] | None = None) -> list[str]:
     """The action to execute for each episode (the rules of the module docstring);
     ``available[i]``: the admissible actions of episode ``i``'s state.  ``rule``: ``fuzzy``
-    or ``likelihood`` (needs ``policy.rank_actions``, else fuzzy)."""
+    or ``likelihood`` (needs ``policy.rank_actions``, else fuzzy; ``seeds``: per episode,
+    for a sampled template continuation)."""
     if rule not in ("fuzzy", "likelihood"):
         raise ValueError(f"grounding rule {rule!r}: expected 'fuzzy' or 'likelihood'")
     out = list(actions)
     todo: list[tuple[int, list[str]]] = []
+    fill: list[tuple[int, str]] = []
     for i, (t, a, av) in enumerate(zip(trajs, actions, available)):
         cands = choices(t, a, av, avoid_repeats)
         if cands:
             todo.append((i, cands))
+        elif rule == "likelihood" and av and (verb := template_to_fill(a, av)):
+            fill.append((i, verb))
+    cont = getattr(policy, "continue_turns", None)
+    if fill and cont is not None:
+        texts = cont([trajs[i] for i, _ in fill],
+                     [render_turn(thoughts[i], f"{verb}[") for i, verb in fill], sampling,
+                     [seeds[i] for i, _ in fill] if seeds is not None else None)
+        for (i, _), text in zip(fill, texts):
+            out[i] = parse_turn(text)[1]
     if not todo:
         return out
     rank = getattr(policy, "rank_actions", None) if rule == "likelihood" else None
