@@ -336,7 +336,7 @@ class LateExpert(OracleExpert):
 
     spec = "expert:late"
 
-    def __init__(self, env: WebShopEnv, option_error: float = 0.35, dawdle: float = 0.3, **kw):
+    def __init__(self, env: WebShopEnv, option_error: float = 0.3, dawdle: float = 0.35, **kw):
         super().__init__(env)
         self.option_error = _probability("option_error", option_error)
         self.dawdle = _probability("dawdle", dawdle)
