@@ -21,8 +21,8 @@ and its trajectories are reproducible.
   that group the goal's value does not cover, and with probability ``dawdle`` (per episode)
   stops after a seeded number of the options and browses the item's sub-pages (Description,
   Features, Reviews and ``< Prev`` back) until the step limit ends the episode unbought.  A
-  weaker second expert whose failures come after the right product is found (the paper's
-  second expert, GPT-3.5, is weaker than GPT-4 in this way too).
+  weaker second expert (the role of the paper's GPT-3.5) whose failures all come after the
+  right product is found.
 * ``random`` clicks / searches uniformly at random among the page's actions (a floor).
 
 ``failure_kind`` says why an episode failed; ``failure_stage`` sorts failures into early (a
