@@ -225,8 +225,9 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
 
 @expert_app.command("collect")
 def expert_collect(env: str = typer.Argument(..., help="Env name."),
-                   expert: str = typer.Option(..., help="Expert name (oracle, heuristic, gold, "
-                                              "noisy, llm, random)."),
+                   expert: str = typer.Option(..., help="Expert name (oracle, heuristic, late, "
+                                              "gold, noisy, llm, random), parameters in "
+                                              "parentheses: 'late(dawdle=0.5)'."),
                    out: Path = typer.Option(..., help="Output JSONL (a rerun resumes)."),
                    split: str = typer.Option("train", help="Split."),
                    tasks_file: Optional[Path] = typer.Option(None, "--tasks", help="Task ids file."),

@@ -7,7 +7,8 @@ HF models and OpenAI-compatible endpoints all implement it, so every caller (eva
 collection, the rollout engine) treats them alike.
 
 Policy specs (strings): ``expert:NAME`` (a scripted expert of the env: ``expert:oracle``,
-``expert:heuristic``, ``expert:gold``, ``expert:noisy``, ``expert:random``), ``hf:ID_OR_PATH``
+``expert:heuristic``, ``expert:late``, ``expert:gold``, ``expert:noisy``, ``expert:random``;
+parameters in parentheses, ``expert:noisy(slip=0.5)``: ``eef.experts``), ``hf:ID_OR_PATH``
 and ``openai:MODEL@BASE_URL`` (model backends, see ``eef.models``).  Each scheme names its
 factory by module path (``register_backend``), so this module, below the experts and the
 models, imports neither.

@@ -16,7 +16,18 @@ and its trajectories are reproducible.
 * ``noisy`` is ``heuristic`` that slips: at each step, with probability ``slip`` (seeded by
   task, step and seed), it takes ``random``'s action instead, then carries on from wherever that
   led.  A weaker second expert whose failures hold detours and recoveries.
+* ``late`` is ``oracle`` that errs late: it sees the target as ``oracle`` does and reaches
+  its page, then, per requested option, with probability ``option_error`` selects a value of
+  that group the goal's value does not cover, and with probability ``dawdle`` (per episode)
+  stops after a seeded number of the options and browses the item's sub-pages (Description,
+  Features, Reviews and ``< Prev`` back) until the step limit ends the episode unbought.  A
+  weaker second expert (the role of the paper's GPT-3.5) whose failures all come after the
+  right product is found.
 * ``random`` clicks / searches uniformly at random among the page's actions (a floor).
+
+``failure_kind`` says why an episode failed; ``failure_stage`` sorts failures into early (a
+wrong product, out of steps before the target) and late (the target reached: a wrong option,
+out of steps on its pages) and ``failure_breakdown`` counts them over episodes.
 """
 
 from __future__ import annotations
@@ -27,7 +38,8 @@ from typing import Sequence
 
 from rapidfuzz import fuzz
 
-from eef.envs.webshop.env import SEP, WebShopEnv
+from eef.envs.webshop.env import SEP, SUB_PAGES, WebShopEnv
+from eef.envs.webshop.reward import option_matches
 from eef.policy import Sampling
 from eef.react import render_turn
 from eef.trajectory import Trajectory
@@ -232,9 +244,10 @@ class HeuristicExpert(_ScriptedWebShop):
         return "I start over from the search page.", "click[back to search]"
 
 
-def _clicks_on_this_item(ctx: Trajectory) -> set[str]:
-    """Labels clicked (validly) since the current item page was opened from the results."""
-    out: set[str] = set()
+def _item_clicks(ctx: Trajectory) -> list[str]:
+    """Labels clicked (validly) since the current item page was opened from the results, in
+    order."""
+    out: list[str] = []
     for i in range(len(ctx.steps) - 1, -1, -1):
         s = ctx.steps[i]
         before = ctx.steps[i - 1].observation if i else ctx.initial_observation
@@ -242,8 +255,13 @@ def _clicks_on_this_item(ctx: Trajectory) -> set[str]:
             break  # this click opened the item page
         a = s.action.lower()
         if s.valid and a.startswith("click["):
-            out.add(a[6:-1])
-    return out
+            out.append(a[6:-1])
+    return out[::-1]
+
+
+def _clicks_on_this_item(ctx: Trajectory) -> set[str]:
+    """Labels clicked (validly) since the current item page was opened from the results."""
+    return set(_item_clicks(ctx))
 
 
 def _closest(value: str, listed: list[str]) -> str | None:
@@ -296,6 +314,76 @@ class NoisyExpert(HeuristicExpert):
         return super().decide(ctx, seed)
 
 
+def _probability(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+class LateExpert(OracleExpert):
+    """``oracle`` whose failures come late: it sees the target (as ``oracle`` does), reaches its
+    page, then errs on the options or runs out of steps there.
+
+    Per requested option group, with probability ``option_error`` it selects a wrong value: one
+    of the group's listed values that WebShop's reward does not count as the goal's (none when
+    every other value would count, then it selects the right one).  With probability ``dawdle``
+    (per episode) it selects only the first k of the requested options (k seeded, 0 to all) and
+    then browses the item's sub-pages (Description, Features, Reviews, each followed by
+    ``< Prev``) without buying, until the env's step limit ends the episode.  Its choices are
+    fixed per (task, episode seed); the episode seed is ``seeds[i] - len(context.steps)``, as
+    ``eef.rollout.episode.run_episode`` passes ``seed + step index``.  Defaults were chosen on
+    train goals for a win rate near ``heuristic``'s at ``max_steps`` 10 (docs/webshop.md)."""
+
+    spec = "expert:late"
+
+    def __init__(self, env: WebShopEnv, option_error: float = 0.3, dawdle: float = 0.35, **kw):
+        super().__init__(env)
+        self.option_error = _probability("option_error", option_error)
+        self.dawdle = _probability("dawdle", dawdle)
+
+    def act(self, contexts: Sequence[Trajectory], sampling: Sampling | None = None,
+            seeds: Sequence[int] | None = None) -> list[str]:
+        return [render_turn(*self.decide(c, (seeds[i] if seeds is not None else len(c.steps))
+                                         - len(c.steps)))
+                for i, c in enumerate(contexts)]
+
+    def plan(self, task_id: str, seed: int = 0) -> tuple[dict[str, str], int | None]:
+        """({option group: the wrong value it selects}, k: the options it selects before
+        dawdling, None when it does not dawdle) of an episode with this seed."""
+        goal = self.env.goal(task_id)
+        product = self.env.cat.products[goal.asin]
+        groups = product.get("options", {})
+        wanted = list(goal.goal_options.values())
+        wrong: dict[str, str] = {}
+        for name, value in goal.goal_options.items():
+            rng = random.Random(f"late/option/{task_id}/{name}/{seed}")
+            if rng.random() < self.option_error:
+                bad = [v for v in groups.get(name, []) if v != value
+                       and not option_matches(product, wanted, {name: v})]
+                if bad:
+                    wrong[name] = rng.choice(bad)
+        rng = random.Random(f"late/dawdle/{task_id}/{seed}")
+        stop = rng.randint(0, len(wanted)) if rng.random() < self.dawdle else None
+        return wrong, stop
+
+    def decide(self, ctx: Trajectory, seed: int) -> tuple[str, str]:
+        """The next turn; ``seed`` is the episode seed (see the class)."""
+        goal = self.env.goal(ctx.task_id)
+        page = parse_page(ctx.observation)
+        if page["kind"] != "item" or page["title"] != self.env.cat.products[goal.asin]["Title"]:
+            return super().decide(ctx, seed)
+        wrong, stop = self.plan(ctx.task_id, seed)
+        clicks = _item_clicks(ctx)
+        picks = [(n, wrong.get(n, v)) for n, v in goal.goal_options.items()]
+        for name, value in picks[:stop]:
+            if value not in clicks:
+                return f"I select {name}: {value}.", f"click[{value}]"
+        if stop is None:
+            return "All options are set; I buy it.", "click[buy now]"
+        sub = list(SUB_PAGES)[sum(c in SUB_PAGES for c in clicks) % len(SUB_PAGES)]
+        return f"Before buying I read its {sub}.", f"click[{sub}]"
+
+
 def failure_kind(traj: Trajectory, env: WebShopEnv) -> str:
     """Why a WebShop episode failed: ``success``, ``out of steps`` (no purchase), ``wrong
     product``, ``wrong option``, ``over budget`` or ``attribute mismatch``."""
@@ -317,3 +405,38 @@ def failure_kind(traj: Trajectory, env: WebShopEnv) -> str:
     if any(v not in clicked for v in goal.goal_options.values()):
         return "wrong option"
     return "attribute mismatch"
+
+
+def reached_target(traj: Trajectory, env: WebShopEnv) -> bool:
+    """Whether the episode opened the goal's product page."""
+    target = env.goal(traj.task_id).asin
+    return any(s.valid and s.action.lower() == f"click[{target.lower()}]" for s in traj.steps)
+
+
+#: ``failure_stage``'s labels, early failures first; ``LATE``: those after the target was reached
+STAGES = ("success", "wrong product", "out of steps before the target",
+          "right product, wrong option", "right product, other", "out of steps on the target")
+LATE = frozenset(STAGES[3:])
+
+
+def failure_stage(traj: Trajectory, env: WebShopEnv) -> str:
+    """``failure_kind`` by where the episode went wrong: before the target's page (``wrong
+    product``, ``out of steps before the target``) or after it (``right product, wrong
+    option``, ``right product, other``: over budget or an attribute mismatch, ``out of steps
+    on the target``: its page was opened, nothing bought)."""
+    kind = failure_kind(traj, env)
+    if kind in ("success", "wrong product", "wrong option"):
+        return "right product, wrong option" if kind == "wrong option" else kind
+    if kind == "out of steps":
+        return "out of steps " + ("on" if reached_target(traj, env) else "before") + " the target"
+    return "right product, other"
+
+
+def failure_breakdown(trajs: Sequence[Trajectory], env: WebShopEnv) -> dict[str, int]:
+    """Episodes per ``failure_stage``, every label in ``STAGES`` order (zeros kept), plus
+    ``late``: the failures after the target was reached."""
+    out = dict.fromkeys(STAGES, 0)
+    for t in trajs:
+        out[failure_stage(t, env)] += 1
+    out["late"] = sum(out[k] for k in LATE)
+    return out
