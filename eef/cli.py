@@ -308,13 +308,19 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="Run directories (or 
            title: str = typer.Option("EEF report", help="Page title."),
            obs_chars: int = typer.Option(300, help="Clip Figure 1 observations to N characters "
                                          "(0: never)."),
+           pairs: Optional[str] = typer.Option(None, help="Paired differences A-B to show, "
+                                               "comma-separated (default: every method vs sft "
+                                               "and vs rft_xn, eef vs the expert)."),
            data_dir: Optional[Path] = DataDir):
-    """One self-contained HTML report (plots, Figure 1 and Figure 2 views) of run dirs."""
+    """One self-contained HTML report (plots, paired differences, Figure 1 and Figure 2 views)
+    of run dirs."""
     set_data_dir(data_dir)
+    from eef.report.comparison import parse_pairs
     from eef.report.html import ReportConfig, report_command
     from eef.report.rundata import ReportError
     try:
-        report_command(run_dirs, out, ReportConfig(title=title, obs_chars=obs_chars))
+        report_command(run_dirs, out, ReportConfig(
+            title=title, obs_chars=obs_chars, pairs=parse_pairs(pairs) if pairs else None))
     except ReportError as e:
         _fail(str(e))
 
@@ -482,17 +488,27 @@ def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML 
             sets: Optional[List[str]] = typer.Option(None, "--set", help="Override KEY=VALUE."),
             out: Optional[Path] = typer.Option(None, help="Output directory (one run dir per "
                                                "seed); rerunning resumes."),
+            pairs: Optional[str] = typer.Option(None, help="Paired differences A-B to report, "
+                                                "comma-separated (e.g. eef-rft_xn,eef-expert; "
+                                                "default: every method vs sft and vs rft_xn, "
+                                                "eef vs the expert)."),
             data_dir: Optional[Path] = DataDir):
-    """Run several methods at equal counted budget over seeds; a mean ± std table."""
+    """Run several methods at equal counted budget over seeds; a mean ± std table, the expert
+    on the same goals, paired per-goal differences with bootstrap intervals."""
     set_data_dir(data_dir)
     cfg = _load_cfg(config, sets)
     ms = [m.strip() for m in methods.split(",") if m.strip()]
     from eef.algorithms.pipeline import BUDGET_KEYS, METHODS, compare as do_compare
+    from eef.report.comparison import parse_pairs, write_comparison
     bad = [m for m in ms if m not in METHODS]
     if bad or not ms:
         _fail(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
     if seeds < 1 or train_seeds < 1:
         _fail("--seeds and --train-seeds must be >= 1")
+    try:
+        wanted = parse_pairs(pairs) if pairs is not None else None
+    except ValueError as e:
+        _fail(str(e))
     out = out or Path("runs") / f"compare-{config.stem if config else 'default'}"
     record_data_dir(out)
     try:
@@ -502,6 +518,20 @@ def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML 
     _print_rows(f"{cfg.env.name}: final iteration on {cfg.env.eval_split} — {out}", table,
                 ["method", "seeds", "runs", "win_rate_mean", "win_rate_std", "score_mean",
                  "score_std"] + [f"{k}_mean" for k in BUDGET_KEYS])
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a half-written line was already resumed past
+        c = write_comparison([out], out, wanted)
+    if c.pairs:
+        rows = c.pair_rows()
+        _print_rows(f"paired per-goal differences A - B, 95% bootstrap intervals — "
+                    f"{out / 'paired.md'}", rows, list(rows[0]))
+    if c.solvable:
+        rows = c.solvable_rows()
+        _print_rows("failed expert trajectories with a solvable simulated state", rows,
+                    list(rows[0]))
+    for note in c.notes:
+        print(f"note: {note}")
 
 
 def main() -> None:

@@ -240,3 +240,37 @@ def test_an_imported_file_keeps_every_trajectory_of_a_task(tmp_path, webshop, ta
     with pytest.raises(ValueError, match="no trajectory for 1 training task"):
         stages.expert_stage(cfg, RunDir(tmp_path / "r2", to_dict(cfg)), webshop,
                             [hard, "webshop/nope"])
+
+
+def test_the_expert_is_evaluated_on_the_eval_goals_once(tmp_path, webshop, tasks):
+    from eef.algorithms.pipeline import summary_rows
+    cfg = load_config(None, ["env.options={max_steps: 10}", "rollout.progress=false"])
+    run, env = RunDir(tmp_path / "run", to_dict(cfg)), make_env(cfg)
+    goals = [t.id for t in webshop.tasks("test")[:4]]
+    ctx = Context(cfg, run, env, eval_ids=goals)
+    (row,) = stages.expert_eval_stage(ctx)
+    got = read_jsonl(run / "rollouts/eval/expert.jsonl")
+    assert [t.task_id for t in got] == goals and row["n"] == 4
+    assert (row["stage"], row["method"], row["policy"], row["split"]) == \
+        ("expert/eval", "expert", "expert:heuristic", "test")
+    assert row["win_rate"] == sum(t.success for t in got) / 4
+    rec = (run / "stages/expert__eval.json").stat().st_mtime_ns
+    assert stages.expert_eval_stage(ctx) == [row]  # resumed: not run again, no second row
+    assert (run / "stages/expert__eval.json").stat().st_mtime_ns == rec
+    assert [r["stage"] for r in run.metrics()] == ["expert/eval"]
+    assert [r["what"] for r in summary_rows(run)] == ["expert (eval)"]
+    # several experts: one evaluation each; imported trajectories: none (no policy to run)
+    two = load_config(None, ["env.options={max_steps: 10}", "rollout.progress=false",
+                             "expert.policies=[expert:heuristic, expert:random]"])
+    ctx2 = Context(two, RunDir(tmp_path / "run2", to_dict(two)), env, eval_ids=goals[:2])
+    rows = stages.expert_eval_stage(ctx2)
+    assert [(r["stage"], r["method"], r["policy"]) for r in rows] == [
+        ("expert/eval/0", "expert/0", "expert:heuristic"),
+        ("expert/eval/1", "expert/1", "expert:random")]
+    assert (ctx2.run / "rollouts/eval/expert/1.jsonl").is_file()
+    f = tmp_path / "x.jsonl"
+    write_jsonl(f, got)
+    imp = load_config(None, [f"expert.trajectories={f}", "rollout.progress=false"])
+    assert stages.expert_eval_stage(Context(imp, RunDir(tmp_path / "run3", to_dict(imp)), env,
+                                            eval_ids=goals)) == []
+    env.close()

@@ -264,7 +264,8 @@ def test_compare_runs_and_reports_all_six_methods(tmp_path):
     r = _eef(args, timeout=1500)
     assert r.returncode == 0, r.stderr[-3000:]
     table = json.loads((out / "results.json").read_text())
-    assert [row["method"] for row in table] == ["eef", "sft", "sft_all", "rft", "rft_xn", "eto"]
+    assert [row["method"] for row in table] == ["eef", "sft", "sft_all", "rft", "rft_xn", "eto",
+                                                "expert"]
     by = {row["method"]: row for row in table}
     assert by["sft"]["env_steps_mean"] == by["sft_all"]["env_steps_mean"] == 0
     rows = _metrics(out / "seed0")

@@ -270,10 +270,23 @@ def test_compare_runs_every_method_per_seed_at_matched_budget(tmp_path):
                 for x in ("--set", s)], timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     table = json.loads((out / "results.json").read_text())
-    assert [row["method"] for row in table] == ["eef", "sft", "rft", "rft_xn"]  # EEF first
+    # EEF first; the expert on the same eval goals last (no training, no budget)
+    assert [row["method"] for row in table] == ["eef", "sft", "rft", "rft_xn", "expert"]
     assert all(row["seeds"] == 2 for row in table)
     by = {row["method"]: row for row in table}
     assert by["sft"]["env_steps_mean"] == 0 and by["eef"]["env_steps_mean"] > 0
+    assert by["expert"]["runs"] == 2 and "env_steps_mean" not in by["expert"]
+    ex = [next(x for x in _metrics(out / f"seed{s}") if x["stage"] == "expert/eval")
+          for s in (0, 1)]
+    assert [x["n"] for x in ex] == [3, 3] and by["expert"]["score_mean"] == \
+        pytest.approx(sum(x["mean_score"] for x in ex) / 2)
+    # paired per-goal differences (eef.report.comparison) written beside results.json
+    paired = json.loads((out / "paired.json").read_text())
+    assert ("eef", "expert") in {(p["a"], p["b"]) for p in paired["pairs"]}
+    assert all(p["goals"] == 3 and p["runs_a"] == 2 for p in paired["pairs"])
+    assert [(r["method"], r["iteration"]) for r in paired["solvable_failures"]] == \
+        [("eef", 1), ("eef", None)]
+    assert (out / "paired.md").is_file() and "paired per-goal differences" in r.stdout
     for seed in (0, 1):
         rows = _metrics(out / f"seed{seed}")
         assert {m for m in ("sft", "rft", "rft_xn", "eef")

@@ -143,7 +143,7 @@ def test_summary_is_the_final_iteration_and_the_expert(fake):
     rows = {r["method"]: r for r in find_table(html, "method", "split", "runs", "episodes")}
     runs = [metrics(root / f"seed{s}") for s in range(3)]
     ex = [r["win_rate"] for ms in runs for r in ms if r["stage"] == "expert"]
-    assert rows["expert"]["win rate (%)"] == pct(statistics.mean(ex), statistics.stdev(ex))
+    assert rows["expert (train)"]["win rate (%)"] == pct(statistics.mean(ex), statistics.stdev(ex))
     fin = [r["win_rate"] for ms in runs for r in ms if r["stage"] == "eval/eef/it2"]
     assert rows["eef"]["win rate (%)"] == pct(statistics.mean(fin), statistics.stdev(fin))
     assert rows["eef"]["iteration"] == "2" and rows["eef"]["episodes"] == str(3 * 18)

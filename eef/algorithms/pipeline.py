@@ -11,7 +11,8 @@ from typing import Any
 from eef.algorithms.config import METHODS, ExperimentConfig, to_dict
 from eef.algorithms.context import Context, explore_subset, make_env, select_tasks
 from eef.algorithms.rundir import RunDir
-from eef.algorithms.stages import base_stage, expert_stage, replay_data
+from eef.algorithms.stages import (EXPERT_EVAL_STAGE, base_stage, expert_eval_stage, expert_stage,
+                                   replay_data)
 from eef.rollout.budget import BUDGET_KEYS, Budget
 
 
@@ -93,12 +94,15 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path) -> list[dict[str, Any
 
 
 def summary_rows(run: RunDir) -> list[dict[str, Any]]:
-    """Expert + every evaluation in the run dir, in order."""
+    """Expert (on its training tasks, and on the eval tasks when evaluated there) + every
+    evaluation in the run dir, in order."""
     rows = []
     for r in run.metrics():
         st = str(r.get("stage", ""))
-        if st == "expert" or st.startswith("eval/"):
-            rows.append({"what": "expert (train)" if st == "expert" else st[5:],
+        if st == "expert" or st.startswith("eval/") or st.startswith(EXPERT_EVAL_STAGE):
+            what = ("expert (train)" if st == "expert" else st[5:] if st.startswith("eval/")
+                    else f"{r.get('method')} (eval)")
+            rows.append({"what": what,
                          "method": r.get("method"), "iteration": r.get("iteration"),
                          "split": r.get("split"), "n": r.get("n"),
                          "win_rate": r.get("win_rate"), "mean_score": r.get("mean_score")})
@@ -118,16 +122,21 @@ def compare_runs(seeds: list[int], train_seeds: int = 1) -> list[tuple[int, int 
 def compare(cfg: ExperimentConfig, methods: list[str], seeds: list[int], out: str | Path,
             train_seeds: int = 1) -> list[dict[str, Any]]:
     """Each method at each seed (EEF first, so RFT×N can match its budget); a table of the
-    final iteration's test win rate and score, mean ± std over all runs.  ``train_seeds`` > 1
-    retrains every seed's methods with more training seeds on the same tasks and expert data
-    (``compare_runs``), so the spread includes retraining noise at fixed data."""
+    final iteration's test win rate and score, mean ± std over all runs, then the expert on
+    the same evaluation tasks (``expert_eval_stage``; no row for imported expert
+    trajectories).  ``train_seeds`` > 1 retrains every seed's methods with more training seeds
+    on the same tasks and expert data (``compare_runs``), so the spread includes retraining
+    noise at fixed data.  The paired per-goal differences are ``eef.report.comparison``'s."""
     order = sorted(methods, key=lambda m: (m != "eef", METHODS.index(m)))
     finals: dict[str, list[dict[str, Any]]] = {m: [] for m in order}
     spent: dict[str, list[dict[str, int]]] = {m: [] for m in order}
+    experts: dict[str, list[dict[str, Any]]] = {}
     for seed, train_seed, name in compare_runs(seeds, train_seeds):
         c = dataclasses.replace(cfg, seed=seed, train_seed=train_seed)
         ctx = prepare(c, Path(out) / name)
         try:
+            for row in expert_eval_stage(ctx):
+                experts.setdefault(row["method"], []).append(row)
             for m in order:
                 run_method(ctx, m)
                 rows = ctx.run.metrics()
@@ -146,6 +155,13 @@ def compare(cfg: ExperimentConfig, methods: list[str], seeds: list[int], out: st
                       "score_mean": statistics.mean(sc), "score_std": _std(sc),
                       **{f"{k}_mean": statistics.mean(b[k] for b in spent[m])
                          for k in BUDGET_KEYS}})
+    for m, rows in experts.items():  # not trained: no budget
+        wr = [r["win_rate"] for r in rows]
+        sc = [r["mean_score"] for r in rows]
+        table.append({"method": m, "policy": rows[0]["policy"], "seeds": len(seeds),
+                      "runs": len(rows), "win_rate_mean": statistics.mean(wr),
+                      "win_rate_std": _std(wr), "score_mean": statistics.mean(sc),
+                      "score_std": _std(sc)})
     import json
     (Path(out) / "results.json").write_text(json.dumps(table, indent=1))
     return table

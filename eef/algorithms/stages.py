@@ -81,6 +81,41 @@ def _collect_experts(cfg: ExperimentConfig, run: RunDir, env: TextEnv, train_ids
                        source={"kind": "expert"}, progress=cfg.rollout.progress)
 
 
+#: the stage (and metrics row) of the expert's evaluation on the eval tasks; with several
+#: experts (``expert.policies``) ``expert/eval/J`` for the J-th
+EXPERT_EVAL_STAGE = "expert/eval"
+
+
+def expert_eval_stage(ctx: Context) -> list[dict[str, Any]]:
+    """The expert on the evaluation tasks, one episode each (resumable, cached by its inputs):
+    the comparison's ``expert`` row, on the goals the methods are evaluated on.  A metrics row
+    per expert (stage ``expert/eval``, method ``expert``; several experts: ``expert/eval/J``,
+    method ``expert/J``).  Imported expert trajectories have no policy to run: no stage, [].
+    A run directory made before this stage existed gains it; its other stages are untouched."""
+    cfg, run = ctx.cfg, ctx.run
+    if cfg.expert.trajectories:
+        return []
+    names = cfg.expert.sources()
+    rows = []
+    for j, name in enumerate(names):
+        one = len(names) == 1
+        stage = EXPERT_EVAL_STAGE if one else f"{EXPERT_EVAL_STAGE}/{j}"
+        rel = "rollouts/eval/expert.jsonl" if one else f"rollouts/eval/expert/{j}.jsonl"
+
+        def go(name: str = name, rel: str = rel) -> dict[str, Any]:
+            trajs = _collect_experts(cfg, run, ctx.env, list(ctx.eval_ids), name, rel)
+            return summarize(trajs)
+
+        run.stage(stage, {"policy": name, "tasks": list(ctx.eval_ids), "env": to_dict(cfg.env),
+                          "seed": cfg.seed}, [rel], go)
+        row = {"stage": stage, "key": run.output_key(rel), "method": "expert" if one
+               else f"expert/{j}", "policy": name, "iteration": None, "output": rel,
+               "split": cfg.env.eval_split, **summarize(read_jsonl(run / rel))}
+        run.log_metrics(row)
+        rows.append(row)
+    return rows
+
+
 def base_stage(cfg: ExperimentConfig) -> Path:
     """The base model directory: a preset built once per machine (cached), or an HF path."""
     base = cfg.model.base

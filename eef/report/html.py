@@ -29,6 +29,7 @@ from typing import Any, Iterable, Sequence
 from eef.report import analysis as A
 from eef.report import plots
 from eef.report.assets import CSS, JS
+from eef.report.comparison import Comparison, comparison
 from eef.report.figure1 import figure1_entries
 from eef.report.rundata import ReportError, Run, TaskCategories, load_runs
 
@@ -49,6 +50,9 @@ class ReportConfig:
                 "data_dir, else EEF_DATA_DIR, else the data dir the run recorded, else the "
                 "default data dir)."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+    pairs: list[tuple[str, str]] | None = field(default=None, metadata={
+        "help": "Paired differences A - B to show (default: every method vs sft and vs rft_xn, "
+                "eef vs the expert; eef.report.comparison.default_pairs)."})
 
     def __post_init__(self) -> None:
         if self.obs_chars < 0 or self.max_sims_per_state < 0 or self.page_size < 1:
@@ -97,21 +101,70 @@ def json_script(obj: Any, elem_id: str, **attrs: Any) -> str:
 
 
 # -- sections ---------------------------------------------------------------------------------
+def _expert_eval_rows(runs: list[Run]) -> list[tuple[Any, ...]]:
+    """(who, split, runs, episodes, win rate, mean score) of the expert evaluated on the eval
+    tasks (``expert/eval`` rows), mean ± std over runs."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        for row in r.expert_eval_rows:
+            by.setdefault(str(row["method"]), []).append(row)
+    out = []
+    for m, rows in by.items():
+        wr, wr_s = A.mean_std([float(r["win_rate"]) for r in rows])
+        sc, sc_s = A.mean_std([float(r["mean_score"]) for r in rows])
+        out.append((m, "/".join(sorted({str(r.get("split")) for r in rows})), len(rows),
+                    sum(r["n"] for r in rows), pct(wr, wr_s), num(sc, sc_s)))
+    return out
+
+
 def _summary(runs: list[Run], curves: dict[str, list[A.CurvePoint]],
              expert: A.ExpertSummary | None) -> str:
     rows = []
     if expert:
-        rows.append(("expert", expert.split, expert.runs, expert.episodes,
+        rows.append(("expert (train)", expert.split, expert.runs, expert.episodes,
                      pct(expert.win_rate, expert.win_rate_std),
                      num(expert.mean_score, expert.mean_score_std), "–"))
+    rows += [(*r, "–") for r in _expert_eval_rows(runs)]
     for m, pts in curves.items():
         last = max(pts, key=lambda p: p.iteration)
         rows.append((m, _final_split(runs, m), last.runs, last.episodes, pct(last.win_rate, last.win_rate_std),
                      num(last.mean_score, last.mean_score_std), last.iteration))
     head = ("method", "split", "runs", "episodes", "win rate (%)", "mean score", "iteration")
     return ("<h2 id='summary'>Summary</h2><p class='small muted'>Final iteration of each method, "
-            "mean ± std over its runs (seeds). The expert's figures are on the training tasks it "
-            "was collected on, the methods' on the evaluation split.</p>" + table(head, rows))
+            "mean ± std over its runs (seeds). The expert (train): on the training tasks it "
+            "was collected on; the expert evaluated on the evaluation split (<code>eef "
+            "compare</code>), when there, and the methods: on the evaluation split.</p>"
+            + table(head, rows))
+
+
+def _paired_section(c: Comparison) -> str:
+    out = ["<h2 id='paired'>Paired per-goal differences</h2>",
+           "<p class='small muted'>A − B on the evaluation goals both were evaluated on: each "
+           "method's final iteration and the expert's evaluation, per goal averaged over the "
+           "runs (seeds), then the mean over goals with a 95% percentile bootstrap interval "
+           "(goals resampled, fixed seed); win rate in percentage points, score in points "
+           "(0-100); goals where A scored more / less / the same, and the two-sided sign test "
+           "over the untied goals.</p>"]
+    if c.pairs:
+        rows = c.pair_rows()
+        out.append(table(list(rows[0]), [list(r.values()) for r in rows]))
+    else:
+        out.append("<p class='muted'>No pair of evaluated policies to compare.</p>")
+    out.append("<h3>Failed expert trajectories with a solvable state</h3>")
+    if c.solvable:
+        out.append("<p class='small muted'>From EEF's labels (<code>labels/METHOD-itI.jsonl"
+                   "</code>), pooled over runs: the failed expert trajectories explored and those "
+                   "with at least one solvable simulated state (a diverged state does not count); "
+                   "‘after s0’ leaves the start state out; ‘all’: a trajectory counted once per "
+                   "run over every iteration.</p>")
+        rows = c.solvable_rows()
+        out.append(table(list(rows[0]), [list(r.values()) for r in rows], left=2))
+    else:
+        out.append("<p class='muted'>No EEF labels in these runs.</p>")
+    if c.notes:
+        out.append("<ul class='small'>" + "".join(f"<li>{esc(n)}</li>" for n in c.notes)
+                   + "</ul>")
+    return "".join(out)
 
 
 #: the budget columns of the iterations table: (BUDGET_KEYS key, header)
@@ -158,8 +211,9 @@ def _expert_section(runs: list[Run], expert: A.ExpertSummary | None, curves,
     out = ["<h2 id='expert'>The expert and the trained agents</h2>"]
     rows = []
     if expert:
-        rows.append(("expert", expert.split, pct(expert.win_rate, expert.win_rate_std),
+        rows.append(("expert (train)", expert.split, pct(expert.win_rate, expert.win_rate_std),
                      num(expert.mean_score, expert.mean_score_std)))
+    rows += [(who, split, wr, sc) for who, split, _, _, wr, sc in _expert_eval_rows(runs)]
     for m, pts in curves.items():
         last = max(pts, key=lambda p: p.iteration)
         rows.append((f"{m} (iteration {last.iteration})", _final_split(runs, m),
@@ -316,6 +370,8 @@ def render_report(runs: list[Run], cfg: ReportConfig | None = None, progress=Non
     tick("tables and plots")
     parts = [_summary(runs, curves, expert), _curves_section(curves),
              _expert_section(runs, expert, curves, A.train_task_comparison(runs))]
+    tick("paired differences")
+    parts.append(_paired_section(comparison(runs, cfg.pairs)))
     tick("task categories")
     parts.append(_category_section(runs, TaskCategories(data_dir)))
     tick("figure 2")
@@ -334,7 +390,8 @@ def render_report(runs: list[Run], cfg: ReportConfig | None = None, progress=Non
     envs = sorted({r.env for r in runs})
     toc = "".join(f"<a href='#{a}'>{esc(b)}</a>" for a, b in (
         ("summary", "summary"), ("iterations", "iterations"), ("budget", "budget"),
-        ("expert", "expert vs agents"), ("categories", "categories"), ("figure2", "Figure 2"),
+        ("expert", "expert vs agents"), ("paired", "paired differences"),
+        ("categories", "categories"), ("figure2", "Figure 2"),
         ("figure1", "Figure 1"), ("configs", "configs")))
     run_list = "".join(f"<li><code>{esc(r.name)}</code> — {esc(', '.join(r.methods) or 'no evaluations')}"
                        f"</li>" for r in runs)
@@ -368,8 +425,8 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
     from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
     from eef.progress import Progress
-    steps = ["load", "metrics", "tables and plots", "task categories", "figure 2", "figure 1",
-             "write"]
+    steps = ["load", "metrics", "tables and plots", "paired differences", "task categories",
+             "figure 2", "figure 1", "write"]
     with Progress(TextColumn("[bold]report[/] {task.description}"), BarColumn(),
                   TimeElapsedColumn(), disable=not cfg.progress, transient=True) as bar:
         task = bar.add_task("load", total=len(steps))

@@ -25,6 +25,7 @@ from typing import Any, Iterable
 import yaml
 
 from eef.algorithms.labels import LabelRecord
+from eef.algorithms.stages import EXPERT_EVAL_STAGE
 from eef.rollout.budget import BUDGET_KEYS
 from eef.trajectory import Trajectory, TrajectoryFormatError
 
@@ -248,6 +249,21 @@ class Run:
         r = next((r for r in self.metrics if r["stage"] == "expert"), None)
         return self._clean(r, need_method=False) if r is not None else None
 
+    @cached_property
+    def expert_eval_rows(self) -> list[dict[str, Any]]:
+        """The expert's evaluations on the eval tasks (``eef compare``'s ``expert`` row:
+        stages ``expert/eval``, ``expert/eval/J``), each with ``output``, its episodes file."""
+        out = []
+        for r in self.metrics:
+            st = str(r["stage"])
+            if st == EXPERT_EVAL_STAGE or st.startswith(EXPERT_EVAL_STAGE + "/"):
+                row = self._clean(r, need_method=True)
+                if row is not None:
+                    row.setdefault("output", "rollouts/eval/expert.jsonl" if st == EXPERT_EVAL_STAGE
+                                   else f"rollouts/eval/expert/{st.rsplit('/', 1)[1]}.jsonl")
+                    out.append(row)
+        return out
+
     @property
     def methods(self) -> list[str]:
         """Methods evaluated in this run, in the order of the paper's table."""
@@ -291,7 +307,8 @@ class Run:
 
     # -- trajectories -----------------------------------------------------------------------
     def eval_trajectories(self, row: dict[str, Any]) -> list[Trajectory]:
-        rel = f"rollouts/{row['stage']}.jsonl"
+        """The episodes of an evaluation row (of ``eval_rows`` or ``expert_eval_rows``)."""
+        rel = str(row.get("output") or f"rollouts/{row['stage']}.jsonl")
         if rel not in self._eval_cache:
             self._eval_cache[rel] = self.trajectories(rel)
         return self._eval_cache[rel]
