@@ -15,6 +15,7 @@ from eef.algorithms.rundir import RunDir
 from eef.experts import make_expert
 from eef.rollout.episode import run_episode
 from eef.trajectory import read_jsonl, write_jsonl
+from test_models_util import TINY
 
 pytestmark = pytest.mark.needs_data
 
@@ -106,7 +107,7 @@ def _context(tmp_path, webshop, tasks, monkeypatch, policy, overrides, experts=(
         write_jsonl(f, [run_episode(webshop, Wanderer(f"query {name}"), hard),
                         run_episode(webshop, make_expert(webshop, "oracle"), easy)])
         files.append(str(f))
-    cfg = load_config(None, [f"env.options={{max_steps: {MAX_STEPS}}}", f"method.M={M}",
+    cfg = load_config(TINY, [f"env.options={{max_steps: {MAX_STEPS}}}", f"method.M={M}",
                              "method.iterations=1", "rollout.num_envs=2",
                              "rollout.progress=false", f"expert.trajectories={files}",
                              *overrides])
@@ -210,7 +211,7 @@ def test_rft_xn_keeps_the_successes_its_rule_says(tmp_path, webshop, tasks, monk
 
 def test_several_experts_are_collected_and_kept_apart(tmp_path, webshop):
     from eef.algorithms.config import ConfigError
-    cfg = load_config(None, ["env.options={max_steps: 10}", "rollout.progress=false",
+    cfg = load_config(TINY, ["env.options={max_steps: 10}", "rollout.progress=false",
                              "expert.policies=[expert:heuristic, expert:noisy]"])
     run, env = RunDir(tmp_path / "run", to_dict(cfg)), make_env(cfg)
     ids = [t.id for t in webshop.tasks("train")[:6]]
@@ -226,14 +227,14 @@ def test_several_experts_are_collected_and_kept_apart(tmp_path, webshop):
                      (["expert.trajectories=[1, 2]"], "list of files"),
                      (["expert.policies=expert:heuristic"], "expected list")):
         with pytest.raises(ConfigError, match=msg):
-            load_config(None, bad)
+            load_config(TINY, bad)
 
 
 def test_an_imported_file_keeps_every_trajectory_of_a_task(tmp_path, webshop, tasks):
     hard, easy = tasks
     f = tmp_path / "x.jsonl"
     write_jsonl(f, [run_episode(webshop, Wanderer(q), t) for q in ("a", "b") for t in tasks])
-    cfg = load_config(None, [f"expert.trajectories={f}", "rollout.progress=false"])
+    cfg = load_config(TINY, [f"expert.trajectories={f}", "rollout.progress=false"])
     got = stages.expert_stage(cfg, RunDir(tmp_path / "run", to_dict(cfg)), webshop, [hard, easy])
     assert [t.source.id for t in got] == [f"expert/{hard}", f"expert/{hard}#2",
                                              f"expert/{easy}", f"expert/{easy}#2"]
@@ -244,7 +245,7 @@ def test_an_imported_file_keeps_every_trajectory_of_a_task(tmp_path, webshop, ta
 
 def test_the_expert_is_evaluated_on_the_eval_goals_once(tmp_path, webshop, tasks):
     from eef.algorithms.pipeline import summary_rows
-    cfg = load_config(None, ["env.options={max_steps: 10}", "rollout.progress=false"])
+    cfg = load_config(TINY, ["env.options={max_steps: 10}", "rollout.progress=false"])
     run, env = RunDir(tmp_path / "run", to_dict(cfg)), make_env(cfg)
     goals = [t.id for t in webshop.tasks("test")[:4]]
     ctx = Context(cfg, run, env, eval_ids=goals)
@@ -260,7 +261,7 @@ def test_the_expert_is_evaluated_on_the_eval_goals_once(tmp_path, webshop, tasks
     assert [r["stage"] for r in run.metrics()] == ["expert/eval"]
     assert [r["what"] for r in summary_rows(run)] == ["expert (eval)"]
     # several experts: one evaluation each; imported trajectories: none (no policy to run)
-    two = load_config(None, ["env.options={max_steps: 10}", "rollout.progress=false",
+    two = load_config(TINY, ["env.options={max_steps: 10}", "rollout.progress=false",
                              "expert.policies=[expert:heuristic, expert:random]"])
     ctx2 = Context(two, RunDir(tmp_path / "run2", to_dict(two)), env, eval_ids=goals[:2])
     rows = stages.expert_eval_stage(ctx2)
@@ -270,7 +271,7 @@ def test_the_expert_is_evaluated_on_the_eval_goals_once(tmp_path, webshop, tasks
     assert (ctx2.run / "rollouts/eval/expert/1.jsonl").is_file()
     f = tmp_path / "x.jsonl"
     write_jsonl(f, got)
-    imp = load_config(None, [f"expert.trajectories={f}", "rollout.progress=false"])
+    imp = load_config(TINY, [f"expert.trajectories={f}", "rollout.progress=false"])
     assert stages.expert_eval_stage(Context(imp, RunDir(tmp_path / "run3", to_dict(imp)), env,
                                             eval_ids=goals)) == []
     env.close()

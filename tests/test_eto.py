@@ -14,7 +14,7 @@ from eef.models.format import ChatFormat
 from eef.models.hparams import DPOConfig, TrainConfig
 from eef.models.train import TrainError, train_sft
 from eef.trajectory import Step, Trajectory
-from test_models_util import cached_dir, copy_task, make_tokenizer, make_traj, tiny_model_dir
+from test_models_util import cached_dir, copy_task, make_tokenizer, make_traj, tiny_model_dir, TINY
 
 
 def traj(task: str, actions: list[str], reward: float, success: bool, **source) -> Trajectory:
@@ -207,7 +207,7 @@ def test_eto_iteration_end_to_end_and_resume_after_kill_9(tmp_path):
     from eef.trajectory import read_jsonl
     args = _small("method.name=eto", "env.options={max_steps: 8}")
     clean = tmp_path / "clean"
-    r = _eef(["run", "--out", str(clean), *args], timeout=900)
+    r = _eef(["run", TINY, "--out", str(clean), *args], timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = {x["stage"]: x for x in _metrics(clean)}
     assert set(_evals(clean)) == {"expert", "eval/sft", "eval/eto/it1"}
@@ -228,7 +228,7 @@ def test_eto_iteration_end_to_end_and_resume_after_kill_9(tmp_path):
         assert saved["method"] == "dpo" and saved["reference"].endswith("models/sft")
 
     killed = tmp_path / "killed"
-    p = subprocess.Popen([sys.executable, "-m", "eef.cli", "run", "--out", str(killed), *args],
+    p = subprocess.Popen([sys.executable, "-m", "eef.cli", "run", TINY, "--out", str(killed), *args],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
     deadline = time.time() + 600
@@ -236,7 +236,7 @@ def test_eto_iteration_end_to_end_and_resume_after_kill_9(tmp_path):
         time.sleep(0.2)
     os.killpg(p.pid, signal.SIGKILL)  # in the DPO stage or right before it
     p.wait()
-    r = _eef(["run", "--out", str(killed), *args], timeout=900)
+    r = _eef(["run", TINY, "--out", str(killed), *args], timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert _evals(killed) == _evals(clean)
     if pairs:  # the same pairs (episodes' wall times aside)
@@ -259,7 +259,7 @@ def test_compare_runs_and_reports_all_six_methods(tmp_path):
     from eef.report.html import build_report
     from eef.trajectory import read_jsonl
     out = tmp_path / "cmp"
-    args = ["compare", "--methods", ",".join(METHODS), "--seeds", "1", "--out", str(out),
+    args = ["compare", TINY, "--methods", ",".join(METHODS), "--seeds", "1", "--out", str(out),
             *_small()]
     r = _eef(args, timeout=1500)
     assert r.returncode == 0, r.stderr[-3000:]

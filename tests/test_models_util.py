@@ -10,6 +10,10 @@ from pathlib import Path
 
 from eef.trajectory import Step, Trajectory
 
+#: the tiny-preset WebShop config (the from-scratch baseline): the base config of the tests
+#: that run the pipeline, whatever the embedded default is
+TINY = str(Path(__file__).resolve().parents[1] / "configs" / "webshop-tiny.yaml")
+
 WORDS = ("red blue green black white shoes shirt dress size large small medium cotton men women "
          "price search click buy now next back results page item options color").split()
 ASINS = ["B06Y3VLDFB", "B01HQTWL6S", "B07XJ8C8F5", "B09QKP7XQM"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from eef.algorithms.config import ConfigError, load_config
+from test_models_util import TINY
 
 pytestmark = pytest.mark.needs_data
 
@@ -38,7 +39,7 @@ def _evals(run: Path):
 @pytest.fixture(scope="module")
 def clean_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "clean"
-    args = ["run", "--out", str(out)] + [x for s in SMALL for x in ("--set", s)]
+    args = ["run", TINY, "--out", str(out)] + [x for s in SMALL for x in ("--set", s)]
     r = _eef(args, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     return out, args, r
@@ -114,7 +115,7 @@ def test_round_robin_by_type():
 @pytest.mark.slow
 def test_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown key"):
-        load_config(None, ["method.nope=1"])
+        load_config(TINY, ["method.nope=1"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: {name: ppo}\n")
     with pytest.raises(ConfigError, match="ppo"):
@@ -132,7 +133,7 @@ def test_config_errors(tmp_path):
                           ("train.mixed_precision=bf17", "train.mixed_precision"),
                           ("sampling.max_new_tokens=0", "sampling.max_new_tokens must be >= 1")):
         with pytest.raises(ConfigError, match=msg):
-            load_config(None, [override])
+            load_config(TINY, [override])
     r = _eef(["run", str(bad)])
     assert r.returncode == 2 and "ppo" in r.stderr
     for f in Path(__file__).resolve().parents[1].glob("configs/*.yaml"):
@@ -152,8 +153,8 @@ def test_one_parser_for_every_key_value_option():
     with pytest.raises(ConfigError, match="method is not a section"):
         apply_overrides({"method": 3}, ["method.M=5"])
     with pytest.raises(ConfigError, match="invalid value"):
-        load_config(None, ["method.M=[1"])
-    assert load_config(None, ["train.lr=3e-4"]).train.lr == 3e-4
+        load_config(TINY, ["method.M=[1"])
+    assert load_config(TINY, ["train.lr=3e-4"]).train.lr == 3e-4
 
 
 def test_rft_xn_samples_a_fractional_n_exactly():
@@ -181,16 +182,16 @@ def test_rft_n_matches_what_rft_match_says():
                     (["method.rft_match=episodes"], 2.25), (["method.rft_match=tokens"], 3.5),
                     (["method.rft_match=exact"], [1.4, 1.7]),
                     (["method.rft_match=exact", "method.rft_round=true"], [1, 2])):
-        assert rft_n_for(SimpleNamespace(cfg=load_config(None, over), run=run)) \
+        assert rft_n_for(SimpleNamespace(cfg=load_config(TINY, over), run=run)) \
             == pytest.approx(n)
     with pytest.raises(ValueError, match="EEF run"):
-        rft_n_for(SimpleNamespace(cfg=load_config(None), run=SimpleNamespace(metrics=list)))
+        rft_n_for(SimpleNamespace(cfg=load_config(TINY), run=SimpleNamespace(metrics=list)))
     for r in rows:  # a policy that reports no tokens
         r["budget_s0"].update(generated_tokens=0, prefill_tokens=0)
     with pytest.raises(ValueError, match="tokens"):
-        rft_n_for(SimpleNamespace(cfg=load_config(None, ["method.rft_match=tokens"]), run=run))
+        rft_n_for(SimpleNamespace(cfg=load_config(TINY, ["method.rft_match=tokens"]), run=run))
     with pytest.raises(ConfigError, match="rft_round"):
-        load_config(None, ["method.rft_match=round"])
+        load_config(TINY, ["method.rft_match=round"])
 
 
 def test_method_budget_is_the_last_cumulative_budget_row():
@@ -210,11 +211,11 @@ def test_model_policy_takes_the_prefix_cache_setting(tmp_path):
     from eef.presets import init_preset
     model = init_preset("test", "webshop", tmp_path / "m")
     for mb, on in ((0, False), (8, True)):
-        cfg = load_config(None, [f"model.prefix_cache_mb={mb}", "model.trim_block=3"])
+        cfg = load_config(TINY, [f"model.prefix_cache_mb={mb}", "model.trim_block=3"])
         pol = load_model_policy(Context(cfg, None, None), model)
         assert (pol.prefix_cache is not None) is on and pol.trim_block == 3
         assert pol.max_context == pol.model.config.max_position_embeddings  # default
-    pol = load_model_policy(Context(load_config(None, ["model.max_context=256"]), None, None),
+    pol = load_model_policy(Context(load_config(TINY, ["model.max_context=256"]), None, None),
                             model)
     assert pol.max_context == 256
 
@@ -247,8 +248,8 @@ def test_policy_device_option():
 
     from eef.algorithms.config import load_config
     from eef.algorithms.policies import policy_device
-    assert load_config(None).model.device == "auto"
-    assert load_config(None, ["model.device=cuda:1"]).model.device == "cuda:1"
+    assert load_config(TINY).model.device == "auto"
+    assert load_config(TINY, ["model.device=cuda:1"]).model.device == "cuda:1"
     assert policy_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert policy_device("cuda:1") == "cuda:1" and policy_device("cpu") == "cpu"
 
@@ -258,14 +259,14 @@ def test_embedded_default_is_the_shipped_webshop_tiny_config():
     from eef.algorithms.config import default_yaml, to_dict
     shipped = Path(__file__).resolve().parents[1] / "configs/webshop-tiny.yaml"
     assert default_yaml() == shipped.read_text(encoding="utf-8")
-    assert to_dict(load_config(None)) == to_dict(load_config(shipped))
+    assert to_dict(load_config(TINY)) == to_dict(load_config(shipped))
 
 
 @pytest.mark.slow
 def test_compare_runs_every_method_per_seed_at_matched_budget(tmp_path):
     from eef.algorithms.pipeline import method_budget
     out = tmp_path / "cmp"
-    r = _eef(["compare", "--methods", "sft,rft,rft_xn,eef", "--seeds", "2", "--out", str(out)]
+    r = _eef(["compare", TINY, "--methods", "sft,rft,rft_xn,eef", "--seeds", "2", "--out", str(out)]
              + [x for s in SMALL + ["env.options={max_steps: 8}", "env.train_tasks=12"]
                 for x in ("--set", s)], timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -309,7 +310,7 @@ def test_train_seeds_retrain_on_the_same_data(tmp_path):
     with pytest.raises(ValueError, match="train_seeds"):
         compare_runs([0], 0)
     out = tmp_path / "cmp"
-    r = _eef(["compare", "--methods", "sft", "--seeds", "1", "--train-seeds", "2",
+    r = _eef(["compare", TINY, "--methods", "sft", "--seeds", "1", "--train-seeds", "2",
               "--out", str(out)] + [x for s in SMALL for x in ("--set", s)], timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     (row,) = json.loads((out / "results.json").read_text())
@@ -326,7 +327,7 @@ def test_train_seeds_retrain_on_the_same_data(tmp_path):
     seeds = [json.loads((d / "models" / "sft" / "eef_train.json").read_text())["config"]["seed"]
              for d in (a, b)]
     assert seeds == [0, 1000]
-    r = _eef(["compare", "--methods", "sft", "--train-seeds", "0", "--out", str(out)])
+    r = _eef(["compare", TINY, "--methods", "sft", "--train-seeds", "0", "--out", str(out)])
     assert r.returncode != 0 and "--train-seeds" in r.stderr + r.stdout
 
 
@@ -340,10 +341,10 @@ def test_explore_tasks_limits_rollouts_not_training(tmp_path):
     assert len(sub) == 4 and set(sub) < set(ids) and sub == sorted(sub)
     assert sub == explore_subset(ids, 4, 0) and sub != explore_subset(ids, 4, 1)
     with pytest.raises(ConfigError, match="explore_tasks"):
-        load_config(None, ["method.explore_tasks=0"])
+        load_config(TINY, ["method.explore_tasks=0"])
     out = tmp_path / "explore"
     for m in ("eef", "rft"):
-        r = _eef(["run", "--out", str(out)] + [x for s in SMALL + [
+        r = _eef(["run", TINY, "--out", str(out)] + [x for s in SMALL + [
             f"method.name={m}", "method.explore_tasks=3", "env.options={max_steps: 8}"]
             for x in ("--set", s)], timeout=900)
         assert r.returncode == 0, r.stderr[-3000:]
@@ -366,16 +367,16 @@ def test_explore_tasks_limits_rollouts_not_training(tmp_path):
 def test_replay_mixes_pretraining_sequences_into_training(tmp_path):
     from eef.trajectory import read_jsonl
     with pytest.raises(ConfigError, match="model.replay"):
-        load_config(None, ["model.base=hf:somewhere", "model.replay=3"])
+        load_config(TINY, ["model.base=hf:somewhere", "model.replay=3"])
     with pytest.raises(ConfigError, match="model.replay"):
-        load_config(None, ["model.pretrain=false", "model.replay=3"])
+        load_config(TINY, ["model.pretrain=false", "model.replay=3"])
     with pytest.raises(ConfigError, match="model.replay"):
-        load_config(None, ["model.replay=-1"])
+        load_config(TINY, ["model.replay=-1"])
     out = tmp_path / "replay"
     opts = ("model.preset_options={explore_episodes: 2, lookup_drills: 3, pick_tasks: 4, "
             "search_drills: 3, short_drills: 2, short_replay: 1, warmup_steps: 0, steps: 2, "
             "batch_size: 4, max_tokens: 1000, max_hits: 3}")
-    args = ["run", "--out", str(out)] + [x for s in SMALL + [
+    args = ["run", TINY, "--out", str(out)] + [x for s in SMALL + [
         "model.pretrain=true", "method.name=sft", "model.replay=6", opts] for x in ("--set", s)]
     r = _eef(args, timeout=900, env={**os.environ, "EEF_CACHE_DIR": str(tmp_path / "cache")})
     assert r.returncode == 0, r.stderr[-3000:]

@@ -18,6 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report_fakes import EVIL, write_fake_run  # noqa: E402
+from test_models_util import TINY  # noqa: E402
 
 from eef.report.analysis import ORIGINS, sample_origin  # noqa: E402
 from eef.report.html import ReportConfig, build_report  # noqa: E402
@@ -420,7 +421,7 @@ SMALL = ["model.base=preset:test", "model.pretrain=false", "env.train_tasks=8", 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("real") / "run"
-    args = ["run", "--out", str(out)] + [x for s in SMALL for x in ("--set", s)]
+    args = ["run", TINY, "--out", str(out)] + [x for s in SMALL for x in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "eef.cli", *args], capture_output=True, text=True,
                        timeout=600, env=env, cwd=Path(__file__).resolve().parents[1])

@@ -17,6 +17,7 @@ import pytest
 from eef.models.serve import ServeConfig, create_app
 from eef.policy import Sampling, load_policy
 from test_models_hf import fixed_task, model_dir  # noqa: F401  (fixtures)
+from test_models_util import TINY
 
 pytestmark = pytest.mark.slow  # a model server and pipeline runs in subprocesses
 
@@ -121,7 +122,7 @@ SMALL = ["model.base=preset:test", "model.pretrain=false", "env.train_tasks=8", 
 
 
 def _run(out: Path, extra: list[str] = ()) -> subprocess.CompletedProcess:
-    args = ["run", "--out", str(out)] + [x for s in [*SMALL, *extra] for x in ("--set", s)]
+    args = ["run", TINY, "--out", str(out)] + [x for s in [*SMALL, *extra] for x in ("--set", s)]
     return subprocess.run([sys.executable, "-m", "eef.cli", *args], capture_output=True,
                           text=True, timeout=900)
 
@@ -168,7 +169,7 @@ def test_pipeline_through_a_server_matches_in_process(tmp_path):
 def test_serve_url_needs_lora():
     from eef.algorithms.config import ConfigError, load_config
     with pytest.raises(ConfigError, match="lora_r"):
-        load_config(None, ["model.serve_url=http://127.0.0.1:8000/v1"])
-    load_config(None, ["model.serve_url=http://127.0.0.1:8000/v1", "train.lora_r=8"])
+        load_config(TINY, ["model.serve_url=http://127.0.0.1:8000/v1"])
+    load_config(TINY, ["model.serve_url=http://127.0.0.1:8000/v1", "train.lora_r=8"])
     with pytest.raises(ConfigError, match="serve_urls"):
-        load_config(None, ["model.serve_urls=[http://127.0.0.1:8001/v1]", "train.lora_r=8"])
+        load_config(TINY, ["model.serve_urls=[http://127.0.0.1:8001/v1]", "train.lora_r=8"])
