@@ -115,7 +115,8 @@ def test_ground_batch_rules():
     s = Sampling(max_new_tokens=8)
     got = ground_batch(r, [t0, t1], ["a", "b"], acts, [PAGE, PAGE], "likelihood", True, s)
     assert got == ["click[< prev]", "click[< prev]"]
-    assert r.calls == [(2, ["a", "b"], [PAGE[1:], [PAGE[1], PAGE[2], PAGE[4]]], s)]
+    # t1's action repeats: its alternatives are ranked without its thought
+    assert r.calls == [(2, ["a", ""], [PAGE[1:], [PAGE[1], PAGE[2], PAGE[4]]], s)]
     # a state listing only a template: the turn is continued from "Action: search["
     class Filler(_Ranker):
         def continue_turns(self, contexts, partials, sampling=None, seeds=None):

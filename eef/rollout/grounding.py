@@ -28,7 +28,9 @@ Two further rules (``rollout.ground_by``, ``rollout.avoid_repeats``):
 - ``avoid_repeats``: an action the episode already took from the same observation (a click
   that changed nothing, or the inspect-and-go-back loop ``click[X]``, ``< prev``,
   ``click[X]``) counts as inadmissible there, and the candidates exclude such repeats.  The
-  env is deterministic, so a repeat can only loop.
+  env is deterministic, so a repeat can only loop.  With ``likelihood`` the alternatives to a
+  repeat are ranked without the model's thought (``Action: <candidate>``): that thought argues
+  for the repeat.
 """
 
 from __future__ import annotations
@@ -156,8 +158,10 @@ def ground_batch(policy: Any, trajs: Sequence["Trajectory"], thoughts: Sequence[
                                       scorer=fuzz.ratio)
             out[i] = cands[best[2]]
         return out
-    scores = rank([trajs[i] for i, _ in todo], [thoughts[i] for i, _ in todo],
-                  [c for _, c in todo], sampling)
+    # a repeat's thought argues for the repeat: the alternatives are ranked on their own
+    scores = rank([trajs[i] for i, _ in todo],
+                  ["" if avoid_repeats and repeated(trajs[i], actions[i]) else thoughts[i]
+                   for i, _ in todo], [c for _, c in todo], sampling)
     for (i, cands), sc in zip(todo, scores):
         out[i] = cands[max(range(len(cands)), key=lambda j: sc[j])]
     return out
