@@ -241,6 +241,26 @@ def test_lora_adapter_loads_through_hf_spec(model_dir, tmp_path):
     assert len(out) == 1 and out == pol.act(ctx, Sampling(max_new_tokens=4))  # greedy: stable
 
 
+@pytest.mark.slow
+def test_sft_continues_a_lora_adapter(model_dir, tmp_path):
+    """method.train_from: continue with LoRA: the next stage trains the same adapter further
+    over the same frozen base (no adapter stacked on an adapter)."""
+    import json as _json
+
+    from safetensors.torch import load_file
+    path = tmp_path / "trajs.jsonl"
+    write_jsonl(path, fixed_task(16))
+    cfg = TrainConfig(lr=1e-2, max_steps=2, batch_size=8, lora_r=4)
+    train_sft(str(model_dir), path, tmp_path / "it0", cfg, progress=False)
+    r = train_sft(str(tmp_path / "it0"), path, tmp_path / "it1", cfg, progress=False)
+    assert len(r["losses"]) == 2
+    a0, a1 = (load_file(tmp_path / d / "adapter_model.safetensors") for d in ("it0", "it1"))
+    assert set(a0) == set(a1) and any(not torch.equal(a0[k], a1[k]) for k in a0)
+    base = _json.loads((tmp_path / "it1" / "adapter_config.json").read_text())
+    assert base["base_model_name_or_path"] == str(model_dir) and base["r"] == 4
+    assert load_policy(f"hf:{tmp_path / 'it1'}").act([make_traj(1)], Sampling(max_new_tokens=4))
+
+
 # -- bad input -------------------------------------------------------------------------------
 def test_bad_specs_and_paths(tmp_path, model_dir):
     with pytest.raises(PolicySpecError, match="unknown scheme"):

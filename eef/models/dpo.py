@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from eef.models.format import ChatFormat, Example
 from eef.models.hparams import TrainConfig
-from eef.models.train import (MaskedLMLoss, TrainError, _load_checkpoint, add_lora,
+from eef.models.train import (MaskedLMLoss, TrainError, _load_checkpoint, make_trainable,
                               load_for_training, pad_examples, prepare_steps, run_steps)
 from eef.trajectory import Trajectory, dumps_line
 
@@ -164,16 +164,6 @@ def pair_groups(pairs: Sequence[EncodedPair], batch: list[int], max_tokens: int)
 
 
 # -- the loop ---------------------------------------------------------------------------------
-def _trainable(model: Any, cfg: TrainConfig) -> Any:
-    """A LoRA adapter loaded as the initial model goes on training (its base stays frozen);
-    otherwise a new adapter with ``lora_r`` > 0, else full fine-tuning."""
-    if hasattr(model, "peft_config"):
-        for n, p in model.named_parameters():
-            p.requires_grad = "lora_" in n
-        return model
-    return add_lora(model, cfg) if cfg.lora_r > 0 else model
-
-
 def _reference_logps(path: Path, key: str, compute) -> tuple[torch.Tensor, torch.Tensor]:
     if path.exists():
         saved = json.loads(path.read_text())
@@ -214,7 +204,7 @@ def train_dpo(model_path: str, pairs: str | os.PathLike | Iterable[Pair],
     if not enc:
         raise TrainError(f"none of the {len(pairs)} pairs has a counted token on both sides "
                          f"(every step train=False, or no turn fits {cfg.max_tokens} tokens)")
-    model = _trainable(model, cfg)
+    model = make_trainable(model, cfg)
     acc, logps, params, opt, sched, per_epoch, total = prepare_steps(
         SequenceLogps(model), cfg, len(enc))
     pad = int(tok.pad_token_id)

@@ -184,6 +184,17 @@ def add_lora(model: Any, cfg: TrainConfig) -> Any:
         task_type="CAUSAL_LM"))
 
 
+def make_trainable(model: Any, cfg: TrainConfig) -> Any:
+    """The model to train: a LoRA adapter loaded as the initial model goes on training (its
+    base stays frozen: an iteration that continues from a LoRA model); otherwise a new adapter
+    with ``lora_r`` > 0, else full fine-tuning."""
+    if hasattr(model, "peft_config"):
+        for n, p in model.named_parameters():
+            p.requires_grad = "lora_" in n
+        return model
+    return add_lora(model, cfg) if cfg.lora_r > 0 else model
+
+
 def make_optimizer(model: Any, cfg: TrainConfig, total: int) -> tuple[list[Any], Any, Any]:
     """(trained parameters, AdamW, lr schedule of ``total`` steps) of ``cfg``."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -249,8 +260,7 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
         raise TrainError("empty dataset: no trajectory to train on")
     model, tok, fmt = load_for_training(model_path, cfg)
     examples, report = build_examples(trajs, fmt, cfg.max_tokens)
-    if cfg.lora_r > 0:
-        model = add_lora(model, cfg)
+    model = make_trainable(model, cfg)
     model.train()
     acc, loss_mod, params, opt, sched, per_epoch, total = prepare_steps(
         MaskedLMLoss(model), cfg, len(examples))
