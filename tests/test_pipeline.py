@@ -254,12 +254,14 @@ def test_policy_device_option():
     assert policy_device("cuda:1") == "cuda:1" and policy_device("cpu") == "cpu"
 
 
-def test_embedded_default_is_the_shipped_webshop_tiny_config():
+def test_embedded_default_is_the_shipped_webshop_smollm2_config():
     # the packaged default (eef/algorithms/default.yaml) and its documented copy in configs/
     from eef.algorithms.config import default_yaml, to_dict
-    shipped = Path(__file__).resolve().parents[1] / "configs/webshop-tiny.yaml"
+    shipped = Path(__file__).resolve().parents[1] / "configs/webshop-smollm2.yaml"
     assert default_yaml() == shipped.read_text(encoding="utf-8")
-    assert to_dict(load_config(TINY)) == to_dict(load_config(shipped))
+    assert to_dict(load_config(None)) == to_dict(load_config(shipped))
+    assert load_config(None).model.base == "hf:smollm2-135m-instruct"
+    assert load_config(TINY).model.base == "preset:tiny"  # the from-scratch baseline
 
 
 @pytest.mark.slow

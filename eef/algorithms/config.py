@@ -201,7 +201,7 @@ class ExperimentConfig:
                                 "--train-seeds sets it to measure retraining noise.", None)
 
 
-#: the embedded default of ``eef run``, shipped as package data (configs/webshop-tiny.yaml is
+#: the embedded default of ``eef run``, shipped as package data (configs/webshop-smollm2.yaml is
 #: its documented copy, kept identical by tests/test_pipeline.py)
 DEFAULT_CONFIG = "default.yaml"
 
