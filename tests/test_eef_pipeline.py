@@ -275,3 +275,24 @@ def test_the_expert_is_evaluated_on_the_eval_goals_once(tmp_path, webshop, tasks
     assert stages.expert_eval_stage(Context(imp, RunDir(tmp_path / "run3", to_dict(imp)), env,
                                             eval_ids=goals)) == []
     env.close()
+
+
+def test_continuing_after_an_iteration_that_found_nothing_keeps_the_model(
+        tmp_path, webshop, tasks, monkeypatch):
+    """train_from continue without the expert's successes: an agent that never succeeds
+    leaves nothing to train on, and the iteration's model is the SFT model itself."""
+    from eef.algorithms.eef import run_eef
+
+    class Lost:
+        spec = "lost"
+
+        def act(self, contexts, sampling=None, seeds=None):
+            return [LOST] * len(contexts)
+
+    ctx = _context(tmp_path, webshop, tasks, monkeypatch, Lost(),
+                   ["method.train_from=continue", "method.keep_expert_successes=false"])
+    model = run_eef(ctx)
+    assert model == ctx.run / "models/sft"
+    rows = {r["stage"]: r for r in ctx.run.metrics()}
+    assert rows["train/eef/it1"]["examples"] == 0 and rows["train/eef/it1"]["same_as"] == "init"
+    assert rows["eval/eef/it1"]["win_rate"] == rows["eval/sft"]["win_rate"] == 0.0

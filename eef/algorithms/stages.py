@@ -146,7 +146,9 @@ def replay_data(cfg: ExperimentConfig) -> list[Trajectory]:
 
 def train_stage(ctx: Context, name: str, init: Path, data: list[Trajectory]) -> Path:
     """Fine-tune ``init`` on ``data`` (plus ``model.replay`` pre-training sequences) into
-    ``models/NAME`` (resumable, cached by content)."""
+    ``models/NAME`` (resumable, cached by content).  No data and an ``init`` other than the
+    base model (``method.train_from: continue`` after an iteration that found nothing):
+    ``init`` itself, unchanged."""
     from eef.models.train import train_sft
     data = list(data) + list(ctx.replay)
     run = ctx.run
@@ -166,6 +168,10 @@ def train_stage(ctx: Context, name: str, init: Path, data: list[Trajectory]) -> 
     # the same training done under another name (e.g. an iteration that added no sample):
     # its model is used as is, so the evaluations of that model are shared too
     k = digest(key)
+    if not data and init != ctx.base:  # nothing found to go on training with: init as is
+        run.log_metrics({"stage": f"train/{name}", "key": k, "examples": 0, "steps": 0,
+                         "same_as": "init", "init": str(init)})
+        return init
     same = None if run.done(f"train/{name}", k) else run.find_done("train/", k)
     if same is not None:
         write_jsonl(run / data_rel, data)
