@@ -315,7 +315,8 @@ def test_train_seeds_retrain_on_the_same_data(tmp_path):
     r = _eef(["compare", TINY, "--methods", "sft", "--seeds", "1", "--train-seeds", "2",
               "--out", str(out)] + [x for s in SMALL for x in ("--set", s)], timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    (row,) = json.loads((out / "results.json").read_text())
+    row, expert = json.loads((out / "results.json").read_text())  # the expert row last
+    assert expert["method"] == "expert"
     assert row["seeds"] == 1 and row["runs"] == 2
     a, b = out / "seed0", out / "seed0-train1000"
 
