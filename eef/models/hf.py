@@ -179,18 +179,18 @@ class HFPolicy:
         line: constrained decoding of an action that must fill a template."""
         s = sampling or Sampling()
         budget = self.max_context - s.max_new_tokens
-        prompts, heads = [], []
+        prompts, chats = [], []
         for ctx, part in zip(contexts, partials):
             chat = trajectory_messages(ctx, self.format.system)
             head = self._turn_ids(chat, part)
             head = head[:-1] if head and head[-1] in self._stop.ids else head
             prompts.append(self.format.encode_messages(chat, budget - len(head), self.trim_block)
                            + head)
-            heads.append(chat)
+            chats.append(chat)
         out = self._generate(prompts, s, seeds, False, ["\n"])
         texts = [p + c.text.split("\n")[0] for p, c in zip(partials, out)]
         if self.format.aliases is not None:
-            texts = [self.format.aliases.decode(t, chat) for t, chat in zip(texts, heads)]
+            texts = [self.format.aliases.decode(t, chat) for t, chat in zip(texts, chats)]
         return texts
 
     def _turn_ids(self, chat: list[dict[str, str]], turn: str) -> list[int]:

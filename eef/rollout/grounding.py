@@ -70,14 +70,14 @@ def _split(action: str, available: Sequence[str]) -> tuple[bool, list[str]]:
 def ground_action(action: str, available: Sequence[str]) -> str:
     """The action to execute for the model's ``action`` given the state's admissible actions
     (the rule of the module docstring)."""
-    if not available:
-        return action
-    fills, concrete = _split(action, available)
-    norms = [_norm(c) for c in concrete]
-    if fills or _norm(action) in norms or not concrete:
-        return action
-    best = process.extractOne(_norm(action), norms, scorer=fuzz.ratio)
-    return concrete[best[2]]
+    cands = choices(None, action, available)
+    return _closest(action, cands) if cands else action
+
+
+def _closest(action: str, cands: Sequence[str]) -> str:
+    """The candidate with the highest ``fuzz.ratio`` to ``action`` (first one on ties)."""
+    best = process.extractOne(_norm(action), [_norm(c) for c in cands], scorer=fuzz.ratio)
+    return cands[best[2]]
 
 
 def repeated(traj: "Trajectory", action: str) -> bool:
@@ -92,11 +92,12 @@ def repeated(traj: "Trajectory", action: str) -> bool:
     return False
 
 
-def choices(traj: "Trajectory", action: str, available: Sequence[str],
+def choices(traj: "Trajectory | None", action: str, available: Sequence[str],
             avoid_repeats: bool = False) -> list[str] | None:
     """The concrete actions to choose among instead of ``action``, or None when ``action``
     is kept (rule 1; with ``avoid_repeats``, a repeated action is never kept and repeats are
-    not offered).  An empty list: nothing to choose from, ``action`` is kept."""
+    not offered; it needs ``traj``).  An empty list: nothing to choose from, ``action`` is
+    kept."""
     if not available:
         return None
     fills, concrete = _split(action, available)
@@ -154,9 +155,7 @@ def ground_batch(policy: Any, trajs: Sequence["Trajectory"], thoughts: Sequence[
     rank = getattr(policy, "rank_actions", None) if rule == "likelihood" else None
     if rank is None:
         for i, cands in todo:
-            best = process.extractOne(_norm(actions[i]), [_norm(c) for c in cands],
-                                      scorer=fuzz.ratio)
-            out[i] = cands[best[2]]
+            out[i] = _closest(actions[i], cands)
         return out
     # a repeat's thought argues for the repeat: the alternatives are ranked on their own
     scores = rank([trajs[i] for i, _ in todo],
