@@ -4,6 +4,7 @@ agent is scripted, it learns nothing); everything else is the pipeline's own cod
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -296,3 +297,30 @@ def test_continuing_after_an_iteration_that_found_nothing_keeps_the_model(
     rows = {r["stage"]: r for r in ctx.run.metrics()}
     assert rows["train/eef/it1"]["examples"] == 0 and rows["train/eef/it1"]["same_as"] == "init"
     assert rows["eval/eef/it1"]["win_rate"] == rows["eval/sft"]["win_rate"] == 0.0
+
+
+def test_iteration_lr_trains_the_iterations_at_their_own_rate(tmp_path, webshop, tasks,
+                                                              monkeypatch):
+    """method.iteration_lr: the SFT stage trains at train.lr, every iteration at its own rate,
+    and the rate is part of the stage's key (a changed rate retrains)."""
+    from eef.algorithms.eef import run_eef
+    ctx = _context(tmp_path, webshop, tasks, monkeypatch, FromStates(webshop, {2, 6}),
+                   ["method.iteration_lr=0.00001", "method.train_from=continue"])
+    seen = {}
+
+    def train(init, data, out, cfg, progress=False):
+        out.mkdir(parents=True, exist_ok=True)
+        seen[out.name] = cfg.lr
+        return {"steps": 0}
+
+    monkeypatch.setattr("eef.models.train.train_sft", train)
+    run_eef(ctx)
+    assert seen == {"sft": ctx.cfg.train.lr, "it1": 0.00001}
+    keys = {r["stage"]: r["key"] for r in ctx.run.metrics() if "key" in r}
+    other = dataclasses.replace(ctx, cfg=dataclasses.replace(
+        ctx.cfg, method=dataclasses.replace(ctx.cfg.method, iteration_lr=0.00002)))
+    seen.clear()
+    run_eef(other)
+    assert seen == {"it1": 0.00002}
+    assert [r["key"] for r in ctx.run.metrics() if r.get("stage") == "train/eef/it1"][-1] \
+        != keys["train/eef/it1"]

@@ -175,6 +175,11 @@ class MethodConfig:
                          "far) or 'continue' (the previous iteration's model).", "base")
     keep_expert_successes: bool = _h("Keep the expert's successful trajectories in every "
                                      "iteration's training set.", True)
+    iteration_lr: float | None = _h("Peak learning rate of the iterations' fine-tuning (None: "
+                                    "train.lr, as SFT).  With train_from 'continue' on a few "
+                                    "new trajectories a lower one keeps the SFT model: a fresh "
+                                    "AdamW's first step moves every trained weight by ~lr.",
+                                    None)
     explore_tasks: int | None = _h("RFT / RFT×N / EEF roll out (from s_0) and simulate (the "
                                    "expert's trajectories) on a seeded subset of this many "
                                    "training tasks (None: all); SFT and every fine-tuning still "

@@ -87,7 +87,7 @@ def run_eef(ctx: Context, method: str = "eef") -> Path:
         data = (ctx.expert_successes if cfg.keep_expert_successes else []) + \
             positives.trajectories()
         init = ctx.base if cfg.train_from == "base" else model
-        model = train_stage(ctx, f"{method}/it{i}", init, data)
+        model = train_stage(ctx, f"{method}/it{i}", init, data, ctx.cfg.method.iteration_lr)
         row = eval_stage(ctx, method, i, f"{method}/it{i}", model)
         b_s0, b_sim = Budget.of(s0), Budget.of(sims)
         budget += b_s0 + b_sim

@@ -58,7 +58,7 @@ def run_rft(ctx: Context, n: float | Sequence[float] = 1, method: str = "rft") -
         data = (ctx.expert_successes if ctx.cfg.method.keep_expert_successes else []) + \
             positives.trajectories()
         init = ctx.base if ctx.cfg.method.train_from == "base" else model
-        model = train_stage(ctx, f"{method}/it{i}", init, data)
+        model = train_stage(ctx, f"{method}/it{i}", init, data, ctx.cfg.method.iteration_lr)
         row = eval_stage(ctx, method, i, f"{method}/it{i}", model)
         ctx.run.log_metrics({"stage": f"{method}/it{i}/budget", "method": method, "iteration": i,
                              "n": n, "positives": len(positives),

@@ -144,12 +144,14 @@ def replay_data(cfg: ExperimentConfig) -> list[Trajectory]:
     return replay_sequences(cfg.env.name, dict(m.preset_options), m.replay, cfg.seed)
 
 
-def train_stage(ctx: Context, name: str, init: Path, data: list[Trajectory]) -> Path:
+def train_stage(ctx: Context, name: str, init: Path, data: list[Trajectory],
+                lr: float | None = None) -> Path:
     """Fine-tune ``init`` on ``data`` (plus ``model.replay`` pre-training sequences) into
     ``models/NAME`` (resumable, cached by content).  No data and an ``init`` other than the
     base model (``method.train_from: continue`` after an iteration that found nothing):
-    ``init`` itself, unchanged."""
+    ``init`` itself, unchanged.  ``lr`` overrides ``train.lr`` (``method.iteration_lr``)."""
     from eef.models.train import train_sft
+    train = ctx.cfg.train if lr is None else dataclasses.replace(ctx.cfg.train, lr=lr)
     data = list(data) + list(ctx.replay)
     run = ctx.run
     rel = f"models/{name}"
@@ -158,12 +160,12 @@ def train_stage(ctx: Context, name: str, init: Path, data: list[Trajectory]) -> 
     def go() -> dict[str, Any]:
         (run / rel).parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(run / data_rel, data)
-        cfg = dataclasses.replace(ctx.cfg.train, seed=ctx.agent_seed, system=ctx.cfg.model.system)
+        cfg = dataclasses.replace(train, seed=ctx.agent_seed, system=ctx.cfg.model.system)
         res = train_sft(str(init), run / data_rel, run / rel, cfg, progress=ctx.cfg.rollout.progress)
         return {k: res[k] for k in ("steps", "tokens", "trained_tokens", "seconds") if k in res}
 
     key = {"init": str(init), "init_key": model_key(init),
-           "data": digest([t.to_dict() for t in data]), "train": ctx.cfg.train.key(),
+           "data": digest([t.to_dict() for t in data]), "train": train.key(),
            "seed": ctx.agent_seed, "system": ctx.cfg.model.system}
     # the same training done under another name (e.g. an iteration that added no sample):
     # its model is used as is, so the evaluations of that model are shared too
