@@ -7,7 +7,10 @@ ceiling, and the rollouts' memory, measured in one run.
 2. Training: ``train_sft`` with ``mixed_precision: bf16`` (autocast over float32 weights, the
    full fine-tuning path) on the heuristic expert's WebShop successes: window tokens/s
    (``train_tokens_per_s``) and ``train_mfu``, the training FLOPs of the very batches it ran
-   (``eef.models.train.flops_per_example``) per second over the bf16 peak.
+   (``eef.models.train.flops_per_example``) per second over the bf16 peak.  The same with the
+   recipes' LoRA (rank 16 on every projection, frozen weights held in bf16, no weight
+   gradients for them: ``train_lora_tokens_per_s``, ``train_lora_mfu``, its FLOPs counted as
+   LoRA executes them).
 3. Rollouts, in a child process (so that its peak RSS is the rollouts' alone): the model trained
    in 2, greedy, ``--num-envs`` WebShop test episodes in flight, default context (the model's
    8,192 positions), bf16 weights: env steps/s (``rollout_steps_per_s``), the process's peak RSS
@@ -62,7 +65,8 @@ def expert_data(n_goals: int) -> list:
     return [t for t in trajs if t.success]
 
 
-def bench_train(out: Path, steps: int, batch: int, max_tokens: int, n_goals: int) -> dict:
+def bench_train(out: Path, steps: int, batch: int, max_tokens: int, n_goals: int,
+                lora_r: int = 0) -> dict:
     from eef.models.format import ChatFormat, build_examples
     from eef.models.hf import load_model_and_tokenizer
     from eef.models.named import resolve
@@ -70,7 +74,8 @@ def bench_train(out: Path, steps: int, batch: int, max_tokens: int, n_goals: int
     from eef.models.train import epoch_batches, flops_per_example, train_sft
     data = expert_data(n_goals)
     cfg = TrainConfig(lr=1e-4, max_steps=steps, batch_size=batch, max_tokens=max_tokens,
-                      mixed_precision="bf16", save_every=10**9, warmup_ratio=0.0)
+                      mixed_precision="bf16", save_every=10**9, warmup_ratio=0.0,
+                      lora_r=lora_r, lora_alpha=2 * lora_r)
     base = resolve(MODEL)
     res = train_sft(base, data, out, cfg, progress=False)
     # the FLOPs of the batches that ran (same examples, same seeded order)
@@ -83,7 +88,8 @@ def bench_train(out: Path, steps: int, batch: int, max_tokens: int, n_goals: int
     for s in range(steps):
         e, k = divmod(s, per_epoch)
         for i in epoch_batches(examples, batch, cfg.seed, e)[k]:
-            flops += flops_per_example(mcfg, len(examples[i].input_ids), examples[i].n_trained)
+            flops += flops_per_example(mcfg, len(examples[i].input_ids), examples[i].n_trained,
+                                       lora_r, cfg.lora_targets)
     return {"train_steps": steps, "train_examples": len(examples),
             "train_tokens": res["tokens"], "train_seconds": res["seconds"],
             "train_tokens_per_s": res["tokens"] / res["seconds"],
@@ -160,6 +166,9 @@ def main() -> None:
     shutil.rmtree(work / f"sft-{steps}x{batch}", ignore_errors=True)
     tr = bench_train(work / f"sft-{steps}x{batch}", steps, batch, 1024, 96)
     print(f"training: {tr['train_tokens_per_s']:.0f} tok/s", flush=True)
+    shutil.rmtree(work / f"lora-{steps}x{batch}", ignore_errors=True)
+    lo = bench_train(work / f"lora-{steps}x{batch}", steps, batch, 1024, 96, lora_r=16)
+    print(f"training with LoRA: {lo['train_tokens_per_s']:.0f} tok/s", flush=True)
     child = subprocess.run(
         [sys.executable, __file__, "--child",
          f"{work / f'sft-{steps}x{batch}'},{episodes},{a.num_envs},64"],
@@ -171,6 +180,8 @@ def main() -> None:
     bw = read_bandwidth()
     figs = {"peak_gflops_bf16": peak, "peak_gflops_fp32": peak32, **tr, **ro,
             "train_mfu": tr["train_gflops_per_s"] / peak,
+            "train_lora_tokens_per_s": lo["train_tokens_per_s"],
+            "train_lora_mfu": lo["train_gflops_per_s"] / peak,
             "rollout_ceiling_steps_per_s": ro["rollout_env_steps"] / ceiling_s}
     figs["rollout_share_of_ceiling"] = figs["rollout_steps_per_s"] / \
         figs["rollout_ceiling_steps_per_s"]
@@ -180,9 +191,11 @@ def main() -> None:
         ceiling_s + ro["decode_read_gb"] / bw)
     table("SmolLM2-135M-Instruct on this CPU (targets: MFU >= 0.5, rollouts >= 50% of their "
           "ceiling, peak RSS <= 6 GB with 16 in flight)",
-          ["bf16 peak GFLOP/s", "train tok/s", "train MFU", "rollout steps/s",
+          ["bf16 peak GFLOP/s", "train tok/s", "train MFU", "LoRA tok/s", "LoRA MFU",
+           "rollout steps/s",
            "ceiling steps/s", "share", "roofline steps/s", "peak RSS MB", "bf16=fp32 turns"],
-          [[peak, figs["train_tokens_per_s"], figs["train_mfu"], ro["rollout_steps_per_s"],
+          [[peak, figs["train_tokens_per_s"], figs["train_mfu"], figs["train_lora_tokens_per_s"],
+            figs["train_lora_mfu"], ro["rollout_steps_per_s"],
             figs["rollout_ceiling_steps_per_s"], figs["rollout_share_of_ceiling"],
             figs["rollout_roofline_steps_per_s"], ro["peak_rss_mb"],
             ro["bf16_fp32_same_turn"]]])

@@ -233,15 +233,34 @@ def _lr_lambda(cfg: TrainConfig, total: int):
     return f
 
 
-def flops_per_example(cfg: Any, n_tokens: int, n_trained: int) -> float:
+def flops_per_example(cfg: Any, n_tokens: int, n_trained: int, lora_r: int = 0,
+                      lora_targets: str = "") -> float:
     """Training FLOPs (forward + backward) of one sequence: 6 x the parameters a token goes
-    through (blocks; the LM head only at trained positions) + causal attention."""
-    d, L = cfg.hidden_size, cfg.num_hidden_layers
+    through (blocks; the LM head only at trained positions) + causal attention.
+
+    With LoRA (``lora_r`` > 0) the frozen weights get no gradient: their matmuls count 2
+    (forward) + 2 (the gradient of their input), except the first block's q/k/v projections,
+    whose input (the frozen embedding, normed) needs no gradient; every adapted projection
+    (``lora_targets``) adds its rank-r factors at 6 x their parameters (the first block's
+    q/k/v factors at 4 + 2 x the B factor).  Exact (tests/test_train_flops.py) when q, k and v
+    are all adapted, as by default; without one of them block 0's attention backward does
+    less than counted."""
+    d, L, inter = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
     kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     hd = d // cfg.num_attention_heads
-    block = L * (2 * d * d + 2 * d * kv * hd + 3 * d * cfg.intermediate_size)
+    dims = {"q_proj": (d, d), "k_proj": (d, kv * hd), "v_proj": (d, kv * hd), "o_proj": (d, d),
+            "gate_proj": (d, inter), "up_proj": (d, inter), "down_proj": (inter, d)}
+    per_block = sum(i * o for i, o in dims.values())
     attn = L * 2 * n_tokens * n_tokens * d  # QK^T and AV, causal half, forward
-    return 6 * n_tokens * block + 6 * n_trained * d * cfg.vocab_size + 3 * attn
+    head = n_trained * d * cfg.vocab_size
+    if lora_r <= 0:
+        return 6 * n_tokens * L * per_block + 6 * head + 3 * attn
+    first = ("q_proj", "k_proj", "v_proj")  # their input has no gradient in block 0
+    targets = {t.strip() for t in lora_targets.split(",")} & set(dims)
+    frozen = 4 * L * per_block - 2 * sum(i * o for n, (i, o) in dims.items() if n in first)
+    adapters = 6 * L * sum(lora_r * (dims[n][0] + dims[n][1]) for n in targets) \
+        - 2 * sum(lora_r * dims[n][0] for n in targets if n in first)
+    return n_tokens * (frozen + adapters) + 4 * head + 3 * attn
 
 
 # -- the loop ---------------------------------------------------------------------------------
