@@ -56,3 +56,40 @@ def test_directory_outputs_are_copied_without_checkpoints(tmp_path):
     assert calls == [1]
     assert (run / "models/b/w.bin").read_bytes() == b"123"
     assert not (run / "models/b/checkpoint").exists()
+
+
+def test_outputs_of_other_inputs_are_set_aside_and_a_killed_run_resumes(tmp_path):
+    """A stage killed mid-way resumes from its partial output under the same key; under
+    another key (e.g. a changed temperature) the partial or finished output of the old key is
+    renamed ``.stale-<old key>`` instead of being resumed; an output without any record of the
+    stage (an older run dir) is kept."""
+    import pytest
+    run, seen = RunDir(tmp_path / "r", {}), []
+
+    def go(text, die=False, rel="out.jsonl"):
+        def fn():
+            p = run / rel
+            seen.append(p.read_text() if p.exists() else None)
+            with open(p, "a") as f:
+                f.write(text)
+            if die:
+                raise KeyboardInterrupt
+            return {}
+        return fn
+
+    with pytest.raises(KeyboardInterrupt):
+        run.stage("rollout/x", {"t": 1.0}, ["out.jsonl"], go("a\n", die=True))
+    run.stage("rollout/x", {"t": 1.0}, ["out.jsonl"], go("b\n"))  # the same inputs: resumed
+    assert seen == [None, "a\n"] and (run / "out.jsonl").read_text() == "a\nb\n"
+    with pytest.raises(KeyboardInterrupt):
+        run.stage("rollout/x", {"t": 0.5}, ["out.jsonl"], go("c\n", die=True))
+    assert seen[-1] is None  # the finished output of t=1.0 was set aside
+    assert (run / f"out.jsonl.stale-{digest({'t': 1.0})}").read_text() == "a\nb\n"
+    run.stage("rollout/x", {"t": 0.7}, ["out.jsonl"], go("d\n"))
+    assert seen[-1] is None  # the killed run of t=0.5 too
+    assert (run / f"out.jsonl.stale-{digest({'t': 0.5})}").read_text() == "c\n"
+    assert (run / "out.jsonl").read_text() == "d\n"
+    assert not list((run / "stages").glob("*.started"))
+    (run / "old.jsonl").write_text("legacy\n")  # no record, no marker: kept and resumed
+    run.stage("rollout/y", {"t": 1.0}, ["old.jsonl"], go("e\n", rel="old.jsonl"))
+    assert seen[-1] == "legacy\n" and (run / "old.jsonl").read_text() == "legacy\ne\n"

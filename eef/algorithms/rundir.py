@@ -157,6 +157,9 @@ class RunDir:
         rec = self.done(name, key)
         if rec is not None:
             return rec.get("result") or {}
+        self._set_aside(name, key, outputs)
+        started = self._record(name).with_suffix(".started")
+        started.write_text(key)
         t0 = time.time()
         same = self.find_done(share, key) if share else None
         if same is not None and len(same.get("outputs", {})) == len(outputs):
@@ -171,7 +174,32 @@ class RunDir:
         tmp = self._record(name).with_suffix(".tmp")
         tmp.write_text(json.dumps(rec, indent=1, default=str))
         os.replace(tmp, self._record(name))
+        started.unlink(missing_ok=True)
         return result
+
+    def _set_aside(self, name: str, key: str, outputs: list[str]) -> None:
+        """Outputs left by the stage under other inputs (a finished or killed run of it with
+        another key, e.g. a changed temperature) are renamed ``<output>.stale-<old key>``, so
+        that resuming never mixes their episodes or checkpoints into this run; a killed run
+        with the same key is resumed.  Outputs without any record (run dirs older than the
+        ``.started`` markers) are kept as they are."""
+        import shutil
+        started = self._record(name).with_suffix(".started")
+        old = started.read_text().strip() if started.exists() else None
+        if old is None and self._record(name).exists():
+            try:
+                old = json.loads(self._record(name).read_text()).get("key")
+            except json.JSONDecodeError:
+                old = None
+        if old is None or old == key:
+            return
+        for rel in outputs:
+            p = self.path / rel
+            if p.exists():
+                dst = p.with_name(f"{p.name}.stale-{old}")
+                if dst.is_dir():
+                    shutil.rmtree(dst)
+                os.replace(p, dst)
 
     def output_key(self, rel: str) -> str:
         return path_digest(self.path / rel)
