@@ -114,6 +114,10 @@ class RunDir:
     def _record(self, name: str) -> Path:
         return self.path / "stages" / f"{name.replace('/', '__')}.json"
 
+    def _started(self, name: str) -> Path:
+        """The marker holding the input key of a stage that is running or was killed."""
+        return self._record(name).with_suffix(".started")
+
     def done(self, name: str, key: str) -> dict[str, Any] | None:
         """The stage's record if it finished with this input key and intact outputs."""
         rec_path = self._record(name)
@@ -158,7 +162,7 @@ class RunDir:
         if rec is not None:
             return rec.get("result") or {}
         self._set_aside(name, key, outputs)
-        started = self._record(name).with_suffix(".started")
+        started = self._started(name)
         started.write_text(key)
         t0 = time.time()
         same = self.find_done(share, key) if share else None
@@ -184,7 +188,7 @@ class RunDir:
         with the same key is resumed.  Outputs without any record (run dirs older than the
         ``.started`` markers) are kept as they are."""
         import shutil
-        started = self._record(name).with_suffix(".started")
+        started = self._started(name)
         old = started.read_text().strip() if started.exists() else None
         if old is None and self._record(name).exists():
             try:
