@@ -511,17 +511,21 @@ def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML 
         _fail(str(e))
     out = out or Path("runs") / f"compare-{config.stem if config else 'default'}"
     record_data_dir(out)
+    import warnings
+
+    def paired(_table=None):  # after every finished run, and at the end
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a half-written line was already resumed past
+            return write_comparison([out], out, wanted)
+
     try:
-        table = do_compare(cfg, ms, list(range(seeds)), out, train_seeds)
+        table = do_compare(cfg, ms, list(range(seeds)), out, train_seeds, after_run=paired)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         _fail(str(e), 1)
     _print_rows(f"{cfg.env.name}: final iteration on {cfg.env.eval_split} — {out}", table,
                 ["method", "seeds", "runs", "win_rate_mean", "win_rate_std", "score_mean",
                  "score_std"] + [f"{k}_mean" for k in BUDGET_KEYS])
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a half-written line was already resumed past
-        c = write_comparison([out], out, wanted)
+    c = paired()
     if c.pairs:
         rows = c.pair_rows()
         _print_rows(f"paired per-goal differences A - B, 95% bootstrap intervals — "

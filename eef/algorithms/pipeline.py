@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from eef.algorithms.config import METHODS, ExperimentConfig, to_dict
 from eef.algorithms.context import Context, explore_subset, make_env, select_tasks
@@ -120,17 +121,25 @@ def compare_runs(seeds: list[int], train_seeds: int = 1) -> list[tuple[int, int 
 
 
 def compare(cfg: ExperimentConfig, methods: list[str], seeds: list[int], out: str | Path,
-            train_seeds: int = 1) -> list[dict[str, Any]]:
+            train_seeds: int = 1,
+            after_run: Callable[[list[dict[str, Any]]], None] | None = None
+            ) -> list[dict[str, Any]]:
     """Each method at each seed (EEF first, so RFT×N can match its budget); a table of the
     final iteration's test win rate and score, mean ± std over all runs, then the expert on
     the same evaluation tasks (``expert_eval_stage``; no row for imported expert
     trajectories).  ``train_seeds`` > 1 retrains every seed's methods with more training seeds
     on the same tasks and expert data (``compare_runs``), so the spread includes retraining
-    noise at fixed data.  The paired per-goal differences are ``eef.report.comparison``'s."""
+    noise at fixed data.  The paired per-goal differences are ``eef.report.comparison``'s.
+
+    The table is written to ``OUT/results.json`` after every finished run (``runs`` counts
+    the runs in it so far, ``seeds`` the seeds asked for), then ``after_run(table)`` is
+    called: hours of runs show their results as they come, and a killed comparison keeps
+    those of its finished runs."""
     order = sorted(methods, key=lambda m: (m != "eef", METHODS.index(m)))
     finals: dict[str, list[dict[str, Any]]] = {m: [] for m in order}
     spent: dict[str, list[dict[str, int]]] = {m: [] for m in order}
     experts: dict[str, list[dict[str, Any]]] = {}
+    table: list[dict[str, Any]] = []
     for seed, train_seed, name in compare_runs(seeds, train_seeds):
         c = dataclasses.replace(cfg, seed=seed, train_seed=train_seed)
         ctx = prepare(c, Path(out) / name)
@@ -146,24 +155,34 @@ def compare(cfg: ExperimentConfig, methods: list[str], seeds: list[int], out: st
                 spent[m].append(method_budget(rows, m))
         finally:
             ctx.env.close()
+        table = compare_table(finals, spent, experts, len(seeds))
+        (Path(out) / "results.json").write_text(json.dumps(table, indent=1))
+        if after_run is not None:
+            after_run(table)
+    return table
+
+
+def compare_table(finals: dict[str, list[dict[str, Any]]], spent: dict[str, list[dict[str, int]]],
+                  experts: dict[str, list[dict[str, Any]]], seeds: int) -> list[dict[str, Any]]:
+    """``eef compare``'s rows: per method (in ``finals``' order) the mean ± std over its runs
+    of the final iteration's eval win rate and score and the mean counted budget, then one row
+    per expert policy (not trained: no budget)."""
     table = []
-    for m in order:
-        wr = [r["win_rate"] for r in finals[m]]
-        sc = [r["mean_score"] for r in finals[m]]
-        table.append({"method": m, "seeds": len(seeds), "runs": len(wr),
+    for m, rows in finals.items():
+        wr = [r["win_rate"] for r in rows]
+        sc = [r["mean_score"] for r in rows]
+        table.append({"method": m, "seeds": seeds, "runs": len(wr),
                       "win_rate_mean": statistics.mean(wr), "win_rate_std": _std(wr),
                       "score_mean": statistics.mean(sc), "score_std": _std(sc),
                       **{f"{k}_mean": statistics.mean(b[k] for b in spent[m])
                          for k in BUDGET_KEYS}})
-    for m, rows in experts.items():  # not trained: no budget
+    for m, rows in experts.items():
         wr = [r["win_rate"] for r in rows]
         sc = [r["mean_score"] for r in rows]
-        table.append({"method": m, "policy": rows[0]["policy"], "seeds": len(seeds),
+        table.append({"method": m, "policy": rows[0]["policy"], "seeds": seeds,
                       "runs": len(rows), "win_rate_mean": statistics.mean(wr),
                       "win_rate_std": _std(wr), "score_mean": statistics.mean(sc),
                       "score_std": _std(sc)})
-    import json
-    (Path(out) / "results.json").write_text(json.dumps(table, indent=1))
     return table
 
 
