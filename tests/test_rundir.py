@@ -93,3 +93,26 @@ def test_outputs_of_other_inputs_are_set_aside_and_a_killed_run_resumes(tmp_path
     (run / "old.jsonl").write_text("legacy\n")  # no record, no marker: kept and resumed
     run.stage("rollout/y", {"t": 1.0}, ["old.jsonl"], go("e\n", rel="old.jsonl"))
     assert seen[-1] == "legacy\n" and (run / "old.jsonl").read_text() == "legacy\ne\n"
+
+
+def test_a_rerun_stage_s_newest_metrics_row_is_the_current_one(tmp_path):
+    # a stage rerun after a config change logs a new row; readers see only the newest per
+    # stage (eef compare once took the first of two eval rows of one stage)
+    run = RunDir(tmp_path / "r", {"a": 1})
+    run.log_metrics({"stage": "eval/eef/it1", "key": "A", "win_rate": 0.1})
+    run.log_metrics({"stage": "eef/it1/budget", "env_steps": 10})
+    run.log_metrics({"stage": "eval/eef/it1", "key": "B", "win_rate": 0.3})
+    run.log_metrics({"stage": "eef/it1/budget", "env_steps": 12})
+    assert run.metrics() == [{"stage": "eval/eef/it1", "key": "B", "win_rate": 0.3},
+                             {"stage": "eef/it1/budget", "env_steps": 12}]
+    # back to the first config: its row becomes current again (not skipped as "seen")
+    run.log_metrics({"stage": "eval/eef/it1", "key": "A", "win_rate": 0.1})
+    assert run.metrics()[0] == {"stage": "eval/eef/it1", "key": "A", "win_rate": 0.1}
+    # a resumed run logging its current rows again appends nothing
+    n = len((run / "metrics.jsonl").read_text().splitlines())
+    run.log_metrics({"stage": "eval/eef/it1", "key": "A", "win_rate": 0.1})
+    run.log_metrics({"stage": "eef/it1/budget", "env_steps": 12})
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == n == 5
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"stage": "half-writ')  # a killed run's last line is skipped
+    assert len(run.metrics()) == 2

@@ -209,22 +209,33 @@ class RunDir:
         return path_digest(self.path / rel)
 
     def log_metrics(self, row: dict[str, Any]) -> None:
-        """Append a metrics row unless an identical row (same stage) is already there."""
-        p = self.path / "metrics.jsonl"
-        rows = self.metrics()
-        if any(r.get("stage") == row.get("stage") and r.get("key") == row.get("key") for r in rows):
+        """Append a metrics row unless it is already the stage's current row: the same key
+        (rows of keyed stages), or the same values (rows without a key, such as budgets).  A
+        stage rerun with other inputs appends its new row; ``metrics`` returns the last."""
+        line = json.dumps(row, default=str)
+        cur = self._current().get(row.get("stage"))
+        if cur is not None and (cur.get("key") == row.get("key") if "key" in row
+                                else cur == json.loads(line)):
             return
-        with open(p, "a") as f:
-            f.write(json.dumps(row, default=str) + "\n")
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(line + "\n")
 
     def metrics(self) -> list[dict[str, Any]]:
+        """The current row of every stage: the last one logged (a stage rerun with other
+        inputs, e.g. after a config change, appended a newer row; the older ones stay in the
+        file as history).  Stages in the order they first logged."""
+        return list(self._current().values())
+
+    def _current(self) -> dict[Any, dict[str, Any]]:
         p = self.path / "metrics.jsonl"
         if not p.exists():
-            return []
-        out = []
+            return {}
+        last: dict[Any, dict[str, Any]] = {}
         for line in p.read_text().splitlines():
             try:
-                out.append(json.loads(line))
+                r = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a half-written last line from a killed run
-        return out
+            if isinstance(r, dict):
+                last[r.get("stage")] = r
+        return last
