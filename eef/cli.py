@@ -512,11 +512,12 @@ def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML 
     out = out or Path("runs") / f"compare-{config.stem if config else 'default'}"
     record_data_dir(out)
     import warnings
+    written = []  # the comparison as of the last finished run (the final one is printed)
 
-    def paired(_table=None):  # after every finished run, and at the end
+    def paired(_table):  # after every finished run
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a half-written line was already resumed past
-            return write_comparison([out], out, wanted)
+            written[:] = [write_comparison([out], out, wanted)]
 
     try:
         table = do_compare(cfg, ms, list(range(seeds)), out, train_seeds, after_run=paired)
@@ -525,7 +526,7 @@ def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML 
     _print_rows(f"{cfg.env.name}: final iteration on {cfg.env.eval_split} — {out}", table,
                 ["method", "seeds", "runs", "win_rate_mean", "win_rate_std", "score_mean",
                  "score_std"] + [f"{k}_mean" for k in BUDGET_KEYS])
-    c = paired()
+    c = written[0]  # --seeds and --train-seeds >= 1: at least one run finished
     if c.pairs:
         rows = c.pair_rows()
         _print_rows(f"paired per-goal differences A - B, 95% bootstrap intervals — "
