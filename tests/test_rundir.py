@@ -1,5 +1,7 @@
 """Run-dir stages: reuse by input key, shared work under another name, tampered outputs."""
 
+import pytest
+
 from eef.algorithms.rundir import RunDir, digest
 
 
@@ -116,3 +118,12 @@ def test_a_rerun_stage_s_newest_metrics_row_is_the_current_one(tmp_path):
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"stage": "half-writ')  # a killed run's last line is skipped
     assert len(run.metrics()) == 2
+    # the report reads the same rows the same way (one reader of "current"), and warns of a
+    # row without a stage name instead of counting it
+    from eef.report.rundata import ReportWarning, Run
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('\n{"win_rate": 0.9}\n')
+    with pytest.warns(ReportWarning) as rec:
+        assert Run(run.path, "r").metrics == [r for r in run.metrics() if "stage" in r]
+    msgs = " ".join(str(w.message) for w in rec)
+    assert "without a stage name" in msgs and "line 6: malformed" in msgs

@@ -22,7 +22,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import yaml
 
@@ -78,6 +78,16 @@ def model_key(p: str | os.PathLike) -> str:
             _WEIGHTS_DIGESTS[memo] = path_digest(f)
         sums.append(_WEIGHTS_DIGESTS[memo])
     return f"{files[0].name}-{sums[0]}" if len(files) == 1 else f"shards-{digest(sums)}"
+
+
+def current_rows(rows: Iterable[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """The current row of every stage among metrics rows in the order they were logged: the
+    last one (a stage rerun with other inputs appends a newer row; older ones are history).
+    Stages keep the order in which they first logged."""
+    last: dict[Any, dict[str, Any]] = {}
+    for r in rows:
+        last[r.get("stage")] = r
+    return last
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -230,12 +240,12 @@ class RunDir:
         p = self.path / "metrics.jsonl"
         if not p.exists():
             return {}
-        last: dict[Any, dict[str, Any]] = {}
+        rows = []
         for line in p.read_text().splitlines():
             try:
                 r = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a half-written last line from a killed run
             if isinstance(r, dict):
-                last[r.get("stage")] = r
-        return last
+                rows.append(r)
+        return current_rows(rows)

@@ -25,6 +25,7 @@ from typing import Any, Iterable
 import yaml
 
 from eef.algorithms.labels import LabelRecord
+from eef.algorithms.rundir import current_rows
 from eef.algorithms.stages import EXPERT_EVAL_STAGE
 from eef.rollout.budget import BUDGET_KEYS
 from eef.trajectory import Trajectory, TrajectoryFormatError
@@ -205,15 +206,10 @@ class Run:
         rows = self._json_lines("metrics.jsonl")
         if not (self.path / "metrics.jsonl").is_file():
             self.warn(f"{self.path / 'metrics.jsonl'}: missing (no evaluation to report)")
-        # a rerun whose outputs changed appends a new row of the same stage: the last one counts
-        last: dict[str, dict[str, Any]] = {}
-        for r in rows:
-            st = r.get("stage")
-            if isinstance(st, str):
-                last[st] = r
-            else:
-                self.warn(f"{self.path / 'metrics.jsonl'}: a row without a stage name skipped")
-        return list(last.values())
+        named = [r for r in rows if isinstance(r.get("stage"), str)]
+        if len(named) < len(rows):
+            self.warn(f"{self.path / 'metrics.jsonl'}: a row without a stage name skipped")
+        return list(current_rows(named).values())
 
     @cached_property
     def eval_rows(self) -> list[dict[str, Any]]:
