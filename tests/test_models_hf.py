@@ -202,6 +202,22 @@ def test_sft_learns_the_turns_and_act_stops_after_the_action(trained_dir):
 
 
 @pytest.mark.slow
+def test_turn_decision_probe_sees_what_training_taught(trained_dir, policy):
+    # benchmarks/turn_decisions.py: P(the thought's first token) in the agent's own prompt
+    from turn_decisions import decision_scores, summarize
+    trajs = fixed_task(2)
+    trained = decision_scores(load_policy(f"hf:{trained_dir}"), trajs, max_context=256,
+                              max_new_tokens=40)
+    base = decision_scores(policy, trajs, max_context=256, max_new_tokens=40)
+    # one record per turn with a thought (the second turn has none), the decision token "i"
+    assert [(r["turn"], r["word"]) for r in trained] == [(0, "i"), (0, "i")]
+    assert all(r["argmax"] and r["p"] > 0.9 for r in trained)
+    assert all(b["p"] < 0.5 * t["p"] for b, t in zip(base, trained))
+    row, = summarize(trained, lambda r: r["turn"])
+    assert row["turns"] == 2 and row["argmax"] == 1.0 and row["nll"] < base[0]["nll"]
+
+
+@pytest.mark.slow
 def test_sft_is_reproducible_and_resumes(model_dir, tmp_path):
     cfg = TrainConfig(lr=3e-3, max_steps=6, batch_size=8, save_every=2)
     data = copy_task(40)
