@@ -9,9 +9,9 @@ the page or the instruction).
 MODEL is an ``hf:`` directory (a LoRA adapter directory works), DATA the trajectories it was
 trained on (or held-out ones).  Each turn is scored in the prompt the agent sees at that step
 (the chat format, identifier aliases and context trimming of ``eef eval``).  Rows: by turn
-index (0 = the first turn) and by the decision token (the thought's first token).  Figures per row: turns,
-mean P(decision token), share where that token is the model's argmax, mean NLL per turn
-token, mean of each turn's largest token NLL.
+index (0 = the first turn) and by the decision token (the thought's first token).  Figures
+per row: turns, mean P(decision token), share where that token is the model's argmax, mean
+NLL per turn token, mean of each turn's largest token NLL.
 JSON keys: ``turns``, ``first_turn_p``, ``first_turn_argmax``, ``later_p``, ``later_argmax``,
 ``nll_per_token``, ``rows``.
 """
@@ -27,9 +27,9 @@ from _util import emit, parser, table
 def decision_scores(policy, trajs, max_context: int = 1024, trim_block: int = 4,
                     max_new_tokens: int = 96) -> list[dict]:
     """One record per turn: ``turn`` (index), ``word`` (the decision token's text, as the
-    model reads it: an identifier is its alias),
-    ``p`` (probability of the thought's first token), ``argmax`` (is it the model's top
-    token), ``nll`` (mean over the turn's tokens), ``max_nll``."""
+    model reads it: an identifier is its alias), ``p`` (probability of the thought's first
+    token), ``argmax`` (is it the model's top token), ``nll`` (mean over the turn's tokens),
+    ``max_nll``."""
     import torch
 
     from eef.models.format import trajectory_messages
@@ -99,7 +99,7 @@ def main() -> None:
     recs = decision_scores(policy, trajs, a.max_context, a.trim_block)
     if not recs:
         raise SystemExit(f"{a.data}: no turn with a thought to score")
-    by_turn = summarize(recs, lambda r: min(r["turn"], 4) if r["turn"] < 4 else "4+")
+    by_turn = summarize(recs, lambda r: r["turn"] if r["turn"] < 4 else "4+")
     by_word = summarize(recs, lambda r: r["word"])
     head = ["group", "turns", "P(decision)", "argmax", "NLL/token", "max NLL"]
     for title, rows in (("by turn index", by_turn), ("by the decision token", by_word)):
