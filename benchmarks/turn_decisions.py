@@ -46,10 +46,8 @@ def decision_scores(policy, trajs, max_context: int = 1024, trim_block: int = 4,
                              steps=traj.steps[:k])
             chat = trajectory_messages(ctx, fmt.system)
             prompt = fmt.encode_messages(chat, budget, trim_block)
-            turn = policy._turn_ids(chat, step.turn)
-            head = policy._turn_ids(chat, "Thought:")
-            while head and head[-1] in policy._stop.ids:  # the end-of-turn token(s)
-                head = head[:-1]
+            turn = policy.turn_tokens(chat, step.turn)
+            head = policy.turn_tokens(chat, "Thought:", end_of_turn=False)
             lead = len(head)  # the turn's tokens before the thought's first word
             if turn[:lead] != head or lead >= len(turn):
                 raise ValueError(f"{traj.task_id} step {k}: the turn does not start with "

@@ -70,6 +70,20 @@ def test_rank_actions_scores_the_whole_turn_up_to_a_constant(policy):
     assert policy.rank_actions([ctx], ["x"], [[]]) == [[]]
 
 
+def test_turn_tokens_are_the_trained_tokens_and_a_head_without_the_end(policy):
+    from eef.models.format import trajectory_messages
+    chat = trajectory_messages(traj(("search[red shoes]", "Page 1 [SEP] B0ABC12345")))
+    turn = "Thought: I pick it\nAction: click[B0ABC12345]"
+    seg = policy.format.segments(chat + [{"role": "assistant", "content": turn}], [1])[-1]
+    full = policy.turn_tokens(chat, turn)
+    assert full == [i for i, k in zip(seg.ids, seg.mask) if k]
+    head = policy.turn_tokens(chat, turn, end_of_turn=False)
+    stops = set(policy.format.stop_token_ids)
+    assert full[:len(head)] == head and head[-1] not in stops
+    assert full[len(head):] and set(full[len(head):]) <= stops
+    assert policy.tokenizer.decode(head).strip().lower().endswith("click[b0abc12345]")
+
+
 def test_continue_turns_fills_the_forced_prefix(policy):
     ctx = traj()
     s = Sampling(max_new_tokens=8)

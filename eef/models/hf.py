@@ -162,7 +162,7 @@ class HFPolicy:
                 continue
             chat = trajectory_messages(ctx, self.format.system)
             prompt = self.format.encode_messages(chat, budget, self.trim_block)
-            turns = [self._turn_ids(chat, render_turn(thought, a)) for a in cands]
+            turns = [self.turn_tokens(chat, render_turn(thought, a)) for a in cands]
             k = 0  # tokens every candidate's turn starts with: part of the prefix
             while all(len(t) > k + 1 and t[k] == turns[0][k] for t in turns):
                 k += 1
@@ -182,8 +182,7 @@ class HFPolicy:
         prompts, chats = [], []
         for ctx, part in zip(contexts, partials):
             chat = trajectory_messages(ctx, self.format.system)
-            head = self._turn_ids(chat, part)
-            head = head[:-1] if head and head[-1] in self._stop.ids else head
+            head = self.turn_tokens(chat, part, end_of_turn=False)
             prompts.append(self.format.encode_messages(chat, budget - len(head), self.trim_block)
                            + head)
             chats.append(chat)
@@ -193,12 +192,18 @@ class HFPolicy:
             texts = [self.format.aliases.decode(t, chat) for t, chat in zip(texts, chats)]
         return texts
 
-    def _turn_ids(self, chat: list[dict[str, str]], turn: str) -> list[int]:
-        """The tokens of assistant turn ``turn`` after ``chat`` (end-of-turn included), as
-        training sees them (aliases applied)."""
+    def turn_tokens(self, chat: Sequence[dict[str, str]], turn: str,
+                    end_of_turn: bool = True) -> list[int]:
+        """The tokens of assistant turn ``turn`` after ``chat`` as training sees them (aliases
+        applied, the tokens the loss covers); ``end_of_turn=False`` drops the trailing
+        end-of-turn token(s), leaving a head the model can continue."""
+        chat = list(chat)
         n_turn = sum(m["role"] == "assistant" for m in chat)
         seg = self.format.segments(chat + [{"role": "assistant", "content": turn}], [n_turn])[-1]
-        return [i for i, m in zip(seg.ids, seg.mask) if m]
+        ids = [i for i, m in zip(seg.ids, seg.mask) if m]
+        while not end_of_turn and ids and ids[-1] in self._stop.ids:
+            ids.pop()
+        return ids
 
     # -- chat completion (also used by the server) --------------------------------------------
     def chat(self, chats: Sequence[Sequence[dict[str, str]]], sampling: Sampling | None = None,
