@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -203,18 +204,26 @@ def test_sft_learns_the_turns_and_act_stops_after_the_action(trained_dir):
 
 @pytest.mark.slow
 def test_turn_decision_probe_sees_what_training_taught(trained_dir, policy):
-    # benchmarks/turn_decisions.py: P(the thought's first token) in the agent's own prompt
-    from turn_decisions import decision_scores, summarize
+    # eef.models.decisions: P(the turn's first word) in the agent's own prompt
+    from eef.models.decisions import decision_scores, decision_summary, summarize
     trajs = fixed_task(2)
     trained = decision_scores(load_policy(f"hf:{trained_dir}"), trajs, max_context=256,
                               max_new_tokens=40)
     base = decision_scores(policy, trajs, max_context=256, max_new_tokens=40)
-    # one record per turn with a thought (the second turn has none), the decision token "i"
-    assert [(r["turn"], r["word"]) for r in trained] == [(0, "i"), (0, "i")]
+    # one record per trained turn: the thought's first word, or the action's in a turn
+    # without a thought
+    assert [(r["turn"], r["word"]) for r in trained] == [(0, "i"), (1, "click")] * 2
     assert all(r["argmax"] and r["p"] > 0.9 for r in trained)
-    assert all(b["p"] < 0.5 * t["p"] for b, t in zip(base, trained))
-    row, = summarize(trained, lambda r: r["turn"])
+    assert all(b["p"] < 0.5 * t["p"] for b, t in zip(base, trained) if t["turn"] == 0)
+    row = summarize(trained, lambda r: r["turn"])[0]
     assert row["turns"] == 2 and row["argmax"] == 1.0 and row["nll"] < base[0]["nll"]
+    # a masked turn is not a trained decision; turns_per_trajectory caps each trajectory
+    trajs[0].steps[0].train = False
+    some = decision_scores(policy, trajs, 256, 40, turns_per_trajectory=1)
+    assert [(r["turn"], r["word"]) for r in some] == [(1, "click"), (0, "i")]
+    fig = decision_summary(trained)
+    assert fig["turns"] == 4 and fig["first_turn_argmax"] == 1.0 == fig["later_argmax"]
+    assert decision_summary([])["first_turn_p"] is None
 
 
 @pytest.mark.slow
@@ -227,6 +236,15 @@ def test_sft_is_reproducible_and_resumes(model_dir, tmp_path):
     b = train_sft(str(model_dir), data, tmp_path / "b", cfg, progress=False)
     assert a["losses"] == b["losses"] and len(a["losses"]) == 6
     assert not (tmp_path / "b" / "checkpoint").exists()
+    # the decision probe of the saved model: only at the end, not part of the run's config
+    assert "decisions" not in part and a["decisions"] == b["decisions"]
+    assert a["decisions"]["turns"] > 0 and 0 <= a["decisions"]["first_turn_p"] <= 1
+    saved = json.loads((tmp_path / "a" / "decisions.json").read_text())
+    assert saved["by_word"] and saved["turns"] == a["decisions"]["turns"]
+    d = train_sft(str(model_dir), data, tmp_path / "d", replace(cfg, decision_probe=0),
+                  progress=False, stop_after=2)
+    d = train_sft(str(model_dir), data, tmp_path / "d", cfg, progress=False)
+    assert d["losses"] == a["losses"] and d["decisions"] == a["decisions"]
     with pytest.raises(TrainError, match="different config"):
         train_sft(str(model_dir), data, tmp_path / "c", cfg, progress=False, stop_after=1)
         train_sft(str(model_dir), data, tmp_path / "c", TrainConfig(lr=1.0, max_steps=6,
@@ -369,7 +387,8 @@ def test_sft_with_id_aliases_clicks_unseen_identifiers(model_dir, tmp_path):
     # unset, the option stays out of the training key (keys recorded before it stay valid)
     from dataclasses import asdict
     assert TrainConfig().key() == {k: v for k, v in asdict(TrainConfig()).items()
-                                   if k != "id_aliases"}
+                                   if k not in ("id_aliases", "decision_probe")}
+    assert TrainConfig(decision_probe=0).key() == TrainConfig().key()
     assert "id_aliases" not in TrainConfig().key() and TrainConfig(id_aliases=False).key()[
         "id_aliases"] is False
     from eef.algorithms.config import ConfigError, ExperimentConfig, from_dict

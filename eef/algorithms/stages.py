@@ -162,7 +162,8 @@ def train_stage(ctx: Context, name: str, init: Path, data: list[Trajectory],
         write_jsonl(run / data_rel, data)
         cfg = dataclasses.replace(train, seed=ctx.agent_seed, system=ctx.cfg.model.system)
         res = train_sft(str(init), run / data_rel, run / rel, cfg, progress=ctx.cfg.rollout.progress)
-        return {k: res[k] for k in ("steps", "tokens", "trained_tokens", "seconds") if k in res}
+        return {k: res[k] for k in ("steps", "tokens", "trained_tokens", "seconds", "decisions")
+                if k in res}
 
     key = {"init": str(init), "init_key": model_key(init),
            "data": digest([t.to_dict() for t in data]), "train": train.key(),

@@ -47,6 +47,11 @@ class TrainConfig:
         "help": "read and write WebShop identifiers as per-page aliases #1, #2, ... "
                 "(eef.models.format.IdAliases; saved with the model, so its rollouts use them "
                 "too); null: as the base model"})
+    decision_probe: int = field(default=8, metadata={
+        "help": "after training, score the decision token (a turn's first word) of the first "
+                "4 trained turns of this many training trajectories in the saved model "
+                "(eef.models.decisions; decisions.json next to the model): the mean loss hides "
+                "a wrong decision under well-copied words; 0: off.  Not part of the run's key"})
 
     @classmethod
     def help(cls) -> dict[str, str]:
@@ -54,10 +59,12 @@ class TrainConfig:
 
     def key(self) -> dict[str, Any]:
         """The fields that identify a training run (``id_aliases`` only when set, so runs
-        recorded before the field existed keep their keys)."""
+        recorded before the field existed keep their keys; ``decision_probe`` never: it
+        measures the trained model and changes nothing in it)."""
         d = asdict(self)
         if d.get("id_aliases") is None:
             d.pop("id_aliases", None)
+        d.pop("decision_probe", None)
         return d
 
 

@@ -322,9 +322,22 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
 
     step = run_steps(acc, loss_mod, tok, fmt, opt, sched, params, cfg, out, state, total,
                      per_epoch, sft_step, desc="sft", progress=progress, stop_after=stop_after)
-    return {"losses": state["losses"], "steps": step, "total_steps": total,
-            "tokens": state["tokens"], "trained_tokens": state["trained_tokens"],
-            "seconds": state["seconds"], "examples": len(examples), "report": asdict(report)}
+    res = {"losses": state["losses"], "steps": step, "total_steps": total,
+           "tokens": state["tokens"], "trained_tokens": state["trained_tokens"],
+           "seconds": state["seconds"], "examples": len(examples), "report": asdict(report)}
+    if step >= total and cfg.decision_probe > 0 and acc.is_main_process:
+        res["decisions"] = probe_decisions(out, trajs[:cfg.decision_probe], cfg)
+    return res
+
+
+def probe_decisions(out: Path, trajs: Sequence[Trajectory], cfg: TrainConfig
+                    ) -> dict[str, Any]:
+    """The decision probe of the model just saved in ``out`` (``eef.models.decisions``):
+    written to ``out/decisions.json``, returned without its per-word rows."""
+    from eef.models.decisions import probe_model
+    fig = probe_model(out, trajs, max_context=cfg.max_tokens, system=cfg.system)
+    (out / "decisions.json").write_text(json.dumps(fig, indent=2))
+    return {k: v for k, v in fig.items() if k != "by_word"}
 
 
 def run_steps(acc: Any, module: Any, tok: Any, fmt: ChatFormat, opt: Any, sched: Any,
