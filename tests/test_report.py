@@ -453,6 +453,38 @@ def test_report_of_a_real_run(real_run, tmp_path):
         for st in e["states"]:
             assert st["sims"], "every simulated state has its continuations"
     assert "input problem(s) skipped" not in html
+    # the training table: every trained model, with the decision probe its training recorded
+    trained = find_table(html, "run", "model", "trajectories")
+    recs = [r for r in ms if r["stage"].startswith("train/")]
+    assert [t["model"] for t in trained] == [r["stage"][len("train/"):] for r in recs]
+    for t, r in zip(trained, recs):
+        if r.get("same_as"):
+            continue
+        d = r["decisions"]
+        assert t["steps"] == str(r["steps"]) and t["trajectories"] == str(r["examples"])
+        assert t["first turn: argmax (%)"] == pct(d["first_turn_argmax"], 0.0).split(" ")[0]
+        assert t["later: P"] == f"{d['later_p']:.2f}"
+
+
+def test_training_table_without_or_with_a_damaged_probe(tmp_path):
+    train, test = _ids()
+    run = write_fake_run(tmp_path / "run", train, test, seed=0, iterations=1)
+    with open(run / "metrics.jsonl", "a") as f:
+        for row in ({"stage": "train/sft", "examples": 12, "steps": 3, "seconds": 90.0},
+                    {"stage": "train/eef/it1", "examples": 14, "steps": 4, "seconds": "x",
+                     "decisions": [0.5]},
+                    {"stage": "train/rft/it1", "examples": 12, "steps": 3, "seconds": 90.0,
+                     "same_as": "train/sft",
+                     "decisions": {"first_turn_argmax": 0.25, "first_turn_p": 1.7}}):
+            f.write(json.dumps(row) + "\n")
+    with pytest.warns(ReportWarning, match="decisions .* is not a mapping"):
+        html = build_report([run], tmp_path / "r.html", QUIET).read_text()
+    rows = {r["model"]: r for r in find_table(html, "run", "model", "trajectories")}
+    assert rows["sft"]["minutes"] == "1.5" and rows["sft"]["first turn: argmax (%)"] == "–"
+    assert rows["eef/it1"]["minutes"] == "–" and rows["eef/it1"]["later: P"] == "–"
+    assert rows["rft/it1"]["first turn: argmax (%)"] == "25.0"
+    assert rows["rft/it1"]["first turn: P"] == "–"  # not a probability
+    assert "same training as train/sft" in rows["rft/it1"]["note"]
 
 
 @pytest.mark.slow

@@ -231,6 +231,53 @@ def _expert_section(runs: list[Run], expert: A.ExpertSummary | None, curves,
     return "".join(out)
 
 
+def _training_section(runs: list[Run]) -> str:
+    out = ["<h2 id='training'>Training</h2>"]
+    rows = []
+    for run in runs:
+        for r in run.train_rows:
+            d = r.get("decisions") or {}
+            secs = r.get("seconds")
+            same = r.get("same_as")
+            rows.append((run.name, str(r["stage"])[len("train/"):],
+                         r.get("examples", "–"), r.get("steps", "–"),
+                         num(secs / 60 if _is_num(secs) else None),
+                         pct(_frac(d.get("first_turn_argmax"))),
+                         num(_frac(d.get("first_turn_p")), digits=2),
+                         pct(_frac(d.get("later_argmax"))),
+                         num(_frac(d.get("later_p")), digits=2),
+                         _same_note(same)))
+    if not rows:
+        out.append("<p class='muted'>No training records in these runs.</p>")
+        return "".join(out)
+    out.append("<p class='small muted'>Every model the runs trained. Decision probe "
+               "(docs/models.md, \"Loss mask\"): on the model's first training trajectories, the "
+               "share of turns whose decision token (the thought's first word) is the model's "
+               "argmax, and its mean probability, for the first turn and for later ones. The "
+               "mean loss hides a wrong decision under well-copied words: a low first-turn "
+               "share flags a model that will not start its episodes as its data does. "
+               "– : not recorded (runs before the probe, or <code>decision_probe: 0</code>).</p>")
+    out.append(table(("run", "model", "trajectories", "steps", "minutes",
+                      "first turn: argmax (%)", "first turn: P", "later: argmax (%)",
+                      "later: P", "note"), rows, left=2))
+    return "".join(out)
+
+
+def _same_note(same: Any) -> str:
+    if same == "init":
+        return "nothing to train on: its init model as is"
+    return f"same training as {same}: its model" if isinstance(same, str) and same else ""
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _frac(x: Any) -> float | None:
+    """A recorded share or probability, or None when it is not a number in [0, 1]."""
+    return float(x) if _is_num(x) and 0 <= x <= 1 else None
+
+
 def _category_section(runs: list[Run], cats: TaskCategories) -> str:
     names, cols, tab = A.category_breakdown(runs, cats)
     out = ["<h2 id='categories'>Per task category</h2>",
@@ -370,6 +417,7 @@ def render_report(runs: list[Run], cfg: ReportConfig | None = None, progress=Non
     tick("tables and plots")
     parts = [_summary(runs, curves, expert), _curves_section(curves),
              _expert_section(runs, expert, curves, A.train_task_comparison(runs))]
+    parts.append(_training_section(runs))
     tick("paired differences")
     parts.append(_paired_section(comparison(runs, cfg.pairs)))
     tick("task categories")
@@ -390,7 +438,8 @@ def render_report(runs: list[Run], cfg: ReportConfig | None = None, progress=Non
     envs = sorted({r.env for r in runs})
     toc = "".join(f"<a href='#{a}'>{esc(b)}</a>" for a, b in (
         ("summary", "summary"), ("iterations", "iterations"), ("budget", "budget"),
-        ("expert", "expert vs agents"), ("paired", "paired differences"),
+        ("expert", "expert vs agents"), ("training", "training"),
+        ("paired", "paired differences"),
         ("categories", "categories"), ("figure2", "Figure 2"),
         ("figure1", "Figure 1"), ("configs", "configs")))
     run_list = "".join(f"<li><code>{esc(r.name)}</code> — {esc(', '.join(r.methods) or 'no evaluations')}"

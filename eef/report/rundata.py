@@ -212,6 +212,22 @@ class Run:
         return list(current_rows(named).values())
 
     @cached_property
+    def train_rows(self) -> list[dict[str, Any]]:
+        """Training records (``stage`` = ``train/...``) in the order they were written; a
+        ``decisions`` entry that is not a mapping (written by hand, damaged) is dropped with a
+        warning."""
+        out = []
+        for r in self.metrics:
+            if str(r["stage"]).startswith("train/"):
+                row = dict(r)
+                if "decisions" in row and not isinstance(row["decisions"], dict):
+                    self.warn(f"{self.path / 'metrics.jsonl'}: row {r['stage']!r}: decisions "
+                              f"{row['decisions']!r} is not a mapping; left out")
+                    del row["decisions"]
+                out.append(row)
+        return out
+
+    @cached_property
     def eval_rows(self) -> list[dict[str, Any]]:
         """Evaluation rows (``stage`` = ``eval/...``) with a method and usable numbers."""
         out = []
