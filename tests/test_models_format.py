@@ -63,6 +63,28 @@ def test_mask_covers_exactly_the_trained_turns(fmt):
     assert tok.decode(ex.input_ids).rstrip().endswith(fmt.end_of_turn)
 
 
+def test_decision_token_is_the_first_word_of_each_trained_turn(fmt):
+    """``Example.decision`` (train.decision_weight): one token per trained turn, the one
+    holding the first character after ``Thought:`` (or, without a thought, ``Action:``)."""
+    traj = make_traj(4, untrained=(1,))
+    (ex,), _ = build_examples([traj], fmt, 4096)
+    tok = fmt.tokenizer
+    assert len(ex.decision) == len(ex.input_ids)
+    r = runs(ex.mask)
+    dec = [k for k, d in enumerate(ex.decision) if d]
+    assert len(dec) == len(r) == 3
+    for (a, b), i, k in zip(r, [0, 2, 3], dec):
+        assert a <= k < b
+        word = tok.decode([ex.input_ids[k]]).strip()
+        step = traj.steps[i]
+        first = step.thought or step.action  # steps 0 and 2 think, step 3 does not
+        keyword = "thought:" if step.thought else "action:"
+        if _lowercases(tok):
+            first = first.lower()
+        assert word and first.startswith(word), (fmt.template, word, first)
+        assert tok.decode(ex.input_ids[a:k]).strip().lower() == keyword
+
+
 def test_tokens_are_the_tokenisation_of_the_rendered_conversation(fmt):
     traj = make_traj(3)
     (ex,), _ = build_examples([traj], fmt, 4096)
@@ -129,6 +151,7 @@ def test_long_trajectory_becomes_windows_and_no_trained_turn_is_lost():
         assert len(e.input_ids) <= budget
         assert e.input_ids[:len(head)] == head  # the task prompt is always kept
         assert len(runs(e.mask)) == len(e.steps)
+        assert len(e.decision) == len(e.input_ids) and sum(e.decision) == len(e.steps)
     assert rep.context_steps_cut > 0 and rep.dropped_trained_turns == 0
     assert rep.prompt_tokens_cut == 0
 
@@ -141,6 +164,7 @@ def test_prompt_longer_than_budget_is_cut_in_the_middle_and_counted():
     assert len(ex.input_ids) == 120 and rep.prompt_tokens_cut > 0
     assert fmt.tokenizer.decode([t for t, m in zip(ex.input_ids, ex.mask) if m]).startswith(
         traj.steps[0].turn.lower())  # the preset tokenizer reads text lower-cased
+    assert len(ex.decision) == 120 and sum(ex.decision) == 1
 
 
 def test_turn_longer_than_budget_is_dropped_with_a_warning(caplog):

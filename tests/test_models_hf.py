@@ -227,6 +227,25 @@ def test_turn_decision_probe_sees_what_training_taught(trained_dir, policy):
 
 
 @pytest.mark.slow
+def test_decision_weight_teaches_the_decision_token_faster(model_dir, tmp_path):
+    """Same data, steps and seed: weight 8 on the decision tokens (``I`` of the first turn,
+    ``click`` of the thoughtless second) leaves them more probable than Eq. 1's weight 1,
+    and the setting is part of the run's key only when it is not 1."""
+    from eef.models.decisions import decision_scores
+    data = fixed_task(32)
+    p = {}
+    for w in (1.0, 8.0):
+        cfg = TrainConfig(lr=1e-2, max_steps=12, batch_size=8, decision_weight=w,
+                          decision_probe=0)
+        train_sft(str(model_dir), data, tmp_path / f"w{w}", cfg, progress=False)
+        recs = decision_scores(load_policy(f"hf:{tmp_path / f'w{w}'}"), data[:2], 256, 40)
+        p[w] = sum(r["p"] for r in recs) / len(recs)
+    assert p[8.0] > 2 * p[1.0] and p[8.0] > p[1.0] + 0.1, p  # measured: 0.27 vs 0.08
+    assert "decision_weight" not in TrainConfig().key()
+    assert TrainConfig(decision_weight=8.0).key()["decision_weight"] == 8.0
+
+
+@pytest.mark.slow
 def test_sft_is_reproducible_and_resumes(model_dir, tmp_path):
     cfg = TrainConfig(lr=3e-3, max_steps=6, batch_size=8, save_every=2)
     data = copy_task(40)
@@ -324,6 +343,15 @@ def test_training_bad_input(model_dir, tmp_path):
     with pytest.raises(EmptyMaskError, match="no trained token"):
         train_sft(str(model_dir), [make_traj(2, untrained=(0, 1))], tmp_path / "y",
                   progress=False)
+    for bad in ({"decision_weight": -1.0}, {"decision_weight": float("nan")},
+                {"decision_probe": -2}):
+        with pytest.raises(TrainError, match=next(iter(bad))):
+            train_sft(str(model_dir), [make_traj(2)], tmp_path / "z", TrainConfig(**bad),
+                      progress=False)
+        assert not (tmp_path / "z").exists()  # nothing written
+    from eef.algorithms.config import ConfigError, ExperimentConfig, from_dict, validate
+    with pytest.raises(ConfigError, match="train.decision_weight"):
+        validate(from_dict(ExperimentConfig, {"train": {"decision_weight": -0.5}}))
 
 
 def test_decode_stats_and_prompt_budget(policy):
@@ -351,6 +379,18 @@ def test_padded_batch_loss_equals_per_sequence_losses(model_dir):
         parts = [lm(*micro_batches(exs, [i], 10**6, 0)[0]) for i in range(3)]
     assert int(n) == sum(int(p[1]) for p in parts) == sum(e.n_trained for e in exs)
     assert torch.allclose(total, sum(p[0] for p in parts), rtol=1e-4)
+    # decision weights: weight w on each trained turn's decision token, 1 elsewhere
+    from eef.models.train import decision_weights, pad_examples
+    ids, att, lab = pad_examples(exs, int(tok.pad_token_id))
+    with torch.no_grad():
+        ce, sel = lm.token_losses(ids, att, lab)
+        dec = torch.tensor([[d for d in e.decision] + [0] * (ids.shape[1] - len(e.decision))
+                            for e in exs])[:, 1:][sel].bool()
+        assert int(dec.sum()) == sum(len(e.steps) for e in exs)
+        assert torch.allclose(lm(ids, att, lab, decision_weights(exs, 1.0))[0], total, rtol=1e-4)
+        w5, n5 = lm(ids, att, lab, decision_weights(exs, 5.0))
+    assert int(n5) == int(n)
+    assert torch.allclose(w5, ce.sum() + 4 * ce[dec].sum(), rtol=1e-4)
 
 
 @pytest.mark.slow
@@ -387,7 +427,8 @@ def test_sft_with_id_aliases_clicks_unseen_identifiers(model_dir, tmp_path):
     # unset, the option stays out of the training key (keys recorded before it stay valid)
     from dataclasses import asdict
     assert TrainConfig().key() == {k: v for k, v in asdict(TrainConfig()).items()
-                                   if k not in ("id_aliases", "decision_probe")}
+                                   if k not in ("id_aliases", "decision_probe",
+                                                "decision_weight")}
     assert TrainConfig(decision_probe=0).key() == TrainConfig().key()
     assert "id_aliases" not in TrainConfig().key() and TrainConfig(id_aliases=False).key()[
         "id_aliases"] is False

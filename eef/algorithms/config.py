@@ -339,6 +339,10 @@ def validate(cfg: ExperimentConfig) -> None:
                           "(policies) or import (trajectories)")
     if len(set(e.sources())) < len(e.sources()):
         raise ConfigError(f"expert: {', '.join(e.sources())} names an expert twice")
+    try:
+        cfg.train.check()
+    except ValueError as e:
+        raise ConfigError(f"train.{e}") from None
     if cfg.model.trim_block < 1:
         raise ConfigError(f"model.trim_block must be >= 1, not {cfg.model.trim_block}")
     if cfg.model.max_context is not None and cfg.model.max_context < 16:

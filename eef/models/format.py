@@ -38,7 +38,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -118,6 +118,11 @@ def cut_after_action(text: str) -> tuple[str, bool]:
 # -- identifier aliases ------------------------------------------------------------------------
 #: model directories keep their format options here (read by ``format_options``)
 FORMAT_FILE = "eef_format.json"
+#: what precedes a trained turn's *decision token*: the token holding the first character after
+#: a leading ``Thought:`` (the thought's first word: what kind of turn it is) or ``Action:`` (a
+#: turn without a thought: the action's first token), else the turn's first token
+#: (``train.decision_weight``; ``eef.models.decisions`` measures the same token)
+DECISION = re.compile(r"(?:(?:thought|action)\s*:[ \t]*)?", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -218,12 +223,14 @@ def save_format_options(model_dir: str | os.PathLike, aliases: IdAliases | None)
 # -- segments ----------------------------------------------------------------------------------
 @dataclass
 class Segment:
-    """The tokens one message adds.  ``mask[t]`` is 1 for trained tokens."""
+    """The tokens one message adds.  ``mask[t]`` is 1 for trained tokens, ``decision[t]`` for
+    the trained turn's decision token (``DECISION``)."""
 
     ids: list[int]
     mask: list[int]
     role: str
     step: int  # step index for assistant turns and their observations, -1 for the task prompt
+    decision: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -234,6 +241,7 @@ class Example:
     mask: list[int]
     steps: list[int]  # the trained steps whose tokens are in the loss
     source: str = ""  # task id of the trajectory
+    decision: list[int] = field(default_factory=list)  # 1: a trained turn's decision token
 
     @property
     def n_trained(self) -> int:
@@ -412,8 +420,10 @@ class ChatFormat:
         train = set(train_steps)
         text, starts = self._boundaries(messages, generation_prompt)
         ends = starts[1:] + [len(text)]
-        # the trained span of each assistant message: its text up to the end-of-turn marker
+        # the trained span of each assistant message: its text up to the end-of-turn marker;
+        # and the character its decision token holds (-1: none)
         spans: list[tuple[int, int]] = []
+        chars: list[int] = []
         roles, steps, step = [], [], -1
         for m, a, b in zip(messages, starts, ends):
             if m["role"] == "assistant":
@@ -422,8 +432,9 @@ class ChatFormat:
             steps.append(step)
             seg = text[a:b]
             lead = len(seg) - len(seg.lstrip())
-            spans.append((a + lead, a + len(seg.rstrip())) if m["role"] == "assistant"
-                         and step in train else (0, 0))
+            trained = m["role"] == "assistant" and step in train
+            spans.append((a + lead, a + len(seg.rstrip())) if trained else (0, 0))
+            chars.append(a + DECISION.match(seg, lead).end() if trained else -1)
         ids, offsets = self._encode(text)
         ids_a = np.asarray(ids, dtype=np.int64)
         off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
@@ -431,8 +442,11 @@ class ChatFormat:
         seg = np.searchsorted(np.asarray(starts), off[:, 0], side="right") - 1
         span = np.asarray(spans, dtype=np.int64).reshape(-1, 2)[seg]
         mask = (off[:, 0] < span[:, 1]) & (off[:, 1] > span[:, 0])  # overlaps the turn's text
+        ch = np.asarray(chars, dtype=np.int64)[seg]
+        decision = mask & (ch >= 0) & (off[:, 0] <= ch) & (off[:, 1] > ch)
         cuts = np.searchsorted(seg, np.arange(len(messages) + 1), side="left")
-        return [Segment(ids_a[a:b].tolist(), mask[a:b].astype(np.int64).tolist(), r, st)
+        return [Segment(ids_a[a:b].tolist(), mask[a:b].astype(np.int64).tolist(), r, st,
+                        decision[a:b].astype(np.int64).tolist())
                 for r, st, a, b in zip(roles, steps, cuts[:-1], cuts[1:])]
 
     def _encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -474,14 +488,16 @@ class ChatFormat:
                 used += pair[k]
             covered = [i for i in todo if k <= i <= j]
             todo = [i for i in todo if i < k]
-            ids, mask = list(head), [0] * len(head)
+            ids, mask, dec = list(head), [0] * len(head), [0] * len(head)
             for i in range(k, j + 1):
                 a = agent[i]
                 ids += a.ids
                 mask += a.mask if i in covered else [0] * len(a.ids)
+                dec += a.decision if i in covered else [0] * len(a.ids)
                 if i < j:
                     ids += env[i].ids
                     mask += [0] * len(env[i].ids)
+                    dec += [0] * len(env[i].ids)
             rep.context_steps_cut += k
             if len(ids) > max_tokens:  # k == j: the prompt (or the turn) alone is too long
                 room = max_tokens - len(agent[j].ids)
@@ -494,8 +510,9 @@ class ChatFormat:
                 cut = len(head) - room
                 keep = head[: room - KEEP_TAIL] + head[len(head) - KEEP_TAIL:]
                 ids, mask = keep + ids[len(head):], [0] * len(keep) + mask[len(head):]
+                dec = [0] * len(keep) + dec[len(head):]
                 rep.prompt_tokens_cut += cut
-            examples.append(Example(ids, mask, covered, traj.task_id))
+            examples.append(Example(ids, mask, covered, traj.task_id, dec))
         examples.reverse()
         rep.examples = len(examples)
         rep.windowed_trajectories = int(len(examples) > 1)

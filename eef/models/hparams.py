@@ -47,6 +47,11 @@ class TrainConfig:
         "help": "read and write WebShop identifiers as per-page aliases #1, #2, ... "
                 "(eef.models.format.IdAliases; saved with the model, so its rollouts use them "
                 "too); null: as the base model"})
+    decision_weight: float = field(default=1.0, metadata={
+        "help": "loss weight of each trained turn's decision token (its first word after "
+                "'Thought:', or the action's first token; eef.models.format.DECISION) against 1 "
+                "for every other trained token, the sum still divided by the trained tokens: "
+                "1 is Eq. 1 of the paper; the logged loss is the weighted one"})
     decision_probe: int = field(default=8, metadata={
         "help": "after training, score the decision token (a turn's first word) of the first "
                 "4 trained turns of this many training trajectories in the saved model "
@@ -57,14 +62,27 @@ class TrainConfig:
     def help(cls) -> dict[str, str]:
         return {f.name: f.metadata.get("help", "") for f in fields(cls)}
 
+    def check(self) -> None:
+        """Raise ValueError for settings no training can run with."""
+        if not (isinstance(self.decision_weight, (int, float))
+                and 0 <= self.decision_weight < float("inf")):
+            raise ValueError(f"decision_weight must be a finite number >= 0, not "
+                             f"{self.decision_weight!r}")
+        if not isinstance(self.decision_probe, int) or self.decision_probe < 0:
+            raise ValueError(f"decision_probe must be an integer >= 0, not "
+                             f"{self.decision_probe!r}")
+
     def key(self) -> dict[str, Any]:
-        """The fields that identify a training run (``id_aliases`` only when set, so runs
-        recorded before the field existed keep their keys; ``decision_probe`` never: it
-        measures the trained model and changes nothing in it)."""
+        """The fields that identify a training run (``id_aliases`` only when set and
+        ``decision_weight`` only when not 1, so runs recorded before those fields existed keep
+        their keys; ``decision_probe`` never: it measures the trained model and changes
+        nothing in it)."""
         d = asdict(self)
         if d.get("id_aliases") is None:
             d.pop("id_aliases", None)
         d.pop("decision_probe", None)
+        if d.get("decision_weight") == 1.0:  # Eq. 1: keys recorded before the field stay valid
+            d.pop("decision_weight", None)
         return d
 
 

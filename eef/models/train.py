@@ -93,10 +93,10 @@ def epoch_batches(examples: Sequence[Example], batch_size: int, seed: int, epoch
     return batches
 
 
-def micro_batches(examples: Sequence[Example], batch: list[int], max_tokens: int,
-                  pad_id: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Split a batch into right-padded (input_ids, attention_mask, labels) tensors of at most
-    ``max_tokens`` padded tokens each (one sequence at least)."""
+def micro_batch_groups(examples: Sequence[Example], batch: list[int], max_tokens: int
+                       ) -> list[list[int]]:
+    """Split a batch (example indices) into groups of at most ``max_tokens`` padded tokens
+    each (one sequence at least), sequences sorted by length."""
     order = sorted(batch, key=lambda i: len(examples[i].input_ids))
     groups: list[list[int]] = [[]]
     for i in order:
@@ -104,7 +104,26 @@ def micro_batches(examples: Sequence[Example], batch: list[int], max_tokens: int
         if groups[-1] and (len(groups[-1]) + 1) * L > max_tokens:
             groups.append([])
         groups[-1].append(i)
-    return [pad_examples([examples[i] for i in g], pad_id) for g in groups]
+    return groups
+
+
+def micro_batches(examples: Sequence[Example], batch: list[int], max_tokens: int,
+                  pad_id: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``micro_batch_groups`` as right-padded (input_ids, attention_mask, labels) tensors."""
+    return [pad_examples([examples[i] for i in g], pad_id)
+            for g in micro_batch_groups(examples, batch, max_tokens)]
+
+
+def decision_weights(examples: Sequence[Example], weight: float) -> torch.Tensor:
+    """Per-token loss weights of right-padded ``examples``: ``weight`` on each trained turn's
+    decision token (``Example.decision``), 1 elsewhere."""
+    T = max(len(e.input_ids) for e in examples)
+    w = torch.ones((len(examples), T), dtype=torch.float32)
+    for r, e in enumerate(examples):
+        if e.decision:
+            w[r, :len(e.decision)] += (weight - 1.0) * torch.tensor(e.decision,
+                                                                  dtype=torch.float32)
+    return w
 
 
 def pad_examples(examples: Sequence[Example], pad_id: int
@@ -137,8 +156,13 @@ class MaskedLMLoss(torch.nn.Module):
         return getattr(causal, causal.base_model_prefix), causal.get_output_embeddings()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                labels: torch.Tensor, weights: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum of the trained tokens' cross-entropy, each times its ``weights`` entry when
+        given, same shape as ``labels``; number of trained tokens)."""
         ce, sel = self.token_losses(input_ids, attention_mask, labels)
+        if weights is not None:
+            ce = ce * weights[:, 1:][sel]
         return ce.sum(), sel.sum()
 
     def token_losses(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -273,6 +297,10 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
     ``stop_after`` ends the run after that many steps of this call (tests of resume).
     """
     cfg = cfg or TrainConfig()
+    try:
+        cfg.check()
+    except ValueError as e:
+        raise TrainError(str(e)) from None
     out = Path(out)
     trajs = load_trajectories(data)
     if not trajs:
@@ -304,12 +332,15 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
         # several processes (accelerate launch): each takes every world-th sequence; DDP
         # averages gradients over processes, hence the factor world on the loss
         local = batch[rank::world]
-        mbs = micro_batches(examples, local, cfg.micro_batch_tokens, pad) if local else []
+        groups = micro_batch_groups(examples, local, cfg.micro_batch_tokens) if local else []
         n_trained = sum(examples[i].n_trained for i in batch)
         total_loss = torch.zeros((), device=acc.device)
-        for ids, att, lab in mbs:
-            ids, att, lab = ids.to(acc.device), att.to(acc.device), lab.to(acc.device)
-            loss_sum, _ = loss_mod(ids, att, lab)
+        for g in groups:
+            exs = [examples[i] for i in g]
+            ids, att, lab = (t.to(acc.device) for t in pad_examples(exs, pad))
+            wts = (decision_weights(exs, cfg.decision_weight).to(acc.device)
+                   if cfg.decision_weight != 1.0 else None)
+            loss_sum, _ = loss_mod(ids, att, lab, wts)
             acc.backward(loss_sum * (world / n_trained))
             total_loss += loss_sum.detach()
         if world > 1:
