@@ -227,6 +227,21 @@ def test_turn_decision_probe_sees_what_training_taught(trained_dir, policy):
 
 
 @pytest.mark.slow
+def test_a_failing_decision_probe_never_undoes_the_training(model_dir, tmp_path, monkeypatch):
+    import eef.models.decisions as decisions
+
+    def broken(*a, **k):
+        raise ValueError("cannot split this turn")
+    monkeypatch.setattr(decisions, "probe_model", broken)
+    cfg = TrainConfig(lr=3e-3, max_steps=2, batch_size=8)
+    with pytest.warns(UserWarning, match="decision probe failed"):
+        res = train_sft(str(model_dir), copy_task(16), tmp_path / "m", cfg, progress=False)
+    assert res["decisions"] == {"error": "cannot split this turn"} and res["steps"] == 2
+    assert (tmp_path / "m" / "config.json").exists()
+    assert not (tmp_path / "m" / "decisions.json").exists()
+
+
+@pytest.mark.slow
 def test_decision_weight_teaches_the_decision_token_faster(model_dir, tmp_path):
     """Same data, steps and seed: weight 8 on the decision tokens (``I`` of the first turn,
     ``click`` of the thoughtless second) leaves them more probable than Eq. 1's weight 1,

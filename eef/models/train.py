@@ -26,6 +26,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -364,9 +365,15 @@ def train_sft(model_path: str, data: str | os.PathLike | Iterable[Trajectory],
 def probe_decisions(out: Path, trajs: Sequence[Trajectory], cfg: TrainConfig
                     ) -> dict[str, Any]:
     """The decision probe of the model just saved in ``out`` (``eef.models.decisions``):
-    written to ``out/decisions.json``, returned without its per-word rows."""
+    written to ``out/decisions.json``, returned without its per-word rows.  A probe that
+    fails (a chat format whose turns it cannot split) is a warning and ``{"error": ...}``:
+    it never undoes a finished training."""
     from eef.models.decisions import probe_model
-    fig = probe_model(out, trajs, max_context=cfg.max_tokens, system=cfg.system)
+    try:
+        fig = probe_model(out, trajs, max_context=cfg.max_tokens, system=cfg.system)
+    except (ValueError, RuntimeError) as e:
+        warnings.warn(f"{out}: decision probe failed ({e}); the model is saved", stacklevel=2)
+        return {"error": str(e)}
     (out / "decisions.json").write_text(json.dumps(fig, indent=2))
     return {k: v for k, v in fig.items() if k != "by_word"}
 
