@@ -19,8 +19,8 @@ the samples at the steps the child logs (``train_log.jsonl``).  Variants:
 Figures per variant: RSS after the first step (``first_mb``: model, optimizer, the first
 batch's activations), the peak (``peak_mb``), the growth from step 1 to the last step
 (``growth_mb``), the drift (``drift_mb``: the median step peak of the last quarter of the
-steps minus that of the first quarter, less sensitive to one long batch), the median step time and the window tokens/s of the run (``tokens_per_s``:
-what the setting costs).  The machine's ceiling beside them: its total memory (``mem_total_mb``).
+steps minus that of the first quarter, less sensitive to one long batch), the median step
+time and the window tokens/s of the run (``tokens_per_s``: what the setting costs).  The machine's ceiling beside them: its total memory (``mem_total_mb``).
 ``--quick`` runs a 2-layer model of SmolLM2's shapes (random weights) for a few steps: the
 mechanism, not the figures.
 """
@@ -120,7 +120,10 @@ def run_variant(name: str, args, model: str | None, tmp: Path) -> dict | None:
     out = tmp / name
     cmd = [sys.executable, __file__, "--child", "--out", str(out), "--steps", str(args.steps),
            "--goals", str(args.goals)] + (["--model", model] if model else [])
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    out.mkdir(parents=True)
+    # stderr to a file: a pipe read only at the end would block a child that writes much
+    err_f = open(out / "stderr.txt", "w+")
+    proc = subprocess.Popen(cmd, env=env, stderr=err_f, text=True)
     log = out / "train_log.jsonl"
     per_step: list[int] = []  # the peak RSS of each step
     times: list[float] = []
@@ -137,7 +140,10 @@ def run_variant(name: str, args, model: str | None, tmp: Path) -> dict | None:
             times.append(time.perf_counter())
             cur, seen = 0, seen + 1
         time.sleep(0.1)
-    err = proc.communicate()[1]
+    proc.wait()
+    err_f.seek(0)
+    err = err_f.read()
+    err_f.close()
     if proc.returncode != 0:
         raise RuntimeError(f"variant {name} failed:\n{err[-3000:]}")
     n = log.read_text().count("\n")
