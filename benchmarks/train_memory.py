@@ -20,8 +20,8 @@ Figures per variant: RSS after the first step (``first_mb``: model, optimizer, t
 batch's activations), the peak (``peak_mb``), the growth from step 1 to the last step
 (``growth_mb``), the drift (``drift_mb``: the median step peak of the last quarter of the
 steps minus that of the first quarter, less sensitive to one long batch), the median step
-time and the window tokens/s of the run (``tokens_per_s``: what the setting costs).  The machine's ceiling beside them: its total memory (``mem_total_mb``).
-``--quick`` runs a 2-layer model of SmolLM2's shapes (random weights) for a few steps: the
+time and the window tokens/s of the run (``tokens_per_s``: what the setting costs).  The
+machine's ceiling beside them: its total memory (``mem_total_mb``).  ``--quick`` runs a 2-layer model of SmolLM2's shapes (random weights) for a few steps: the
 mechanism, not the figures.
 """
 
