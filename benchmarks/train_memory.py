@@ -20,7 +20,9 @@ Figures per variant: RSS after the first step (``first_mb``: model, optimizer, t
 batch's activations), the peak (``peak_mb``), the growth from step 1 to the last step
 (``growth_mb``), the drift (``drift_mb``: the median step peak of the last quarter of the
 steps minus that of the first quarter, less sensitive to one long batch), the median step
-time and the window tokens/s of the run (``tokens_per_s``: what the setting costs).  The
+time and the window tokens/s of the run (``tokens_per_s``: what the setting costs), and the
+child's RSS once ``train_sft`` has returned (``end_mb``) and after ``eef.memory.release``
+(``released_mb``: what a pipeline stage keeps after its training).  The
 machine's ceiling beside them: its total memory (``mem_total_mb``).  ``--quick`` runs a 2-layer model of SmolLM2's shapes (random weights) for a few steps: the
 mechanism, not the figures.
 """
@@ -84,6 +86,7 @@ def child(args) -> None:
     """One training run (in the child process)."""
     from smollm2_agent import expert_data
 
+    from eef.memory import release
     from eef.models.hparams import TrainConfig
     from eef.models.named import resolve
     from eef.models.train import train_sft
@@ -105,8 +108,10 @@ def child(args) -> None:
                       lora_r=16, lora_alpha=32, mixed_precision="bf16", id_aliases=True,
                       save_every=10**9, seed=0, log_every=1)
     res = train_sft(model, expert_data(args.goals), args.out, cfg, progress=False)
+    mem = release()  # what a pipeline stage does after its training (eef.memory)
     (Path(args.out) / "bench.json").write_text(json.dumps(
-        {k: res[k] for k in ("steps", "tokens", "seconds")}))
+        {**{k: res[k] for k in ("steps", "tokens", "seconds")}, "end_mb": mem["before_mb"],
+         "released_mb": mem["after_mb"]}))
 
 
 def run_variant(name: str, args, model: str | None, tmp: Path) -> dict | None:
@@ -156,6 +161,7 @@ def run_variant(name: str, args, model: str | None, tmp: Path) -> dict | None:
             "peak_mb": peak, "growth_mb": (steps[-1] - steps[0]) if steps else 0,
             "drift_mb": median(steps[-q:]) - median(steps[:q]) if steps else 0,
             "per_step_mb": steps, "median_step_s": median(gaps),
+            "end_mb": done["end_mb"], "released_mb": done["released_mb"],
             "tokens_per_s": done["tokens"] / max(done["seconds"], 1e-9)}
 
 
@@ -193,9 +199,10 @@ def main() -> None:
             res.append(r)
     table(f"training RSS, {args.steps} steps (machine: {mem_total_mb()} MB)",
           ["variant", "first step MB", "peak MB", "growth MB", "drift MB", "s / step",
-           "tokens/s"],
+           "tokens/s", "end MB", "released MB"],
           [[r["variant"], r["first_mb"], r["peak_mb"], r["growth_mb"], r["drift_mb"],
-            r["median_step_s"], r["tokens_per_s"]] for r in res])
+            r["median_step_s"], r["tokens_per_s"], r["end_mb"], r["released_mb"]]
+           for r in res])
     emit({"mem_total_mb": mem_total_mb(), "steps": args.steps, "variants": res}, args.json)
 
 

@@ -187,6 +187,7 @@ def test_training_memory_benchmark_follows_each_step_under_each_allocator():
         assert v["steps"] == 2 and len(v["per_step_mb"]) == 2
         assert 0 < v["first_mb"] <= v["peak_mb"] < fig["mem_total_mb"]
         assert v["tokens_per_s"] > 0
+        assert 0 < v["released_mb"] <= v["end_mb"] < fig["mem_total_mb"]
     bad = subprocess.run([sys.executable, "benchmarks/train_memory.py", "--variants", "tcmalloc"],
                          capture_output=True, text=True, timeout=120, cwd=root)
     assert bad.returncode != 0 and "unknown variant" in bad.stderr

@@ -26,6 +26,8 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
+from eef.memory import release
+
 
 class RunDirError(RuntimeError):
     pass
@@ -176,15 +178,21 @@ class RunDir:
         started.write_text(key)
         t0 = time.time()
         same = self.find_done(share, key) if share else None
+        mem = None
         if same is not None and len(same.get("outputs", {})) == len(outputs):
             for src, dst in zip(same["outputs"], outputs):
                 _copy(self.path / src, self.path / dst)
             result = {**(same.get("result") or {}), "copied_from": same["stage"]}
         else:
             result = fn() or {}
+            # the stage's tensors are garbage now: give their pages back before the next
+            # stage (glibc keeps them otherwise: docs/models.md, "Training memory")
+            mem = release()
         rec = {"stage": name, "key": key, "seconds": round(time.time() - t0, 2),
                "outputs": {rel: path_digest(self.path / rel) for rel in outputs},
                "result": result}
+        if mem is not None:
+            rec["rss_mb"] = mem
         tmp = self._record(name).with_suffix(".tmp")
         tmp.write_text(json.dumps(rec, indent=1, default=str))
         os.replace(tmp, self._record(name))
