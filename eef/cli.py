@@ -148,7 +148,9 @@ def _run_policy(env: str, policy: str, split: str, tasks_file: Path | None, limi
 EVAL_FIELDS = {"sampling.max_new_tokens": "--max-new-tokens", "model.system": "--system",
                "model.trim_block": "--trim-block", "model.max_context": "--max-context",
                "model.prefix_cache_mb": "--prefix-cache-mb", "model.dtype": "--dtype",
-               "rollout.ground_by": "--ground-by", "sampling.no_repeat_ngram": "--no-repeat-ngram"}
+               "rollout.ground_by": "--ground-by", "sampling.no_repeat_ngram": "--no-repeat-ngram",
+               "rollout.ground_actions": "--ground", "rollout.avoid_repeats": "--avoid-repeats",
+               "rollout.fill_without_thought": "--fill-without-thought"}
 
 
 @app.command("eval")
@@ -175,6 +177,7 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
              ground: bool = _field_opt("rollout.ground_actions", False),
              ground_by: str = _field_opt("rollout.ground_by"),
              avoid_repeats: bool = _field_opt("rollout.avoid_repeats", False),
+             fill_without_thought: bool = _field_opt("rollout.fill_without_thought", False),
              trim_block: int = _field_opt("model.trim_block"),
              max_context: Optional[int] = _field_opt("model.max_context"),
              prefix_cache_mb: Optional[int] = _field_opt("model.prefix_cache_mb", None),
@@ -188,7 +191,11 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
     given = {"sampling.max_new_tokens": max_new_tokens, "model.system": system,
              "model.trim_block": trim_block, "model.max_context": max_context,
              "model.prefix_cache_mb": prefix_cache_mb, "model.dtype": dtype,
-             "rollout.ground_by": ground_by, "sampling.no_repeat_ngram": no_repeat_ngram}
+             "rollout.ground_by": ground_by, "sampling.no_repeat_ngram": no_repeat_ngram,
+             "rollout.ground_actions": ground, "rollout.avoid_repeats": avoid_repeats,
+             "rollout.fill_without_thought": fill_without_thought}
+    if (ground_by != "fuzzy" or avoid_repeats or fill_without_thought) and not ground:
+        _fail("--ground-by, --avoid-repeats and --fill-without-thought apply with --ground")
     cfg = _field_config(given, EVAL_FIELDS)
     m = cfg.model
     if system and policy.startswith("expert:"):
@@ -196,8 +203,6 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
     hf_only = {"--trim-block": trim_block != 1, "--max-context": max_context is not None,
                "--prefix-cache-mb": prefix_cache_mb is not None, "--dtype": dtype != "auto",
                "--no-repeat-ngram": no_repeat_ngram != 0}
-    if (ground_by != "fuzzy" or avoid_repeats) and not ground:
-        _fail("--ground-by and --avoid-repeats apply with --ground")
     for flag, set_ in hf_only.items():
         if set_ and not policy.startswith("hf:"):
             _fail(f"{flag} is only for hf: policies")
@@ -209,8 +214,8 @@ def eval_cmd(env: str = typer.Argument(..., help="Env name."),
                         no_repeat_ngram=cfg.sampling.no_repeat_ngram)
     trajs = _run_policy(env, policy, split, tasks_file, limit, out, env_opt, max_steps,
                         sampling=sampling, seed=seed, num_envs=num_envs,
-                        workers=_workers(workers, num_envs), ground=ground,
-                        ground_by=cfg.rollout.ground_by, avoid_repeats=avoid_repeats, **kw)
+                        workers=_workers(workers, num_envs),
+                        ground=ground and cfg.rollout.grounding(), **kw)
     summary = {"env": env, "policy": policy, "split": split if tasks_file is None else None,
                **summarize(trajs), "grounded_steps": sum(len(t.meta.get("grounded", []))
                                                          for t in trajs),

@@ -11,7 +11,8 @@ import torch
 
 from eef.models.decode import PrefixCache, continuation_logprobs, decode
 from eef.policy import Sampling
-from eef.rollout.grounding import choices, ground_batch, repeated, template_to_fill
+from eef.rollout.grounding import (Grounding, choices, ground_batch, repeated,
+                                   template_to_fill)
 from eef.trajectory import Step, Trajectory
 from test_models_hf import model_dir, policy  # noqa: F401  (shared fixtures)
 
@@ -127,7 +128,8 @@ def test_ground_batch_rules():
         ["click[b0abc12345]", "click[b0abc12345]"]
     r = _Ranker("click[< prev]")
     s = Sampling(max_new_tokens=8)
-    got = ground_batch(r, [t0, t1], ["a", "b"], acts, [PAGE, PAGE], "likelihood", True, s)
+    got = ground_batch(r, [t0, t1], ["a", "b"], acts, [PAGE, PAGE],
+                       Grounding("likelihood", avoid_repeats=True), s)
     assert got == ["click[< prev]", "click[< prev]"]
     # t1's action repeats: its alternatives are ranked without its thought
     assert r.calls == [(2, ["a", ""], [PAGE[1:], [PAGE[1], PAGE[2], PAGE[4]]], s)]
@@ -139,15 +141,20 @@ def test_ground_batch_rules():
     f = Filler("")
     search_page = ["search[<query>]"]
     got = ground_batch(f, [t0, t1], ["go", ""], ["click[< prev]", "search[x]"],
-                       [search_page, search_page], "likelihood", seeds=[5, 6])
+                       [search_page, search_page], Grounding("likelihood"), seeds=[5, 6])
     assert got == ["search[red shoes]", "search[x]"]
     assert f.calls == [("continue", ["Thought: go\nAction: search["], [5])]
+    # fill_without_thought: the thought that argued for the click is left out
+    got = ground_batch(f, [t0], ["#1 looks closest"], ["click[#1]"], [search_page],
+                       Grounding("likelihood", fill_without_thought=True), seeds=[7])
+    assert got == ["search[red shoes]"]
+    assert f.calls[-1] == ("continue", ["Action: search["], [7])
     assert ground_batch(f, [t0], [""], ["click[< prev]"], [search_page]) == ["click[< prev]"]
     # a policy that cannot rank falls back to fuzzy
-    assert ground_batch(object(), [t0], [""], acts[:1], [PAGE], "likelihood") == \
+    assert ground_batch(object(), [t0], [""], acts[:1], [PAGE], Grounding("likelihood")) == \
         ["click[b0abc12345]"]
     with pytest.raises(ValueError, match="grounding rule"):
-        ground_batch(r, [t0], [""], acts[:1], [PAGE], "nearest")
+        Grounding("nearest")
 
 
 @pytest.mark.needs_data
@@ -181,7 +188,7 @@ def test_engine_grounds_by_likelihood_and_breaks_loops():
     cfg = EngineConfig(num_envs=2, progress=False, ground_actions=True, ground_by="likelihood",
                        avoid_repeats=True)
     res = rollout(env.name, pol, [RolloutRequest(tid, samples=2)], config=cfg)
-    seq = run_episode(env, pol, tid, ground=True, ground_by="likelihood", avoid_repeats=True)
+    seq = run_episode(env, pol, tid, ground=Grounding("likelihood", avoid_repeats=True))
     for t in res.trajectories + [seq]:
         assert t.actions[:4] == plain.actions[:3] + ["click[next >]"]
         assert t.meta["grounded"][0] == [3, plain.actions[3]]
@@ -195,6 +202,12 @@ def test_eval_cli_grounding_options():
     r = CliRunner().invoke(app, ["eval", "webshop", "--policy", "expert:oracle",
                                  "--ground-by", "likelihood"])
     assert r.exit_code != 0 and "apply with --ground" in r.output
+    r = CliRunner().invoke(app, ["eval", "webshop", "--policy", "expert:oracle",
+                                 "--fill-without-thought"])
+    assert r.exit_code != 0 and "apply with --ground" in r.output
+    r = CliRunner().invoke(app, ["eval", "webshop", "--policy", "expert:oracle", "--ground",
+                                 "--fill-without-thought"])
+    assert r.exit_code != 0 and "--fill-without-thought needs --ground-by: likelihood" in r.output
     r = CliRunner().invoke(app, ["eval", "webshop", "--policy", "expert:oracle", "--ground",
                                  "--ground-by", "nearest"])
     assert r.exit_code != 0 and "'nearest' is not one of fuzzy, likelihood" in r.output
@@ -235,3 +248,22 @@ def test_no_repeat_ngram_config_checks():
     with pytest.raises(ConfigError, match="no_repeat_ngram must be 0"):
         load_config(None, ["sampling.no_repeat_ngram=1"])
     assert load_config(None, ["sampling.no_repeat_ngram=4"]).sampling.no_repeat_ngram == 4
+
+
+def test_grounding_config_checks_and_rollout_key(tmp_path):
+    """fill_without_thought needs likelihood grounding; it enters a rollout stage's key only
+    when on (runs without it keep their keys)."""
+    from eef.algorithms.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match="needs rollout.ground_by: likelihood"):
+        load_config(None, ["rollout.ground_by=fuzzy", "rollout.fill_without_thought=true"])
+    with pytest.raises(ConfigError, match="apply with rollout.ground_actions"):
+        load_config(None, ["rollout.ground_actions=false", "rollout.avoid_repeats=true"])
+    cfg = load_config(None, ["rollout.fill_without_thought=true"])
+    assert cfg.rollout.grounding() == Grounding("likelihood", False, True)
+    from eef.algorithms.stages import grounding_key
+    from eef.rollout.engine import EngineConfig
+    assert grounding_key(EngineConfig()) == {}
+    assert grounding_key(EngineConfig(ground_actions=True)) == {"ground_actions": True}
+    lik = {"ground_actions": True, "ground_by": "likelihood", "avoid_repeats": False}
+    assert grounding_key(EngineConfig(ground_actions=True, ground_by="likelihood")) == lik
+    assert grounding_key(cfg.rollout) == {**lik, "fill_without_thought": True}

@@ -353,6 +353,14 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.sampling.max_new_tokens < 1:
         raise ConfigError(f"sampling.max_new_tokens must be >= 1, not "
                           f"{cfg.sampling.max_new_tokens}")
+    r = cfg.rollout
+    if (r.avoid_repeats or r.ground_by != "fuzzy" or r.fill_without_thought) and not \
+            r.ground_actions:
+        raise ConfigError("rollout.ground_by, avoid_repeats and fill_without_thought apply "
+                          "with rollout.ground_actions: true")
+    if r.fill_without_thought and r.ground_by != "likelihood":
+        raise ConfigError("rollout.fill_without_thought needs rollout.ground_by: likelihood "
+                          "(fuzzy grounding continues no turn)")
     if cfg.model.prefix_cache_mb < 0:
         raise ConfigError(f"model.prefix_cache_mb must be >= 0, not {cfg.model.prefix_cache_mb}")
     try:

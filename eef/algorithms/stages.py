@@ -14,7 +14,7 @@ from eef.algorithms.rundir import RunDir, digest, model_key
 from eef.envs.base import TextEnv
 from eef.policy import Sampling
 from eef.rollout.budget import Budget
-from eef.rollout.engine import RolloutRequest, rollout
+from eef.rollout.engine import EngineConfig, RolloutRequest, rollout
 from eef.rollout.episode import summarize
 from eef.trajectory import Trajectory, read_jsonl, write_jsonl
 
@@ -205,11 +205,7 @@ def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRe
     key = {"model": str(model), "model_key": model_key(model),
            "requests": [(r.task_id, r.start_state, r.samples, r.seed, r.parent_id,
                          r.sampling.record() if r.sampling else None) for r in requests]}
-    ro = ctx.cfg.rollout
-    if ro.ground_actions:  # other episodes: keys of earlier runs stay valid
-        key["ground_actions"] = True
-        if ro.ground_by != "fuzzy" or ro.avoid_repeats:
-            key["ground_by"], key["avoid_repeats"] = ro.ground_by, ro.avoid_repeats
+    key.update(grounding_key(ctx.cfg.rollout))
     fresh = [i for i, r in enumerate(requests) if r.fresh_step_limit]
     if fresh:  # method.sim_steps: full
         key["fresh_step_limit"] = fresh
@@ -217,6 +213,19 @@ def rollout_stage(ctx: Context, name: str, model: Path, requests: list[RolloutRe
         key["max_context"] = ctx.cfg.model.max_context
     run.stage(f"rollout/{name}", key, [rel], go, share="rollout/")  # same requests, same model
     return read_jsonl(run / rel)
+
+
+def grounding_key(ro: EngineConfig) -> dict[str, Any]:
+    """The grounding settings a rollout stage's key holds: each only once it differs from
+    the setting before it existed, so that the keys of earlier runs stay valid."""
+    key: dict[str, Any] = {}
+    if ro.ground_actions:
+        key["ground_actions"] = True
+        if ro.ground_by != "fuzzy" or ro.avoid_repeats:
+            key["ground_by"], key["avoid_repeats"] = ro.ground_by, ro.avoid_repeats
+        if ro.fill_without_thought:
+            key["fill_without_thought"] = True
+    return key
 
 
 def make_env_factory(cfg: ExperimentConfig):

@@ -52,7 +52,7 @@ from typing import Any, Callable, Literal, Sequence
 from eef.envs.base import EnvDiedError, StepResult, TextEnv, UnknownTaskError
 from eef.policy import Policy, Sampling
 from eef.rollout.budget import Budget, add_count
-from eef.rollout.grounding import ground_batch, note_grounding
+from eef.rollout.grounding import Grounding, ground_batch, note_grounding
 from eef.react import parse_turn
 from eef.rollout.pool import EnvPool, EnvSpec, LocalPool, ProcessPool, StartResult
 from eef.trajectory import (Provenance, Step, Trajectory, TrajectoryFormatError, dumps_line,
@@ -118,6 +118,11 @@ class EngineConfig:
         "help": "With ground_actions: an action the episode already took from the same "
                 "observation is inadmissible there (breaks click / go-back loops; assumes the "
                 "observation is the state, as in WebShop)."})
+    fill_without_thought: bool = field(default=False, metadata={
+        "help": "With ground_by likelihood: a state that lists only templates (WebShop's "
+                "search page) and an action that fills none has the turn continued from "
+                "'Action: <verb>[' without the model's thought (which argued for an action "
+                "the state does not admit) instead of after it."})
     use_snapshots: bool = field(default=True, metadata={
         "help": "Replay once per env slot and restore snapshots, when the env supports them."})
     snapshot_cache: int = field(default=64, metadata={
@@ -135,6 +140,11 @@ class EngineConfig:
     policy_version: str | None = field(default=None, metadata={
         "help": "Recorded as source.policy_version (e.g. a checkpoint step)."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+    def grounding(self) -> Grounding:
+        """The grounding rules of ``ground_by`` and its companions (used with
+        ``ground_actions``)."""
+        return Grounding(self.ground_by, self.avoid_repeats, self.fill_without_thought)
 
 
 @dataclass
@@ -470,7 +480,7 @@ class RolloutEngine:
                     stats["act_batch_max"] = max(stats["act_batch_max"], len(eps))
                 # 3. step every env
                 method = "step_grounded" if cfg.ground_actions else "step"
-                if cfg.ground_actions and (cfg.ground_by != "fuzzy" or cfg.avoid_repeats):
+                if cfg.ground_actions and cfg.grounding().needs_policy:
                     actions = self._ground(actions, requests)
                     method = "step"
                 outs = self.pool.run([(e.slot, method, (a,)) for e, _, a in actions])
@@ -518,7 +528,7 @@ class RolloutEngine:
     # -- helpers -------------------------------------------------------------------------
     def _ground(self, actions: list[tuple["_Episode", str, str]], requests: list
                 ) -> list[tuple["_Episode", str, str]]:
-        """``ground_by`` / ``avoid_repeats`` grounding of one step's actions (batched per
+        """The policy's grounding of one step's actions (``EngineConfig.grounding``; batched per
         sampling setting: the ranking prompt budget follows it)."""
         cfg = self.config
         avail = self.pool.run([(e.slot, "available_actions", ()) for e, _, _ in actions])
@@ -531,9 +541,9 @@ class RolloutEngine:
         for sampling, idx in groups.items():
             chosen = ground_batch(self.policy, [actions[i][0].traj for i in idx],
                                   [actions[i][1] for i in idx], [actions[i][2] for i in idx],
-                                  [avail[i] for i in idx], cfg.ground_by, cfg.avoid_repeats,
-                                  sampling, [actions[i][0].seed + len(actions[i][0].traj.steps)
-                                             for i in idx])
+                                  [avail[i] for i in idx], cfg.grounding(), sampling,
+                                  [actions[i][0].seed + len(actions[i][0].traj.steps)
+                                   for i in idx])
             for i, a in zip(idx, chosen):
                 out[i] = (actions[i][0], actions[i][1], a)
         return out

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from eef.envs.base import TextEnv
-from eef.rollout.grounding import ground_batch, note_grounding
+from eef.rollout.grounding import Grounding, ground_batch, note_grounding
 from eef.policy import Policy, Sampling
 from eef.react import parse_turn
 from eef.trajectory import (Provenance, Step, Trajectory, TrajectoryFormatError, dumps_line,
@@ -25,14 +25,13 @@ def start_context(env: TextEnv, task_id: str, observation: str) -> Trajectory:
 
 def run_episode(env: TextEnv, policy: Policy, task_id: str, *, sampling: Sampling | None = None,
                 seed: int = 0, source: dict[str, Any] | None = None,
-                prefix: Trajectory | None = None, ground: bool = False,
-                fresh_step_limit: bool = False, ground_by: str = "fuzzy",
-                avoid_repeats: bool = False) -> Trajectory:
+                prefix: Trajectory | None = None, ground: bool | Grounding = False,
+                fresh_step_limit: bool = False) -> Trajectory:
     """Play one episode of ``task_id``.  With ``prefix`` (a recorded trajectory cut at state
     s_k), its actions are replayed first and kept in the context (``source.start_state = k``);
     ``fresh_step_limit``: the env's step limit then counts from s_k.
-    ``ground``: map inadmissible actions to admissible ones (``eef.rollout.grounding``; by
-    ``ground_by``, with ``avoid_repeats``)."""
+    ``ground``: map inadmissible actions to admissible ones (``eef.rollout.grounding``; True:
+    its default ``Grounding``)."""
     if prefix is not None and prefix.steps:
         rep = env.replay(task_id, prefix.actions, prefix.observations)
         traj = prefix.prefix(len(prefix.steps))
@@ -50,13 +49,14 @@ def run_episode(env: TextEnv, policy: Policy, task_id: str, *, sampling: Samplin
         start, done, last = 0, False, None
     traj.source = Provenance.from_dict({"kind": "policy", "policy": policy.spec,
                                         "start_state": start, "seed": seed, **(source or {})})
+    rule = (ground if isinstance(ground, Grounding) else Grounding()) if ground else None
     while not done:
         response = policy.act([traj], sampling, [seed + len(traj.steps)])[0]
         thought, action = parse_turn(response)
-        if ground:
+        if rule is not None:
             executed = ground_batch(policy, [traj], [thought], [action],
-                                    [env.available_actions()], ground_by, avoid_repeats,
-                                    sampling, [seed + len(traj.steps)])[0]
+                                    [env.available_actions()], rule, sampling,
+                                    [seed + len(traj.steps)])[0]
             action = note_grounding(traj, action, executed)
         last = env.step(action)
         traj.steps.append(Step(action, last.observation, thought, float(last.reward),

@@ -16,7 +16,8 @@ The trajectory records the executed action; the model's own text of each replace
 in ``trajectory.meta["grounded"]`` as ``[step_index, raw_action]`` pairs, so reports can count
 how often grounding acted.
 
-Two further rules (``rollout.ground_by``, ``rollout.avoid_repeats``):
+Further rules (``rollout.ground_by``, ``rollout.avoid_repeats``,
+``rollout.fill_without_thought``; together a ``Grounding``):
 
 - ``likelihood``: in rule 2 the replacement is the concrete action the *model* finds most
   likely after its own thought (``policy.rank_actions``: the log-probability of the turn
@@ -25,6 +26,10 @@ Two further rules (``rollout.ground_by``, ``rollout.avoid_repeats``):
   falls back to ``fuzzy``.  A state that lists only templates (WebShop's search page) and an
   action that fills none of them: the model's turn is continued from ``Action: <verb>[``
   (``policy.continue_turns``), so the action fills the first template.
+  ``fill_without_thought``: that continuation starts from ``Action: <verb>[`` alone, without
+  the model's thought, which argued for an action the state does not admit (measured on
+  WebShop: after ``#1 looks closest to what I need.`` on the search page a SmolLM2 agent
+  continued ``search[#1]`` and lost the episode, docs/rollout.md).
 - ``avoid_repeats``: an action the episode already took from the same observation (a click
   that changed nothing, or the inspect-and-go-back loop ``click[X]``, ``< prev``,
   ``click[X]``) counts as inadmissible there, and the candidates exclude such repeats.  The
@@ -36,6 +41,7 @@ Two further rules (``rollout.ground_by``, ``rollout.avoid_repeats``):
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 from rapidfuzz import fuzz, process
@@ -47,6 +53,28 @@ if TYPE_CHECKING:
     from eef.trajectory import Trajectory
 
 _TEMPLATE = re.compile(r"^(\w+)\[<[^<>\]]*>\]$")
+
+RULES = ("fuzzy", "likelihood")
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """The grounding rules of the module docstring (``rollout.ground_by`` and its companions
+    in configs)."""
+
+    by: str = "fuzzy"
+    avoid_repeats: bool = False
+    fill_without_thought: bool = False
+
+    def __post_init__(self) -> None:
+        if self.by not in RULES:
+            raise ValueError(f"grounding rule {self.by!r}: expected 'fuzzy' or 'likelihood'")
+
+    @property
+    def needs_policy(self) -> bool:
+        """Whether grounding needs the policy and the trajectory (else the env's own
+        ``step_grounded`` does it: plain fuzzy matching)."""
+        return self.by != "fuzzy" or self.avoid_repeats
 
 
 def _norm(a: str) -> str:
@@ -125,41 +153,40 @@ def template_to_fill(action: str, available: Sequence[str]) -> str | None:
 
 
 def ground_batch(policy: Any, trajs: Sequence["Trajectory"], thoughts: Sequence[str],
-                 actions: Sequence[str], available: Sequence[Sequence[str]], rule: str = "fuzzy",
-                 avoid_repeats: bool = False, sampling: "Sampling | None" = None,
+                 actions: Sequence[str], available: Sequence[Sequence[str]],
+                 rule: Grounding = Grounding(), sampling: "Sampling | None" = None,
                  seeds: Sequence[int] | None = None) -> list[str]:
     """The action to execute for each episode (the rules of the module docstring);
-    ``available[i]``: the admissible actions of episode ``i``'s state.  ``rule``: ``fuzzy``
-    or ``likelihood`` (needs ``policy.rank_actions``, else fuzzy; ``seeds``: per episode,
-    for a sampled template continuation)."""
-    if rule not in ("fuzzy", "likelihood"):
-        raise ValueError(f"grounding rule {rule!r}: expected 'fuzzy' or 'likelihood'")
+    ``available[i]``: the admissible actions of episode ``i``'s state.  ``rule.by``:
+    ``likelihood`` needs ``policy.rank_actions`` (else fuzzy); ``seeds``: per episode, for a
+    sampled template continuation."""
     out = list(actions)
     todo: list[tuple[int, list[str]]] = []
     fill: list[tuple[int, str]] = []
     for i, (t, a, av) in enumerate(zip(trajs, actions, available)):
-        cands = choices(t, a, av, avoid_repeats)
+        cands = choices(t, a, av, rule.avoid_repeats)
         if cands:
             todo.append((i, cands))
-        elif rule == "likelihood" and av and (verb := template_to_fill(a, av)):
+        elif rule.by == "likelihood" and av and (verb := template_to_fill(a, av)):
             fill.append((i, verb))
     cont = getattr(policy, "continue_turns", None)
     if fill and cont is not None:
         texts = cont([trajs[i] for i, _ in fill],
-                     [render_turn(thoughts[i], f"{verb}[") for i, verb in fill], sampling,
+                     [render_turn("" if rule.fill_without_thought else thoughts[i], f"{verb}[")
+                      for i, verb in fill], sampling,
                      [seeds[i] for i, _ in fill] if seeds is not None else None)
         for (i, _), text in zip(fill, texts):
             out[i] = parse_turn(text)[1]
     if not todo:
         return out
-    rank = getattr(policy, "rank_actions", None) if rule == "likelihood" else None
+    rank = getattr(policy, "rank_actions", None) if rule.by == "likelihood" else None
     if rank is None:
         for i, cands in todo:
             out[i] = _closest(actions[i], cands)
         return out
     # a repeat's thought argues for the repeat: the alternatives are ranked on their own
     scores = rank([trajs[i] for i, _ in todo],
-                  ["" if avoid_repeats and repeated(trajs[i], actions[i]) else thoughts[i]
+                  ["" if rule.avoid_repeats and repeated(trajs[i], actions[i]) else thoughts[i]
                    for i, _ in todo], [c for _, c in todo], sampling)
     for (i, cands), sc in zip(todo, scores):
         out[i] = cands[max(range(len(cands)), key=lambda j: sc[j])]

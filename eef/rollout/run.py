@@ -15,6 +15,7 @@ from typing import Any
 from eef.envs.base import TextEnv, UnknownTaskError
 from eef.errors import PolicySpecError
 from eef.policy import Sampling, load_policy
+from eef.rollout.grounding import Grounding
 from eef.trajectory import Trajectory
 
 
@@ -65,14 +66,13 @@ def run_policy(env_name: str, policy: str, *, env_options: dict[str, Any] | None
                split: str | None = "test", tasks_file: str | os.PathLike | None = None,
                limit: int | None = None, out: str | os.PathLike | None = None,
                sampling: Sampling | None = None, seed: int = 0, num_envs: int = 0,
-               workers: int = 0, ground: bool = False, ground_by: str = "fuzzy",
-               avoid_repeats: bool = False, progress: bool = False,
+               workers: int = 0, ground: bool | Grounding = False, progress: bool = False,
                **policy_kw: Any) -> list[Trajectory]:
     """Play ``policy`` (a spec string; ``policy_kw`` go to ``load_policy``) once on each task
     of ``tasks_file`` or ``split`` (the first ``limit``), appending to ``out``.  ``num_envs``:
     episodes in flight (0: 16 for the engine); ``workers``: env worker processes, one episode
-    each; ``ground``, ``ground_by``, ``avoid_repeats``: action grounding
-    (``eef.rollout.grounding``).  Set-up failures raise ``PolicyRunError``, a corrupt ``out`` a
+    each; ``ground``: action grounding (``eef.rollout.grounding``; True: its default
+    ``Grounding``).  Set-up failures raise ``PolicyRunError``, a corrupt ``out`` a
     ``TrajectoryFormatError``."""
     from eef.rollout.episode import collect
     env = open_env(env_name, env_options)
@@ -87,12 +87,14 @@ def run_policy(env_name: str, policy: str, *, env_options: dict[str, Any] | None
             return collect(env, pol, ids, out, sampling=sampling, seed=seed, progress=progress)
         from eef.rollout.engine import EngineConfig, RolloutRequest, rollout
         from eef.rollout.pool import EnvSpec
+        rule = ground if isinstance(ground, Grounding) else Grounding()
         res = rollout(EnvSpec(env_name, dict(env_options or {})), pol,
                       [RolloutRequest(t, sampling=sampling, seed=seed) for t in ids], out,
                       EngineConfig(num_envs=workers or (num_envs if num_envs > 1 else 16),
                                    backend="process" if workers else "local",
-                                   progress=progress, ground_actions=ground,
-                                   ground_by=ground_by, avoid_repeats=avoid_repeats))
+                                   progress=progress, ground_actions=bool(ground),
+                                   ground_by=rule.by, avoid_repeats=rule.avoid_repeats,
+                                   fill_without_thought=rule.fill_without_thought))
         return res.trajectories
     finally:
         env.close()
