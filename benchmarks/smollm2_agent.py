@@ -39,6 +39,8 @@ from pathlib import Path
 
 from _util import emit, linear_gflop, parser, peak_gflops, table
 
+from eef.memory import rss_mb
+
 MODEL = "smollm2-135m-instruct"
 
 
@@ -47,8 +49,7 @@ def _peak_rss_sampler() -> tuple[list[int], threading.Event]:
 
     def run() -> None:
         while not stop.is_set():
-            with open("/proc/self/statm") as f:
-                peak[0] = max(peak[0], int(f.read().split()[1]) * 4096 >> 20)
+            peak[0] = max(peak[0], rss_mb() or 0)
             time.sleep(0.1)
     threading.Thread(target=run, daemon=True).start()
     return peak, stop

@@ -41,6 +41,8 @@ from pathlib import Path
 
 from _util import emit, median, parser, table
 
+from eef.memory import rss_mb
+
 VARIANTS = {
     "glibc": {},
     "arena2": {"MALLOC_ARENA_MAX": "2"},
@@ -57,11 +59,6 @@ def jemalloc_path() -> str | None:
         return None
     lib = Path(ray.__file__).parent / "core" / "libjemalloc.so"
     return str(lib) if lib.exists() else None
-
-
-def rss_mb(pid: int) -> int:
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
 
 
 def mem_total_mb() -> int:
@@ -134,9 +131,8 @@ def run_variant(name: str, args, model: str | None, tmp: Path) -> dict | None:
     times: list[float] = []
     peak, cur, seen = 0, 0, 0
     while proc.poll() is None:
-        try:
-            r = rss_mb(proc.pid)
-        except (FileNotFoundError, ProcessLookupError):
+        r = rss_mb(proc.pid)
+        if r is None:  # the child has exited
             break
         peak, cur = max(peak, r), max(cur, r)
         n = log.read_text().count("\n") if log.exists() else 0

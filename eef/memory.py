@@ -18,10 +18,11 @@ import os
 from functools import lru_cache
 
 
-def rss_mb() -> int | None:
-    """This process's resident set in MB (None where ``/proc`` is not available)."""
+def rss_mb(pid: int | str = "self") -> int | None:
+    """The resident set of process ``pid`` (default: this one) in MB; None where ``/proc``
+    does not show it (no such process, another system)."""
     try:
-        with open("/proc/self/statm") as f:
+        with open(f"/proc/{pid}/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
     except (OSError, ValueError, IndexError):
         return None

@@ -25,6 +25,17 @@ print(json.dumps({"start": start, "freed": freed, **mem}))
 def test_rss_is_this_process_s_resident_set():
     mb = rss_mb()
     assert mb is not None and 10 < mb < 1 << 20
+    import os
+    assert rss_mb(os.getpid()) is not None
+    child = subprocess.Popen([sys.executable, "-c", "import time; print(1, flush=True); "
+                              "time.sleep(30)"], stdout=subprocess.PIPE)
+    try:
+        child.stdout.readline()  # the interpreter is up
+        assert 0 < rss_mb(child.pid) < mb + 100
+    finally:
+        child.kill()
+        child.wait()
+    assert rss_mb(child.pid) is None  # gone: None, no exception
     mem = release()
     assert set(mem) == {"before_mb", "after_mb"} and mem["after_mb"] > 0
 
