@@ -155,6 +155,9 @@ def test_ground_batch_rules():
         ["click[b0abc12345]"]
     with pytest.raises(ValueError, match="grounding rule"):
         Grounding("nearest")
+    lik = Grounding("likelihood")
+    assert Grounding.of(lik) is lik and Grounding.of(True) == Grounding()
+    assert Grounding.of(False) is None
 
 
 @pytest.mark.needs_data

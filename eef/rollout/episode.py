@@ -49,7 +49,7 @@ def run_episode(env: TextEnv, policy: Policy, task_id: str, *, sampling: Samplin
         start, done, last = 0, False, None
     traj.source = Provenance.from_dict({"kind": "policy", "policy": policy.spec,
                                         "start_state": start, "seed": seed, **(source or {})})
-    rule = (ground if isinstance(ground, Grounding) else Grounding()) if ground else None
+    rule = Grounding.of(ground)
     while not done:
         response = policy.act([traj], sampling, [seed + len(traj.steps)])[0]
         thought, action = parse_turn(response)

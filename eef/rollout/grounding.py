@@ -70,6 +70,14 @@ class Grounding:
         if self.by not in RULES:
             raise ValueError(f"grounding rule {self.by!r}: expected 'fuzzy' or 'likelihood'")
 
+    @staticmethod
+    def of(ground: "bool | Grounding") -> "Grounding | None":
+        """The rules of a ``ground`` argument: a ``Grounding`` as given, True the defaults,
+        False None (no grounding)."""
+        if isinstance(ground, Grounding):
+            return ground
+        return Grounding() if ground else None
+
     @property
     def needs_policy(self) -> bool:
         """Whether grounding needs the policy and the trajectory (else the env's own

@@ -87,7 +87,7 @@ def run_policy(env_name: str, policy: str, *, env_options: dict[str, Any] | None
             return collect(env, pol, ids, out, sampling=sampling, seed=seed, progress=progress)
         from eef.rollout.engine import EngineConfig, RolloutRequest, rollout
         from eef.rollout.pool import EnvSpec
-        rule = ground if isinstance(ground, Grounding) else Grounding()
+        rule = Grounding.of(ground) or Grounding()
         res = rollout(EnvSpec(env_name, dict(env_options or {})), pol,
                       [RolloutRequest(t, sampling=sampling, seed=seed) for t in ids], out,
                       EngineConfig(num_envs=workers or (num_envs if num_envs > 1 else 16),
