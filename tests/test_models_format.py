@@ -213,6 +213,63 @@ def test_trim_block_keeps_the_window_still_for_several_turns():
     assert ext[1] <= 2 and ext[4] >= 9, ext  # of 14 consecutive pairs
 
 
+def test_cut_note_marks_every_window_without_its_earlier_steps(fmt):
+    """With a cut note, a training window that leaves out earlier steps has the note at the
+    end of its task prompt, the window with step 0 has not, and a prompt that drops
+    exchanges at inference starts with the very same noted head."""
+    from eef.models.format import DEFAULT_CUT_NOTE
+    traj = make_traj(12, untrained=(3, 7), obs_words=40)
+    plain = ChatFormat(fmt.tokenizer)
+    noted = ChatFormat(fmt.tokenizer, cut_note=DEFAULT_CUT_NOTE)
+    full, _ = build_examples([traj], plain, 100_000)
+    budget = len(full[0].input_ids) // 3
+    bare, _ = build_examples([traj], plain, budget)
+    exs, rep = build_examples([traj], noted, budget)
+    assert sorted(i for e in exs for i in e.steps) == [i for i in range(12) if i not in (3, 7)]
+    head = plain.encode_prompt(traj.prefix(0), 100_000)
+    note = fmt.tokenizer(DEFAULT_CUT_NOTE.lower(), add_special_tokens=False)["input_ids"]
+    assert exs[0].steps[0] == 0 and exs[0].input_ids[:len(head)] == head
+    later = exs[1:]
+    assert len(later) >= 2 and rep.noted_windows == len(later)
+    text = [fmt.tokenizer.decode(e.input_ids).lower() for e in exs]
+    assert DEFAULT_CUT_NOTE.lower() not in text[0]
+    assert all(t.count(DEFAULT_CUT_NOTE.lower()) == 1 for t in text[1:]), text[1]
+    # every later window starts with one and the same head, and only the head differs from
+    # the window without the note (plus at most one more step left out)
+    nhead = noted._noted_head(trajectory_messages(traj, None, last_observation=False))
+    assert len(nhead) > len(head) and len(note) > 0
+    for e in later:
+        assert len(e.input_ids) <= budget and e.input_ids[:len(nhead)] == nhead
+        assert len(runs(e.mask)) == len(e.steps)
+    assert len(exs) >= len(bare)
+    # inference: a prompt that drops exchanges starts with the noted head; one that fits
+    # whole starts with the bare task prompt
+    for k in range(1, 12):
+        whole = noted.encode_prompt(traj.prefix(k), 100_000)
+        cut = noted.encode_prompt(traj.prefix(k), budget)
+        assert whole == plain.encode_prompt(traj.prefix(k), 100_000)
+        if len(whole) <= budget:
+            assert cut == whole
+        else:
+            assert cut[:len(nhead)] == nhead and len(cut) <= budget, k
+            assert fmt.tokenizer.decode(cut).lower().count(DEFAULT_CUT_NOTE.lower()) == 1
+
+
+def test_cut_note_keeps_trim_block_windows_still():
+    """The note does not change which windows a prefix cache can reuse (trim_block)."""
+    from eef.models.format import DEFAULT_CUT_NOTE
+    fmt = ChatFormat(make_tokenizer("tiny"), cut_note=DEFAULT_CUT_NOTE)
+    traj = make_traj(24, obs_words=30)
+    budget = len(fmt.encode_prompt(traj.prefix(8), 100_000))
+    gen = len(fmt.tokenizer("<|assistant|>", add_special_tokens=False)["input_ids"])
+    prompts = [fmt.encode_prompt(traj.prefix(k), budget, 4) for k in range(9, 24)]
+    assert all(len(p) <= budget for p in prompts)
+    ext = sum(b[:len(a) - gen] == a[:len(a) - gen] for a, b in zip(prompts, prompts[1:]))
+    assert ext >= 9, ext
+    with pytest.raises(FormatError, match="cut_note"):
+        ChatFormat(fmt.tokenizer, cut_note="  ")
+
+
 # -- bad input -------------------------------------------------------------------------------
 def test_all_zero_masks_and_empty_dataset_raise():
     fmt = ChatFormat(make_tokenizer("tiny"))
@@ -346,12 +403,19 @@ def test_format_file_round_trip_and_bad_files(tmp_path):
     assert format_options(tmp_path) == {"aliases": IdAliases(alias="item {n}")}
     save_format_options(tmp_path, None)
     assert not (tmp_path / FORMAT_FILE).exists()
+    save_format_options(tmp_path, None, "(cut)")
+    assert format_options(tmp_path) == {"aliases": None, "cut_note": "(cut)"}
+    save_format_options(tmp_path, IdAliases(), "(cut)")
+    assert format_options(tmp_path) == {"aliases": IdAliases(), "cut_note": "(cut)"}
+    save_format_options(tmp_path, None, None)
+    assert not (tmp_path / FORMAT_FILE).exists()
     for text, msg in [("[1]", "not a JSON object"), ('{"aliases": {}}', "unknown keys"),
                       ('{"id_aliases": {"colour": 1}}', "colour"),
                       ('{"id_aliases": {"alias": "#"}}', "must hold"),
                       ('{"id_aliases": {"pattern": "("}}', "pattern"),
                       ('{"id_aliases": {"pattern": "(B0)"}}', "groups"),
-                      ('{"id_aliases": {"alias": "{n}{x}"}}', "braces"), ("{", "Expecting")]:
+                      ('{"id_aliases": {"alias": "{n}{x}"}}', "braces"), ("{", "Expecting"),
+                      ('{"cut_note": ""}', "cut_note"), ('{"cut_note": 3}', "cut_note")]:
         (tmp_path / FORMAT_FILE).write_text(text)
         with pytest.raises(FormatError, match=msg):
             format_options(tmp_path)

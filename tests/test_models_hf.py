@@ -242,6 +242,24 @@ def test_a_failing_decision_probe_never_undoes_the_training(model_dir, tmp_path,
 
 
 @pytest.mark.slow
+def test_cut_note_is_saved_with_the_model_and_read_by_its_policy(model_dir, tmp_path):
+    from eef.models.format import DEFAULT_CUT_NOTE, FORMAT_FILE
+    cfg = TrainConfig(lr=3e-3, max_steps=2, batch_size=8, cut_note=True, decision_probe=0)
+    train_sft(str(model_dir), copy_task(16), tmp_path / "m", cfg, progress=False)
+    assert json.loads((tmp_path / "m" / FORMAT_FILE).read_text()) == {
+        "cut_note": DEFAULT_CUT_NOTE}
+    pol = load_policy(f"hf:{tmp_path / 'm'}")
+    assert pol.format.cut_note == DEFAULT_CUT_NOTE and pol.format.aliases is None
+    train_sft(str(model_dir), copy_task(16), tmp_path / "n", replace(cfg, cut_note="(cut)"),
+              progress=False)
+    assert load_policy(f"hf:{tmp_path / 'n'}").format.cut_note == "(cut)"
+    # a model trained from it without the option keeps its note (its format is its data's)
+    train_sft(str(tmp_path / "n"), copy_task(16), tmp_path / "o", replace(cfg, cut_note=None),
+              progress=False)
+    assert load_policy(f"hf:{tmp_path / 'o'}").format.cut_note == "(cut)"
+
+
+@pytest.mark.slow
 def test_decision_weight_teaches_the_decision_token_faster(model_dir, tmp_path):
     """Same data, steps and seed: weight 8 on the decision tokens (``I`` of the first turn,
     ``click`` of the thoughtless second) leaves them more probable than Eq. 1's weight 1,
@@ -442,7 +460,7 @@ def test_sft_with_id_aliases_clicks_unseen_identifiers(model_dir, tmp_path):
     # unset, the option stays out of the training key (keys recorded before it stay valid)
     from dataclasses import asdict
     assert TrainConfig().key() == {k: v for k, v in asdict(TrainConfig()).items()
-                                   if k not in ("id_aliases", "decision_probe",
+                                   if k not in ("id_aliases", "cut_note", "decision_probe",
                                                 "decision_weight")}
     assert TrainConfig(decision_probe=0).key() == TrainConfig().key()
     assert "id_aliases" not in TrainConfig().key() and TrainConfig(id_aliases=False).key()[
@@ -451,3 +469,8 @@ def test_sft_with_id_aliases_clicks_unseen_identifiers(model_dir, tmp_path):
     assert from_dict(ExperimentConfig, {"train": {"id_aliases": True}}).train.id_aliases is True
     with pytest.raises(ConfigError, match="id_aliases"):
         from_dict(ExperimentConfig, {"train": {"id_aliases": "yes"}})
+    assert "cut_note" not in TrainConfig().key() and TrainConfig(cut_note=True).key()[
+        "cut_note"] is True
+    for bad in ("", 3):
+        with pytest.raises(ValueError, match="cut_note"):
+            TrainConfig(cut_note=bad).check()

@@ -30,6 +30,12 @@ prompt alone does not fit is its middle cut (its first tokens and its last ``KEE
 are kept), and a turn longer than the whole budget is dropped with a warning; both are counted in
 ``CutReport``.  At inference the prompt keeps the task and the most recent steps that fit
 (``encode_prompt``).
+
+Cut note (``ChatFormat.cut_note``, off unless set): a window that leaves out earlier steps
+looks like the episode's start (the task prompt, then a later turn) unless something says so;
+with a cut note, the task prompt of every such window, in training and at inference alike,
+ends with the note (``DEFAULT_CUT_NOTE``), so the first turn after the bare task prompt is
+always an episode's real first turn.
 """
 
 from __future__ import annotations
@@ -118,6 +124,8 @@ def cut_after_action(text: str) -> tuple[str, bool]:
 # -- identifier aliases ------------------------------------------------------------------------
 #: model directories keep their format options here (read by ``format_options``)
 FORMAT_FILE = "eef_format.json"
+#: what ends the task prompt of a window that leaves out earlier steps (``ChatFormat.cut_note``)
+DEFAULT_CUT_NOTE = "(Earlier steps of this episode are not shown.)"
 #: what precedes a trained turn's *decision token*: the token holding the first character after
 #: a leading ``Thought:`` (the thought's first word: what kind of turn it is) or ``Action:`` (a
 #: turn without a thought: the action's first token), else the turn's first token
@@ -202,22 +210,34 @@ def format_options(model_dir: str | os.PathLike | None) -> dict[str, Any]:
         return {}
     try:
         raw = json.loads(path.read_text())
-        if not isinstance(raw, dict) or set(raw) - {"id_aliases"}:
-            raise ValueError(f"unknown keys {sorted(set(raw) - {'id_aliases'})}"
+        if not isinstance(raw, dict) or set(raw) - {"id_aliases", "cut_note"}:
+            raise ValueError(f"unknown keys {sorted(set(raw) - {'id_aliases', 'cut_note'})}"
                              if isinstance(raw, dict) else "not a JSON object")
-        ali = raw.get("id_aliases")
-        return {"aliases": IdAliases(**ali) if ali is not None else None}
+        ali, note = raw.get("id_aliases"), raw.get("cut_note")
+        if note is not None and (not isinstance(note, str) or not note.strip()):
+            raise ValueError(f"cut_note must be a non-empty text or null, not {note!r}")
+        out: dict[str, Any] = {"aliases": IdAliases(**ali) if ali is not None else None}
+        if note is not None:
+            out["cut_note"] = note
+        return out
     except (ValueError, TypeError) as e:
         raise FormatError(f"{path}: {e}") from None
 
 
-def save_format_options(model_dir: str | os.PathLike, aliases: IdAliases | None) -> None:
-    """Store ``aliases`` with a model so that every later load applies it (no file: none)."""
+def save_format_options(model_dir: str | os.PathLike, aliases: IdAliases | None,
+                        cut_note: str | None = None) -> None:
+    """Store ``aliases`` and ``cut_note`` with a model so that every later load applies them
+    (neither set: no file)."""
     path = Path(model_dir) / FORMAT_FILE
-    if aliases is None:
+    raw: dict[str, Any] = {}
+    if aliases is not None:
+        raw["id_aliases"] = asdict(aliases)
+    if cut_note is not None:
+        raw["cut_note"] = cut_note
+    if not raw:
         path.unlink(missing_ok=True)
     else:
-        path.write_text(json.dumps({"id_aliases": asdict(aliases)}, indent=1) + "\n")
+        path.write_text(json.dumps(raw, indent=1) + "\n")
 
 
 # -- segments ----------------------------------------------------------------------------------
@@ -260,6 +280,7 @@ class CutReport:
     prompt_tokens_cut: int = 0
     dropped_trained_turns: int = 0  # turns longer than the whole budget (warned)
     skipped_untrained: int = 0  # trajectories without any trained step
+    noted_windows: int = 0  # examples whose task prompt ends with the cut note
 
     def add(self, other: "CutReport") -> None:
         for k, v in vars(other).items():
@@ -272,17 +293,23 @@ class ChatFormat:
     ``tokenizer`` must be a fast (``tokenizers``-backed) HF tokenizer; ``system`` is an optional
     system message; ``chat_template`` overrides the tokenizer's own template (default: the
     tokenizer's, else ``DEFAULT_CHAT_TEMPLATE``); ``aliases`` rewrites identifiers into
-    per-page aliases before tokenising (``IdAliases``).
+    per-page aliases before tokenising (``IdAliases``); ``cut_note`` ends the task prompt of
+    every window that leaves out earlier steps, in training examples and prompts alike (the
+    module's "Cut note").
     """
 
     def __init__(self, tokenizer: Any, system: str | None = None,
-                 chat_template: str | None = None, aliases: IdAliases | None = None):
+                 chat_template: str | None = None, aliases: IdAliases | None = None,
+                 cut_note: str | None = None):
         if not getattr(tokenizer, "is_fast", False):
             raise FormatError(f"{type(tokenizer).__name__} is not a fast tokenizer: eef needs "
                               "character offsets (use a tokenizers-backed tokenizer)")
         self.tokenizer = tokenizer
         self.system = system
         self.aliases = aliases
+        if cut_note is not None and (not isinstance(cut_note, str) or not cut_note.strip()):
+            raise FormatError(f"cut_note must be a non-empty text or None, not {cut_note!r}")
+        self.cut_note = cut_note
         self.template = chat_template or getattr(tokenizer, "chat_template", None) \
             or DEFAULT_CHAT_TEMPLATE
         if isinstance(self.template, dict):  # several named templates: use the default one
@@ -469,7 +496,8 @@ class ChatFormat:
             return [], rep
         msgs = trajectory_messages(traj, self.system, last_observation=False)
         segs = self.segments(msgs, trained)
-        head = [t for s in segs if s.step < 0 for t in s.ids]
+        plain = [t for s in segs if s.step < 0 for t in s.ids]
+        noted: list[int] | None = None  # the task prompt with the cut note, once needed
         agent = {s.step: s for s in segs if s.role == "assistant"}
         env = {s.step: s for s in segs if s.role == "user" and s.step >= 0}
         n = len(traj.steps)
@@ -479,13 +507,24 @@ class ChatFormat:
         rep.trained_turns = len(trained)
         examples: list[Example] = []
         todo = sorted(trained)
-        while todo:
-            j = todo[-1]
-            # smallest k such that head + steps k..j-1 (turn + observation) + turn j fits
-            k, used = j, len(head) + len(agent[j].ids)
+
+        def first_step(j: int, head_len: int) -> int:
+            """smallest k such that head + steps k..j-1 (turn + observation) + turn j fits"""
+            k, used = j, head_len + len(agent[j].ids)
             while k > 0 and used + pair[k - 1] <= max_tokens:
                 k -= 1
                 used += pair[k]
+            return k
+
+        while todo:
+            j = todo[-1]
+            head = plain
+            k = first_step(j, len(plain))
+            if k > 0 and self.cut_note is not None:  # a later window: its head says so
+                if noted is None:
+                    noted = self._noted_head(msgs)
+                head = noted
+                k = first_step(j, len(noted))  # the longer head may leave out one more step
             covered = [i for i in todo if k <= i <= j]
             todo = [i for i in todo if i < k]
             ids, mask, dec = list(head), [0] * len(head), [0] * len(head)
@@ -499,6 +538,7 @@ class ChatFormat:
                     mask += [0] * len(env[i].ids)
                     dec += [0] * len(env[i].ids)
             rep.context_steps_cut += k
+            rep.noted_windows += int(head is not plain)
             if len(ids) > max_tokens:  # k == j: the prompt (or the turn) alone is too long
                 room = max_tokens - len(agent[j].ids)
                 if room < KEEP_TAIL + 1:
@@ -542,22 +582,44 @@ class ChatFormat:
             if s.role == "assistant" or not groups:
                 groups.append([])
             groups[-1].extend(s.ids)
-        kept: list[int] = []
-        n_kept = 0
-        for g in reversed(groups):
-            if len(head) + len(g) + len(kept) > max_tokens and kept:
-                break
-            kept = g + kept
-            n_kept += 1
+
+        def fit(head_len: int) -> int:
+            """how many of the latest exchanges fit after a head of ``head_len`` (at least 1)"""
+            n_kept, used = 0, head_len
+            for g in reversed(groups):
+                if used + len(g) > max_tokens and n_kept:
+                    break
+                used += len(g)
+                n_kept += 1
+            return n_kept
+
+        n_kept = fit(len(head))
+        if n_kept < len(groups) and self.cut_note is not None:  # steps left out: say so
+            head = self._noted_head(messages)
+            n_kept = fit(len(head))
         dropped = len(groups) - n_kept
         if trim_block > 1 and dropped and n_kept > 1:
-            more = min(n_kept - 1, -dropped % trim_block)  # never drop the last exchange
-            kept = [t for g in groups[dropped + more:] for t in g]
-        ids = head + kept
+            dropped += min(n_kept - 1, -dropped % trim_block)  # never drop the last exchange
+        ids = head + [t for g in groups[dropped:] for t in g]
         if len(ids) > max_tokens:
             half = max_tokens // 2
             ids = ids[:half] + ids[len(ids) - (max_tokens - half):]
         return ids
+
+    def _noted_head(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """The tokens of the messages before the first assistant message, the last user
+        message among them ending with ``cut_note`` (the head of a window without its earlier
+        steps), including the assistant header that follows."""
+        first_a = next((i for i, m in enumerate(messages) if m["role"] == "assistant"),
+                       len(messages))
+        head = [dict(m) for m in messages[:first_a]]
+        users = [i for i, m in enumerate(head) if m["role"] == "user"]
+        if not users:
+            raise FormatError("cut_note: no user message before the first assistant turn")
+        head[users[-1]]["content"] = f"{head[users[-1]]['content']}\n\n{self.cut_note}"
+        segs = self.segments(head + list(messages[first_a:first_a + 1]), (),
+                             generation_prompt=first_a == len(messages))
+        return [t for s in segs[:first_a] for t in s.ids]
 
     def encode_prompt(self, traj: "Trajectory", max_tokens: int, trim_block: int = 1
                       ) -> list[int]:

@@ -111,13 +111,14 @@ class HFPolicy:
                  system: str | None = None, max_context: int | None = None,
                  batch_size: int = 64, fast: bool | None = None, prefix_cache_mb: int = 512,
                  trim_block: int = 1, aliases: IdAliases | None = None,
-                 kv_cache_mb: int = 2048):
+                 kv_cache_mb: int = 2048, cut_note: str | None = None):
         self.model, self.tokenizer, self.spec = model, tokenizer, spec
         #: keys/values of recent turns, reused by the next turn of the same conversation
         #: (fast decoder only; ``prefix_cache_mb=0`` turns it off; ``clear()`` it after
         #: changing the weights in place)
         self.prefix_cache = PrefixCache(prefix_cache_mb << 20) if prefix_cache_mb > 0 else None
-        self.format = ChatFormat(tokenizer, system=system, aliases=aliases)
+        self.format = ChatFormat(tokenizer, system=system, aliases=aliases,
+                                 cut_note=cut_note)
         cfg = getattr(model, "config", None)
         self.max_context = int(max_context or getattr(cfg, "max_position_embeddings", 2048))
         self.batch_size = batch_size

@@ -47,6 +47,12 @@ class TrainConfig:
         "help": "read and write WebShop identifiers as per-page aliases #1, #2, ... "
                 "(eef.models.format.IdAliases; saved with the model, so its rollouts use them "
                 "too); null: as the base model"})
+    cut_note: bool | str | None = field(default=None, metadata={
+        "help": "end the task prompt of every training window that leaves out earlier steps "
+                "with a note saying so (true: eef.models.format.DEFAULT_CUT_NOTE, or the note's "
+                "text; saved with the model, so its cut prompts carry it too): without it a "
+                "later window reads as the episode's start followed by a later turn; null: "
+                "as the base model"})
     decision_weight: float = field(default=1.0, metadata={
         "help": "loss weight of each trained turn's decision token (its first word after "
                 "'Thought:', or the action's first token; eef.models.format.DECISION) against 1 "
@@ -68,18 +74,23 @@ class TrainConfig:
                 and 0 <= self.decision_weight < float("inf")):
             raise ValueError(f"decision_weight must be a finite number >= 0, not "
                              f"{self.decision_weight!r}")
+        if not (self.cut_note is None or isinstance(self.cut_note, bool)
+                or (isinstance(self.cut_note, str) and self.cut_note.strip())):
+            raise ValueError(f"cut_note must be true, false, null or a non-empty text, not "
+                             f"{self.cut_note!r}")
         if not isinstance(self.decision_probe, int) or self.decision_probe < 0:
             raise ValueError(f"decision_probe must be an integer >= 0, not "
                              f"{self.decision_probe!r}")
 
     def key(self) -> dict[str, Any]:
-        """The fields that identify a training run (``id_aliases`` only when set and
-        ``decision_weight`` only when not 1, so runs recorded before those fields existed keep
-        their keys; ``decision_probe`` never: it measures the trained model and changes
-        nothing in it)."""
+        """The fields that identify a training run (``id_aliases`` and ``cut_note`` only when
+        set and ``decision_weight`` only when not 1, so runs recorded before those fields
+        existed keep their keys; ``decision_probe`` never: it measures the trained model and
+        changes nothing in it)."""
         d = asdict(self)
-        if d.get("id_aliases") is None:
-            d.pop("id_aliases", None)
+        for name in ("id_aliases", "cut_note"):
+            if d.get(name) is None:
+                d.pop(name, None)
         d.pop("decision_probe", None)
         if d.get("decision_weight") == 1.0:  # Eq. 1: keys recorded before the field stay valid
             d.pop("decision_weight", None)

@@ -34,8 +34,8 @@ from typing import Any, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from eef.models.format import (ChatFormat, Example, IdAliases, build_examples,
-                               format_options, save_format_options)
+from eef.models.format import (DEFAULT_CUT_NOTE, ChatFormat, Example, IdAliases,
+                               build_examples, format_options, save_format_options)
 from eef.models.hparams import TrainConfig
 from eef.trajectory import Trajectory, read_jsonl
 
@@ -197,6 +197,9 @@ def load_for_training(model_path: str, cfg: TrainConfig) -> tuple[Any, Any, Chat
     opts = format_options(model_path)
     if cfg.id_aliases is not None:
         opts["aliases"] = IdAliases() if cfg.id_aliases else None
+    if cfg.cut_note is not None:
+        opts["cut_note"] = (DEFAULT_CUT_NOTE if cfg.cut_note is True else
+                            cfg.cut_note or None)
     return model, tok, ChatFormat(tok, system=cfg.system, **opts)
 
 
@@ -434,7 +437,7 @@ def run_steps(acc: Any, module: Any, tok: Any, fmt: ChatFormat, opt: Any, sched:
     if main and step >= total:
         model.save_pretrained(out)
         tok.save_pretrained(out)
-        save_format_options(out, fmt.aliases)  # the trained model reads its data's format
+        save_format_options(out, fmt.aliases, fmt.cut_note)  # its data's format, for good
         shutil.rmtree(ckpt, ignore_errors=True)
     elif main:
         _save_checkpoint(ckpt, model, tok, opt, sched, state, cfg)
