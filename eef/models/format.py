@@ -203,6 +203,13 @@ class IdAliases:
                       if 1 <= int(m.group(1)) <= len(table) else m.group(0), text)
 
 
+def check_cut_note(note: Any) -> str:
+    """``note`` if it is a usable cut note (a non-empty text), else ``FormatError``."""
+    if not isinstance(note, str) or not note.strip():
+        raise FormatError(f"cut_note must be a non-empty text, not {note!r}")
+    return note
+
+
 def format_options(model_dir: str | os.PathLike | None) -> dict[str, Any]:
     """``ChatFormat`` keywords stored with a model (``FORMAT_FILE``; {} when there is none)."""
     path = Path(model_dir).expanduser() / FORMAT_FILE if model_dir is not None else None
@@ -214,11 +221,9 @@ def format_options(model_dir: str | os.PathLike | None) -> dict[str, Any]:
             raise ValueError(f"unknown keys {sorted(set(raw) - {'id_aliases', 'cut_note'})}"
                              if isinstance(raw, dict) else "not a JSON object")
         ali, note = raw.get("id_aliases"), raw.get("cut_note")
-        if note is not None and (not isinstance(note, str) or not note.strip()):
-            raise ValueError(f"cut_note must be a non-empty text or null, not {note!r}")
         out: dict[str, Any] = {"aliases": IdAliases(**ali) if ali is not None else None}
         if note is not None:
-            out["cut_note"] = note
+            out["cut_note"] = check_cut_note(note)
         return out
     except (ValueError, TypeError) as e:
         raise FormatError(f"{path}: {e}") from None
@@ -307,9 +312,7 @@ class ChatFormat:
         self.tokenizer = tokenizer
         self.system = system
         self.aliases = aliases
-        if cut_note is not None and (not isinstance(cut_note, str) or not cut_note.strip()):
-            raise FormatError(f"cut_note must be a non-empty text or None, not {cut_note!r}")
-        self.cut_note = cut_note
+        self.cut_note = check_cut_note(cut_note) if cut_note is not None else None
         self.template = chat_template or getattr(tokenizer, "chat_template", None) \
             or DEFAULT_CHAT_TEMPLATE
         if isinstance(self.template, dict):  # several named templates: use the default one
