@@ -384,6 +384,29 @@ def test_id_aliases_decode_against_the_last_page():
     assert ali.decode(enc[-1]["content"], raw) == raw[-1]["content"]
 
 
+def test_id_aliases_on_a_page_without_identifiers_keep_the_list_it_came_from():
+    from eef.models.format import IdAliases
+    from eef.trajectory import Step
+    ali = IdAliases()
+    traj = _pick_traj()
+    a, b = ASINS[:2]
+    # on b's item page (no identifiers) the thought names b by its alias on the results page
+    traj.steps[2] = Step("click[< prev]", traj.steps[2].observation,
+                         f"{b} has no size L; I look for another one.")
+    msgs = ali.encode(trajectory_messages(traj))
+    assistant = [m["content"] for m in msgs if m["role"] == "assistant"]
+    assert assistant[2].startswith("Thought: #2 has no size L;")
+    assert not any(x in "\n".join(m["content"] for m in msgs) for x in ASINS)
+    # decode on the item page uses the same list: what was encoded comes back
+    raw = trajectory_messages(traj.prefix(2))
+    assert ali.decode("Thought: #2 has no size L.", raw) == f"Thought: {b} has no size L."
+    assert ali.decode("Thought: #9 has no size L.", raw) == "Thought: #9 has no size L."
+    # a later list replaces it: the second results page lists the others
+    raw = trajectory_messages(traj.prefix(3))
+    assert ali.decode("Action: click[#1]", raw) == f"Action: click[{ASINS[-1]}]"
+    assert a not in ali.decode("Action: click[#1]", raw)
+
+
 def test_id_aliases_tokenise_the_same_for_training_and_inference(fmt):
     from eef.models.format import IdAliases
     af = ChatFormat(fmt.tokenizer, aliases=IdAliases())

@@ -201,6 +201,30 @@ def test_heuristic_is_a_mediocre_expert_with_natural_failures():
     assert sum(t.steps[-1].action == "click[buy now]" for t in fails) >= 0.8 * len(fails)
 
 
+def test_heuristic_can_name_what_it_turns_down(env):
+    plain = load_policy("expert:heuristic", env)
+    named = load_policy("expert:heuristic(name_rejected=True)", env)
+    ids = [t.id for t in env.tasks("train")][:40]
+    a = [run_episode(env, plain, i) for i in ids]
+    b = [run_episode(env, named, i) for i in ids]
+    assert [t.actions for t in a] == [t.actions for t in b]  # the same actions, other thoughts
+    backs = 0
+    for t in b:
+        opened = []
+        for k, s in enumerate(t.steps):
+            if s.action.startswith("click[") and s.action[6:-1] in env.cat.products:
+                opened.append(s.action[6:-1])
+            if s.action == "click[< prev]" and opened and "Back to the product" not in s.thought:
+                backs += 1  # turned down from its item page: the thought names it
+                assert s.thought.startswith(opened[-1]), s.thought
+                nxt = t.steps[k + 1] if k + 1 < len(t.steps) else None
+                if nxt is not None and nxt.action[6:-1] in env.cat.products:
+                    assert f"{opened[-1]} did not fit; " in nxt.thought, nxt.thought
+    assert backs >= 3
+    with pytest.raises(ValueError, match="name_rejected"):
+        load_policy("expert:heuristic(name_rejected=2)", env)
+
+
 @pytest.mark.slow
 def test_random_policy_is_a_floor():
     env = envs.make("webshop")

@@ -13,6 +13,10 @@ and its trajectories are reproducible.
   no good one), selects the options the instruction names (closest listed value), checks the
   price, goes back for another candidate when over budget, and buys.  Its failures are natural:
   a similar but wrong product, an option it could not find, over budget, out of steps.
+  With ``name_rejected=True`` its thoughts say which product it turns down ("B07... has no
+  size L; I look for another one.") and, back on the results, which of the listed ones it has
+  turned down before its next pick, so an agent trained on a window that no longer shows the
+  rejected click still reads what was rejected (with identifier aliases: "#2 has no size L").
 * ``noisy`` is ``heuristic`` that slips: at each step, with probability ``slip`` (seeded by
   task, step and seed), it takes ``random``'s action instead, then carries on from wherever that
   led.  A weaker second expert whose failures hold detours and recoveries.
@@ -173,15 +177,19 @@ class HeuristicExpert(_ScriptedWebShop):
     spec = "expert:heuristic"
 
     def __init__(self, env: WebShopEnv, min_overlap: float = 0.4, rank_weight: float = 0.1,
-                 option_lapse: float = 0.1, **kw):
+                 option_lapse: float = 0.1, name_rejected: bool = False, **kw):
         """``min_overlap``: word-overlap score a result needs before it is opened rather than
         paging on; ``rank_weight``: weight of the search rank in that score;
         ``option_lapse``: probability (fixed per task) of forgetting the last of >= 2 requested
-        options, as LLM experts do.  Defaults were chosen on train goals only."""
+        options, as LLM experts do; ``name_rejected``: thoughts name the products turned down
+        (the actions are the same either way).  Defaults were chosen on train goals only."""
         super().__init__(env)
+        if not isinstance(name_rejected, bool):
+            raise ValueError(f"name_rejected must be True or False, not {name_rejected!r}")
         self.min_overlap = min_overlap
         self.rank_weight = rank_weight
         self.option_lapse = option_lapse
+        self.name_rejected = name_rejected
 
     def _score(self, kind: list[str], attrs: list[str], title: str, price: str,
                cap: float | None, rank: int) -> float:
@@ -206,8 +214,11 @@ class HeuristicExpert(_ScriptedWebShop):
                                          phrase.lower()).partition(" with ")
         kind, attrs = content_words(kind_text), content_words(attr_text)
         page = parse_page(ctx.observation)
-        tried = {s.action[6:-1].upper() for s in ctx.steps if s.action.startswith("click[")
-                 and s.action[6:-1].upper() in self.env.cat.products}
+        opened = [s.action[6:-1].upper() for s in ctx.steps if s.action.startswith("click[")
+                  and s.action[6:-1].upper() in self.env.cat.products]
+        tried = set(opened)
+        # the product whose page (or sub-page) this is: the last one opened
+        this = opened[-1] if opened and self.name_rejected else "This product"
         if page["kind"] == "search":
             q = " ".join(content_words(phrase) + list(options.values()))
             return f"I search for {q}.", f"search[{q}]"
@@ -218,14 +229,17 @@ class HeuristicExpert(_ScriptedWebShop):
             if ranked and (ranked[0][0] >= self.min_overlap or not page["has_next"]
                            or page["page"] >= MAX_PAGES):
                 sc, _, asin = ranked[0]
-                return f"{asin} looks closest to what I need.", f"click[{asin}]"
+                here = [a for a, _, _ in page["hits"] if a in tried]
+                turned = f"{', '.join(here)} did not fit; " if here and self.name_rejected else ""
+                return f"{turned}{asin} looks closest to what I need.", f"click[{asin}]"
             if page["has_next"] and page["page"] < MAX_PAGES:
                 return "No product here matches well; I check the next page.", "click[next >]"
             return "Nothing fits; I search again.", "click[back to search]"
         if page["kind"] == "item":
             p = parse_price(page["price"])
             if cap is not None and p is not None and p > cap and len(tried) < 3:
-                return (f"It costs {page['price']}, above the budget of {cap:.2f}; I go back.",
+                what = f"{this} costs" if self.name_rejected else "It costs"
+                return (f"{what} {page['price']}, above the budget of {cap:.2f}; I go back.",
                         "click[< prev]")
             clicked = _clicks_on_this_item(ctx)
             listed = page["option_text"]
@@ -235,7 +249,7 @@ class HeuristicExpert(_ScriptedWebShop):
             for name, value in wanted:
                 best = _closest(value, listed)
                 if best is None and len(tried) < 3:
-                    return f"This product has no {name} {value}; I look for another one.", "click[< prev]"
+                    return f"{this} has no {name} {value}; I look for another one.", "click[< prev]"
                 if best is not None and best not in clicked:
                     return f"The instruction asks for {name}: {value}; I select {best}.", f"click[{best}]"
             return "The product and options fit the instruction; I buy it.", "click[buy now]"

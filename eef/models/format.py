@@ -145,11 +145,13 @@ class IdAliases:
     training target gets no usable output embedding.  With aliases every product page uses
     the same few well-trained tokens, so "click the first hit" is one pattern for every page,
     seen or not.  The mapping is invertible within a conversation: ``encode`` rewrites every
-    message with the table of the observation it follows (an assistant turn refers to the
-    page it was shown; the task prompt counts as the first observation), ``decode`` maps the
-    aliases of a model's response back with the table of the conversation's last
-    observation; an alias that is not on that page is left as written (the env then rejects
-    the action).  Trajectories, datasets and the env only ever hold real identifiers.
+    message with the table of the latest observation that lists identifiers (an assistant
+    turn refers to the page it was shown, or, on a page without identifiers such as a
+    product's own page, to the list it came from: "#2 has no size L" on #2's page; the task
+    prompt counts as the first observation), ``decode`` maps the aliases of a model's
+    response back with the same table; an alias that is not in it is left as written (the env
+    then rejects the action).  Trajectories, datasets and the env only ever hold real
+    identifiers.
     """
 
     #: what an identifier looks like in an observation: by default a WebShop ASIN as a field
@@ -188,13 +190,13 @@ class IdAliases:
         out, table = [], []
         for m in messages:
             if m.get("role") == "user":
-                table = self.table(m.get("content", ""))
+                table = self.table(m.get("content", "")) or table
             out.append({**m, "content": self._rewrite(m.get("content", ""), table)})
         return out
 
     def decode(self, text: str, messages: Sequence[dict[str, str]]) -> str:
-        last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
-        table = self.table(last.get("content", "")) if last else []
+        table = next((t for m in reversed(messages) if m.get("role") == "user"
+                      for t in [self.table(m.get("content", ""))] if t), [])
         if not table:
             return text
         head, _, tail = self.alias.partition("{n}")
