@@ -15,8 +15,9 @@ and its trajectories are reproducible.
   a similar but wrong product, an option it could not find, over budget, out of steps.
   With ``name_rejected=True`` its thoughts say which product it turns down ("B07... has no
   size L; I look for another one.") and, back on the results, which of the listed ones it has
-  turned down before its next pick, so an agent trained on a window that no longer shows the
-  rejected click still reads what was rejected (with identifier aliases: "#2 has no size L").
+  turned down before its next pick ("Not B07...; B08... looks closest to what I need."), so an
+  agent trained on a window that no longer shows the rejected click still reads what was
+  rejected (with identifier aliases: "#2 has no size L", "Not #2; #5 looks closest ...").
 * ``noisy`` is ``heuristic`` that slips: at each step, with probability ``slip`` (seeded by
   task, step and seed), it takes ``random``'s action instead, then carries on from wherever that
   led.  A weaker second expert whose failures hold detours and recoveries.
@@ -230,7 +231,7 @@ class HeuristicExpert(_ScriptedWebShop):
                            or page["page"] >= MAX_PAGES):
                 sc, _, asin = ranked[0]
                 here = [a for a, _, _ in page["hits"] if a in tried]
-                turned = f"{', '.join(here)} did not fit; " if here and self.name_rejected else ""
+                turned = f"Not {', '.join(here)}; " if here and self.name_rejected else ""
                 return f"{turned}{asin} looks closest to what I need.", f"click[{asin}]"
             if page["has_next"] and page["page"] < MAX_PAGES:
                 return "No product here matches well; I check the next page.", "click[next >]"
