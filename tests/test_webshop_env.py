@@ -225,6 +225,26 @@ def test_heuristic_can_name_what_it_turns_down(env):
         load_policy("expert:heuristic(name_rejected=2)", env)
 
 
+def test_heuristic_can_quote_the_hit_it_picks(env):
+    plain = load_policy("expert:heuristic", env)
+    quoting = load_policy("expert:heuristic(quote_pick=True)", env)
+    ids = [t.id for t in env.tasks("train")][:20]
+    a = [run_episode(env, plain, i) for i in ids]
+    b = [run_episode(env, quoting, i) for i in ids]
+    assert [t.actions for t in a] == [t.actions for t in b]
+    picks = 0
+    for t in b:
+        for s in t.steps:
+            if s.action.startswith("click[") and s.action[6:-1] in env.cat.products:
+                picks += 1
+                title = env.cat.products[s.action[6:-1]]["Title"]
+                assert s.thought.startswith('"' + " ".join(title.split()[:3])), s.thought
+                assert s.thought.endswith(f"{s.action[6:-1]} looks closest to what I need.")
+    assert picks >= 20
+    with pytest.raises(ValueError, match="quote_pick"):
+        load_policy("expert:heuristic(quote_pick='yes')", env)
+
+
 @pytest.mark.slow
 def test_random_policy_is_a_floor():
     env = envs.make("webshop")

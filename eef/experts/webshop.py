@@ -18,6 +18,9 @@ and its trajectories are reproducible.
   turned down before its next pick ("Not B07...; B08... looks closest to what I need."), so an
   agent trained on a window that no longer shows the rejected click still reads what was
   rejected (with identifier aliases: "#2 has no size L", "Not #2; #5 looks closest ...").
+  With ``quote_pick=True`` a pick's thought first quotes the chosen hit's title and the
+  instruction words it holds ('"Men's Lace-Up Sneakers ..." has sneakers, lace: #5 looks
+  closest ...'), so the choice is copied from the page before the identifier is written.
 * ``noisy`` is ``heuristic`` that slips: at each step, with probability ``slip`` (seeded by
   task, step and seed), it takes ``random``'s action instead, then carries on from wherever that
   led.  A weaker second expert whose failures hold detours and recoveries.
@@ -178,19 +181,24 @@ class HeuristicExpert(_ScriptedWebShop):
     spec = "expert:heuristic"
 
     def __init__(self, env: WebShopEnv, min_overlap: float = 0.4, rank_weight: float = 0.1,
-                 option_lapse: float = 0.1, name_rejected: bool = False, **kw):
+                 option_lapse: float = 0.1, name_rejected: bool = False,
+                 quote_pick: bool = False, **kw):
         """``min_overlap``: word-overlap score a result needs before it is opened rather than
         paging on; ``rank_weight``: weight of the search rank in that score;
         ``option_lapse``: probability (fixed per task) of forgetting the last of >= 2 requested
-        options, as LLM experts do; ``name_rejected``: thoughts name the products turned down
-        (the actions are the same either way).  Defaults were chosen on train goals only."""
+        options, as LLM experts do; ``name_rejected``: thoughts name the products turned down;
+        ``quote_pick``: the thought before a pick quotes the start of the chosen hit's title and
+        the instruction words it holds (the actions are the same either way).  Defaults were
+        chosen on train goals only."""
         super().__init__(env)
-        if not isinstance(name_rejected, bool):
-            raise ValueError(f"name_rejected must be True or False, not {name_rejected!r}")
+        for name, flag in (("name_rejected", name_rejected), ("quote_pick", quote_pick)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False, not {flag!r}")
         self.min_overlap = min_overlap
         self.rank_weight = rank_weight
         self.option_lapse = option_lapse
         self.name_rejected = name_rejected
+        self.quote_pick = quote_pick
 
     def _score(self, kind: list[str], attrs: list[str], title: str, price: str,
                cap: float | None, rank: int) -> float:
@@ -232,6 +240,9 @@ class HeuristicExpert(_ScriptedWebShop):
                 sc, _, asin = ranked[0]
                 here = [a for a, _, _ in page["hits"] if a in tried]
                 turned = f"Not {', '.join(here)}; " if here and self.name_rejected else ""
+                if self.quote_pick:
+                    title = next(t for a, t, _ in page["hits"] if a == asin)
+                    turned += _quote(title, kind + attrs)
                 return f"{turned}{asin} looks closest to what I need.", f"click[{asin}]"
             if page["has_next"] and page["page"] < MAX_PAGES:
                 return "No product here matches well; I check the next page.", "click[next >]"
@@ -257,6 +268,17 @@ class HeuristicExpert(_ScriptedWebShop):
         if page["kind"] == "sub":
             return "Back to the product page.", "click[< prev]"
         return "I start over from the search page.", "click[back to search]"
+
+
+def _quote(title: str, words: list[str], n: int = 8) -> str:
+    """The start of a hit's title in quotes and the instruction ``words`` it holds, as the
+    lead of a pick's thought: '"Men's Lace-Up Sneakers ..." has sneakers, lace: '."""
+    head = title.split()
+    short = " ".join(head[:n]) + (" ..." if len(head) > n else "")
+    tw = set(content_words(title))
+    tw |= {w.rstrip("s") for w in tw}
+    held = list(dict.fromkeys(w for w in words if w in tw or w.rstrip("s") in tw))
+    return f'"{short}" has {", ".join(held)}: ' if held else f'"{short}" has none of my words: '
 
 
 def _item_clicks(ctx: Trajectory) -> list[str]:
