@@ -204,9 +204,7 @@ class HeuristicExpert(_ScriptedWebShop):
                cap: float | None, rank: int) -> float:
         """Word overlap with the product kind (weight 2) and the attributes (weight 1), a small
         bonus for the search rank, a penalty when over budget."""
-        tw = set(content_words(title))
-        tw |= {w.rstrip("s") for w in tw}
-        hit = lambda w: w in tw or w.rstrip("s") in tw  # noqa: E731
+        hit = _holder(title)
         total = 2 * len(kind) + len(attrs)
         if not total:
             return 0.0
@@ -270,14 +268,19 @@ class HeuristicExpert(_ScriptedWebShop):
         return "I start over from the search page.", "click[back to search]"
 
 
+def _holder(title: str):
+    """Whether a word is in ``title`` (its content words, a trailing "s" ignored)."""
+    tw = set(content_words(title))
+    tw |= {w.rstrip("s") for w in tw}
+    return lambda w: w in tw or w.rstrip("s") in tw
+
+
 def _quote(title: str, words: list[str], n: int = 8) -> str:
     """The start of a hit's title in quotes and the instruction ``words`` it holds, as the
     lead of a pick's thought: '"Men's Lace-Up Sneakers ..." has sneakers, lace: '."""
     head = title.split()
     short = " ".join(head[:n]) + (" ..." if len(head) > n else "")
-    tw = set(content_words(title))
-    tw |= {w.rstrip("s") for w in tw}
-    held = list(dict.fromkeys(w for w in words if w in tw or w.rstrip("s") in tw))
+    held = list(dict.fromkeys(filter(_holder(title), words)))
     return f'"{short}" has {", ".join(held)}: ' if held else f'"{short}" has none of my words: '
 
 
