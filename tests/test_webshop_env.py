@@ -201,13 +201,19 @@ def test_heuristic_is_a_mediocre_expert_with_natural_failures():
     assert sum(t.steps[-1].action == "click[buy now]" for t in fails) >= 0.8 * len(fails)
 
 
-def test_heuristic_can_name_what_it_turns_down(env):
+def _same_actions_as_heuristic(env, spec: str, n: int) -> list:
+    """The episodes of ``spec`` on the first ``n`` train goals, checked to take the plain
+    heuristic's actions (the thought options change thoughts only)."""
+    ids = [t.id for t in env.tasks("train")][:n]
     plain = load_policy("expert:heuristic", env)
-    named = load_policy("expert:heuristic(name_rejected=True)", env)
-    ids = [t.id for t in env.tasks("train")][:40]
-    a = [run_episode(env, plain, i) for i in ids]
-    b = [run_episode(env, named, i) for i in ids]
-    assert [t.actions for t in a] == [t.actions for t in b]  # the same actions, other thoughts
+    other = load_policy(spec, env)
+    b = [run_episode(env, other, i) for i in ids]
+    assert [run_episode(env, plain, i).actions for i in ids] == [t.actions for t in b]
+    return b
+
+
+def test_heuristic_can_name_what_it_turns_down(env):
+    b = _same_actions_as_heuristic(env, "expert:heuristic(name_rejected=True)", 40)
     backs = 0
     for t in b:
         opened = []
@@ -226,12 +232,7 @@ def test_heuristic_can_name_what_it_turns_down(env):
 
 
 def test_heuristic_can_quote_the_hit_it_picks(env):
-    plain = load_policy("expert:heuristic", env)
-    quoting = load_policy("expert:heuristic(quote_pick=True)", env)
-    ids = [t.id for t in env.tasks("train")][:20]
-    a = [run_episode(env, plain, i) for i in ids]
-    b = [run_episode(env, quoting, i) for i in ids]
-    assert [t.actions for t in a] == [t.actions for t in b]
+    b = _same_actions_as_heuristic(env, "expert:heuristic(quote_pick=True)", 20)
     picks = 0
     for t in b:
         for s in t.steps:
