@@ -8,12 +8,15 @@ The SmolLM2 recipe of configs/webshop-smollm2-compare.yaml (LoRA rank 16, bf16 a
 its resident set (RSS) is its own.  The parent samples the child's RSS every 0.1 s and splits
 the samples at the steps the child logs (``train_log.jsonl``).  Variants:
 
-- ``glibc``: the default allocator, as ``eef model train`` runs today;
+- ``glibc``: the default allocator, no trimming (``eef model train`` with ``trim_every: 0``);
 - ``arena2``: ``MALLOC_ARENA_MAX=2`` (fewer glibc arenas);
 - ``mmap``: ``MALLOC_MMAP_THRESHOLD_=65536`` (a fixed threshold: blocks of 64 KB and more are
   mapped and unmapped, never kept in the heap; glibc otherwise raises the threshold up to
   32 MB as such blocks are freed, and a heap of mixed-size tensors fragments);
 - ``trim``: the default allocator, ``malloc_trim(0)`` after every step (a thread in the child);
+- ``trim10``: ``train.trim_every: 10``, the training's default (``eef.memory.release``, i.e.
+  garbage collection and ``malloc_trim(0)``, every 10 steps); every other variant runs with
+  ``trim_every: 0``;
 - ``jemalloc``: ``LD_PRELOAD`` of the jemalloc that ships with ray (skipped when absent).
 
 Figures per variant: RSS after the first step (``first_mb``: model, optimizer, the first
@@ -48,6 +51,7 @@ VARIANTS = {
     "arena2": {"MALLOC_ARENA_MAX": "2"},
     "mmap": {"MALLOC_MMAP_THRESHOLD_": "65536"},
     "trim": {"EEF_BENCH_TRIM": "1"},
+    "trim10": {"EEF_BENCH_TRIM_EVERY": "10"},
     "jemalloc": {"LD_PRELOAD": "<jemalloc>"},
 }
 
@@ -103,7 +107,8 @@ def child(args) -> None:
     model = args.model or resolve("smollm2-135m-instruct", progress=False)
     cfg = TrainConfig(lr=5e-4, epochs=1, max_steps=args.steps, batch_size=8, max_tokens=1024,
                       lora_r=16, lora_alpha=32, mixed_precision="bf16", id_aliases=True,
-                      save_every=10**9, seed=0, log_every=1)
+                      save_every=10**9, seed=0, log_every=1,
+                      trim_every=int(os.environ.get("EEF_BENCH_TRIM_EVERY", "0")))
     res = train_sft(model, expert_data(args.goals), args.out, cfg, progress=False)
     mem = release()  # what a pipeline stage does after its training (eef.memory)
     (Path(args.out) / "bench.json").write_text(json.dumps(

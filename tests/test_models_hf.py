@@ -279,7 +279,7 @@ def test_decision_weight_teaches_the_decision_token_faster(model_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_sft_is_reproducible_and_resumes(model_dir, tmp_path):
+def test_sft_is_reproducible_and_resumes(model_dir, tmp_path, monkeypatch):
     cfg = TrainConfig(lr=3e-3, max_steps=6, batch_size=8, save_every=2)
     data = copy_task(40)
     a = train_sft(str(model_dir), data, tmp_path / "a", cfg, progress=False)
@@ -295,8 +295,23 @@ def test_sft_is_reproducible_and_resumes(model_dir, tmp_path):
     assert saved["by_word"] and saved["turns"] == a["decisions"]["turns"]
     d = train_sft(str(model_dir), data, tmp_path / "d", replace(cfg, decision_probe=0),
                   progress=False, stop_after=2)
-    d = train_sft(str(model_dir), data, tmp_path / "d", cfg, progress=False)
+    # the memory release every trim_every steps changes nothing in the run, so a run stopped
+    # under one setting resumes under another with the same losses
+    import eef.models.train as train_mod
+    calls = []
+    monkeypatch.setattr(train_mod, "release", lambda: calls.append(1) or {})
+    d = train_sft(str(model_dir), data, tmp_path / "d", replace(cfg, trim_every=3),
+                  progress=False)
     assert d["losses"] == a["losses"] and d["decisions"] == a["decisions"]
+    assert len(calls) == 2  # steps 3 and 6 of the 4 the resumed run took (3..6)
+    calls.clear()
+    train_sft(str(model_dir), data[:8], tmp_path / "e", replace(cfg, trim_every=0),
+              progress=False)
+    assert calls == []
+    assert TrainConfig(trim_every=0).key() == TrainConfig().key()
+    for bad in (-1, 1.5):
+        with pytest.raises(ValueError, match="trim_every"):
+            TrainConfig(trim_every=bad).check()
     with pytest.raises(TrainError, match="different config"):
         train_sft(str(model_dir), data, tmp_path / "c", cfg, progress=False, stop_after=1)
         train_sft(str(model_dir), data, tmp_path / "c", TrainConfig(lr=1.0, max_steps=6,
@@ -461,7 +476,7 @@ def test_sft_with_id_aliases_clicks_unseen_identifiers(model_dir, tmp_path):
     from dataclasses import asdict
     assert TrainConfig().key() == {k: v for k, v in asdict(TrainConfig()).items()
                                    if k not in ("id_aliases", "cut_note", "decision_probe",
-                                                "decision_weight")}
+                                                "decision_weight", "trim_every")}
     assert TrainConfig(decision_probe=0).key() == TrainConfig().key()
     assert "id_aliases" not in TrainConfig().key() and TrainConfig(id_aliases=False).key()[
         "id_aliases"] is False

@@ -178,11 +178,11 @@ def test_training_memory_benchmark_follows_each_step_under_each_allocator():
     of each logged step, and the figures the docs quote."""
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "benchmarks/train_memory.py", "--quick", "--json",
-                          "--steps", "2", "--goals", "12", "--variants", "glibc,mmap"],
+                          "--steps", "2", "--goals", "12", "--variants", "glibc,trim10"],
                          capture_output=True, text=True, timeout=900, cwd=root)
     assert out.returncode == 0, out.stderr[-2000:]
     fig = json.loads(out.stdout.strip().splitlines()[-1])
-    assert [v["variant"] for v in fig["variants"]] == ["glibc", "mmap"]
+    assert [v["variant"] for v in fig["variants"]] == ["glibc", "trim10"]
     for v in fig["variants"]:
         assert v["steps"] == 2 and len(v["per_step_mb"]) == 2
         assert 0 < v["first_mb"] <= v["peak_mb"] < fig["mem_total_mb"]

@@ -36,6 +36,11 @@ class TrainConfig:
     save_every: int = field(default=200, metadata={"help": "checkpoint every N steps (resume)"})
     log_every: int = field(default=1, metadata={"help": "append the loss to train_log.jsonl "
                                                         "every N steps"})
+    trim_every: int = field(default=10, metadata={
+        "help": "every N optimizer steps give the heap's free pages back to the system "
+                "(eef.memory.release; 0: never).  Without it glibc keeps what the tensors of "
+                "ever-changing shapes freed and a long run's resident set grows by ~60 MB per "
+                "step (docs/models.md, 'Training memory'); it changes nothing in the model"})
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = field(default="no", metadata={
         "help": "accelerate mixed precision: no | bf16 | fp16 (GPUs) | auto (bf16 where the "
                 "CPU or GPU computes it fast and the model has 50M+ parameters, else no).  "
@@ -81,17 +86,20 @@ class TrainConfig:
         if not isinstance(self.decision_probe, int) or self.decision_probe < 0:
             raise ValueError(f"decision_probe must be an integer >= 0, not "
                              f"{self.decision_probe!r}")
+        if not isinstance(self.trim_every, int) or self.trim_every < 0:
+            raise ValueError(f"trim_every must be an integer >= 0, not {self.trim_every!r}")
 
     def key(self) -> dict[str, Any]:
         """The fields that identify a training run (``id_aliases`` and ``cut_note`` only when
         set and ``decision_weight`` only when not 1, so runs recorded before those fields
-        existed keep their keys; ``decision_probe`` never: it measures the trained model and
-        changes nothing in it)."""
+        existed keep their keys; ``decision_probe`` and ``trim_every`` never: they change
+        nothing in the trained model)."""
         d = asdict(self)
         for name in ("id_aliases", "cut_note"):
             if d.get(name) is None:
                 d.pop(name, None)
         d.pop("decision_probe", None)
+        d.pop("trim_every", None)
         if d.get("decision_weight") == 1.0:  # Eq. 1: keys recorded before the field stay valid
             d.pop("decision_weight", None)
         return d

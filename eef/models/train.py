@@ -34,6 +34,7 @@ from typing import Any, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from eef.memory import release
 from eef.models.format import (DEFAULT_CUT_NOTE, ChatFormat, Example, IdAliases,
                                build_examples, format_options, save_format_options)
 from eef.models.hparams import TrainConfig
@@ -418,6 +419,8 @@ def run_steps(acc: Any, module: Any, tok: Any, fmt: ChatFormat, opt: Any, sched:
                 log_f.flush()
             bar.set_postfix(loss=f"{logged['loss']:.4f}", epoch=epoch)
             bar.update(1)
+            if cfg.trim_every > 0 and step % cfg.trim_every == 0:
+                release()
             if step % cfg.save_every == 0 and step < total:
                 state["step"] = step
                 state["seconds"] += time.time() - t0
