@@ -5,7 +5,8 @@ tensors of one stage before the next starts, but glibc's allocator keeps much of
 mapped for reuse: measured on the SmolLM2 recipe (docs/models.md, "Training memory") the
 resident set grew from 10.6 GB in the first training to 19.0 GB in the third.  ``release``
 runs the garbage collector, then ``malloc_trim(0)``, which returns the free pages of every
-glibc arena to the system; the run directory calls it after each stage.  On a C library
+glibc arena to the system; the run directory calls it after each stage, the training loop
+every ``train.trim_every`` steps.  On a C library
 without ``malloc_trim`` (musl, macOS) it only collects.
 """
 

@@ -391,9 +391,9 @@ def run_steps(acc: Any, module: Any, tok: Any, fmt: ChatFormat, opt: Any, sched:
     ``step_fn(epoch, k)`` accumulates the gradients of batch ``k`` of ``epoch`` (and its own
     records in ``state``) and returns the values to log, ``loss`` first; this loop clips the
     gradients, steps the optimizer and the lr schedule, appends to ``out/train_log.jsonl``,
-    checkpoints every ``save_every`` steps (``out/checkpoint``: model, optimizer, scheduler, RNG
-    and ``state``) and at the end writes the model to ``out`` (or, stopped early by
-    ``stop_after``, a checkpoint).  Returns the step reached."""
+    gives freed heap memory back every ``trim_every`` steps, checkpoints every ``save_every``
+    steps (``out/checkpoint``: model, optimizer, scheduler, RNG and ``state``) and at the end
+    writes the model to ``out`` (or, stopped early by ``stop_after``, a checkpoint).  Returns the step reached."""
     from eef.progress import tqdm
     main = acc.is_main_process
     ckpt = out / "checkpoint"
