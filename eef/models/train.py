@@ -393,7 +393,8 @@ def run_steps(acc: Any, module: Any, tok: Any, fmt: ChatFormat, opt: Any, sched:
     gradients, steps the optimizer and the lr schedule, appends to ``out/train_log.jsonl``,
     gives freed heap memory back every ``trim_every`` steps, checkpoints every ``save_every``
     steps (``out/checkpoint``: model, optimizer, scheduler, RNG and ``state``) and at the end
-    writes the model to ``out`` (or, stopped early by ``stop_after``, a checkpoint).  Returns the step reached."""
+    writes the model to ``out`` (or, stopped early by ``stop_after``, a checkpoint).  Returns
+    the step reached."""
     from eef.progress import tqdm
     main = acc.is_main_process
     ckpt = out / "checkpoint"
