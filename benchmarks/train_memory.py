@@ -13,9 +13,10 @@ the samples at the steps the child logs (``train_log.jsonl``).  Variants:
 - ``mmap``: ``MALLOC_MMAP_THRESHOLD_=65536`` (a fixed threshold: blocks of 64 KB and more are
   mapped and unmapped, never kept in the heap; glibc otherwise raises the threshold up to
   32 MB as such blocks are freed, and a heap of mixed-size tensors fragments);
-- ``trim``: the default allocator, ``malloc_trim(0)`` after every step (a thread in the child);
-- ``trim10``: ``train.trim_every: 10``, the training's default (``eef.memory.release``, i.e.
-  garbage collection and ``malloc_trim(0)``, every 10 steps); every other variant runs with
+- ``trim``: ``train.trim_every: 1`` (``eef.memory.release``, i.e. garbage collection and
+  ``malloc_trim(0)``, after every step; figures recorded before this field existed came from a
+  thread calling ``malloc_trim(0)`` once per logged step);
+- ``trim10``: ``train.trim_every: 10``, the training's default; every other variant runs with
   ``trim_every: 0``;
 - ``jemalloc``: ``LD_PRELOAD`` of the jemalloc that ships with ray (skipped when absent).
 
@@ -32,13 +33,11 @@ mechanism, not the figures.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -50,7 +49,7 @@ VARIANTS = {
     "glibc": {},
     "arena2": {"MALLOC_ARENA_MAX": "2"},
     "mmap": {"MALLOC_MMAP_THRESHOLD_": "65536"},
-    "trim": {"EEF_BENCH_TRIM": "1"},
+    "trim": {"EEF_BENCH_TRIM_EVERY": "1"},
     "trim10": {"EEF_BENCH_TRIM_EVERY": "10"},
     "jemalloc": {"LD_PRELOAD": "<jemalloc>"},
 }
@@ -91,19 +90,6 @@ def child(args) -> None:
     from eef.models.hparams import TrainConfig
     from eef.models.named import resolve
     from eef.models.train import train_sft
-    if os.environ.get("EEF_BENCH_TRIM"):
-        libc = ctypes.CDLL("libc.so.6")
-        log = Path(args.out) / "train_log.jsonl"
-
-        def trim() -> None:  # malloc_trim(0) once per logged step
-            seen = 0
-            while True:
-                n = log.read_text().count("\n") if log.exists() else 0
-                if n > seen:
-                    libc.malloc_trim(0)
-                    seen = n
-                time.sleep(0.05)
-        threading.Thread(target=trim, daemon=True).start()
     model = args.model or resolve("smollm2-135m-instruct", progress=False)
     cfg = TrainConfig(lr=5e-4, epochs=1, max_steps=args.steps, batch_size=8, max_tokens=1024,
                       lora_r=16, lora_alpha=32, mixed_precision="bf16", id_aliases=True,
