@@ -1,4 +1,5 @@
 import random
+import re
 
 import pytest
 
@@ -142,6 +143,30 @@ def test_search_anywhere_option(env):
     env.reset("webshop/B08ZRR3DZT/3")
     env.step("search[dress]")
     assert env.step("search[shoes]").info["valid"] is True
+
+
+def test_shuffle_hits_permutes_each_page_reproducibly(env):
+    shuf = envs.make("webshop", shuffle_hits=True)
+    pages = {}
+    for e in (env, shuf):
+        e.reset("webshop/B08ZRR3DZT/3")
+        first = e.step("search[dress]").observation
+        second = e.step("click[next >]").observation
+        pages[e] = [re.findall(r"\bB0[0-9A-Z]{8}\b", o) for o in (first, second)]
+    for plain, mixed in zip(pages[env], pages[shuf]):
+        assert len(plain) == 10 and sorted(plain) == sorted(mixed)
+    assert pages[env] != pages[shuf]
+    # the same search in the same task shows the same order; another task another one
+    shuf.reset("webshop/B08ZRR3DZT/3")
+    again = shuf.step("search[dress]").observation
+    assert re.findall(r"\bB0[0-9A-Z]{8}\b", again) == pages[shuf][0]
+    shuf.reset("webshop/B07B6DVG41/0")
+    other = re.findall(r"\bB0[0-9A-Z]{8}\b", shuf.step("search[dress]").observation)
+    assert sorted(other) == sorted(pages[shuf][0]) and other != pages[shuf][0]
+    heu = load_policy("expert:heuristic", shuf)
+    t = run_episode(shuf, heu, "webshop/B08ZRR3DZT/3")
+    assert shuf.replay(t.task_id, t.actions, t.observations).match == "exact"
+    shuf.close()
 
 
 def test_errors(env):

@@ -21,12 +21,18 @@ search is accepted from any page unless ``search_anywhere=False``.  A bad action
 verb, not clickable here, too long, ...) leaves the page as it is and returns it prefixed by
 ``Invalid action: <reason> [SEP]`` with ``info["valid"] = False``; the step counts.  After
 ``max_steps`` steps without a purchase the episode ends with reward 0 (``info["truncated"]``).
+
+``shuffle_hits=True`` (not WebShop's) lists each results page's hits in an order drawn from the
+task and the query (the same search shows the same order, so replays and snapshots agree): a
+page's set of hits stays the search's, its ranking no longer shows.
 """
 
 from __future__ import annotations
 
 import copy
+import random
 import re
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,13 +73,15 @@ class WebShopEnv(TextEnv):
     restarts_step_limit = True
 
     def __init__(self, data_dir: str | None = None, max_steps: int = 15, tagger: str = "rule",
-                 search_anywhere: bool = True, instruction_on_every_page: bool = False):
+                 search_anywhere: bool = True, instruction_on_every_page: bool = False,
+                 shuffle_hits: bool = False):
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.max_steps = max_steps
         self.tagger = tagger
         self.search_anywhere = search_anywhere
         self.instruction_on_every_page = instruction_on_every_page
+        self.shuffle_hits = shuffle_hits
         self.cat: Catalogue = load_catalogue(str(data_dir) if data_dir else None)
         asins = list(self.cat.contents)
         self.index = get_index(asins, [self.cat.contents[a] for a in asins])
@@ -189,6 +197,8 @@ class WebShopEnv(TextEnv):
             s.page, s.keywords, s.page_num, s.asin, s.options, s.sub = \
                 "results", arg, 1, None, {}, None
             s.results = self.index.search(arg)
+            if self.shuffle_hits:
+                s.results = _shuffled_pages(s.results, f"{s.task_id}\n{arg}")
             return None
         if verb != "click":
             return f"unknown action {verb!r}"
@@ -286,3 +296,14 @@ class WebShopEnv(TextEnv):
 def _short(text: str, n: int = 40) -> str:
     text = text.encode("utf-8", "replace").decode("utf-8")
     return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _shuffled_pages(hits: list[str], key: str) -> list[str]:
+    """``hits`` with each page of ``PER_PAGE`` permuted by a generator seeded from ``key``."""
+    rng = random.Random(zlib.crc32(key.encode("utf-8")))
+    out: list[str] = []
+    for i in range(0, len(hits), PER_PAGE):
+        page = hits[i:i + PER_PAGE]
+        rng.shuffle(page)
+        out += page
+    return out
