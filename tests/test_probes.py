@@ -132,3 +132,37 @@ def test_page_ranker_learns_what_the_page_says():
         PageRanker(groups=("colour",))
     with pytest.raises(ProbeError, match="groups"):
         PageRanker(groups=())
+
+
+def test_lm_title_scores_match_unbatched_likelihoods():
+    """Padded batches give each title the log-likelihood a lone forward pass gives it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from probes.picks import TITLE_LEAD, lm_title_scores, under_cap
+    from test_models_util import cached_dir, tiny_model_dir
+    path = cached_dir("preset", tiny_model_dir)
+    model, tok = AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+    pages = [("i need red shoes, and price lower than 30.00 dollars",
+              ["red running shoes for men", "a blue lamp", "shoes"]),
+             ("a wooden desk", ["oak desk with two drawers and a long title of many words"])]
+    got = lm_title_scores(model, tok, pages, batch_size=3)
+
+    def alone(prompt: str, title: str) -> tuple[float, int]:
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        c = tok(" " + title, add_special_tokens=False)["input_ids"][:48]
+        with torch.inference_mode():
+            lp = torch.log_softmax(model(input_ids=torch.tensor([p + c])).logits[0].float(), -1)
+        return sum(float(lp[len(p) - 1 + i, t]) for i, t in enumerate(c)), len(c)
+
+    for (ins, titles), sc in zip(pages, got):
+        for j, title in enumerate(titles):
+            cond, n = alone(f"Instruction: {ins}\n{TITLE_LEAD}", title)
+            plain, _ = alone(TITLE_LEAD, title)
+            assert sc["cond"][j] == pytest.approx(cond, abs=1e-3)
+            assert sc["plain"][j] == pytest.approx(plain, abs=1e-3)
+            assert sc["pmi"][j] == pytest.approx(cond - plain, abs=1e-3)
+            assert sc["mean"][j] == pytest.approx(cond / n, abs=1e-4)
+    assert under_cap(pages[0][0], ["$12.00", "$45.99", "$29.99"]) == [0, 2]
+    assert under_cap(pages[0][0], ["$99.00", "$45.99"]) == [0, 1]     # none under: all
+    assert under_cap(pages[1][0], ["$99.00", "no price"]) == [0, 1]   # no cap: all

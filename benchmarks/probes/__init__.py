@@ -1,7 +1,9 @@
-"""Research probes of the tiny preset (docs/tiny-preset.md has their findings).
+"""Research probes of the tiny preset and the SmolLM2 agent (docs/tiny-preset.md and
+docs/RESULTS.md have their findings).
 
 ``picks``: WebShop results pages, the copy rate and pick accuracy of a model there, and
-reference pickers (the first hit, a page-reading rule, a linear ranker on hand features).
+reference pickers (the first hit, a page-reading rule, a linear ranker on hand features, a
+language model's likelihood of each hit's title).
 ``objects``: ScienceWorld room listings and the copy rate of object names.
 """
 

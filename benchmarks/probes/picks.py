@@ -1,5 +1,6 @@
 """The pick probe: results pages of WebShop goals, what a model clicks there, and reference
-pickers that read the page (the first hit, ``rule_pick``, ``PageRanker``).
+pickers that read the page (the first hit, ``rule_pick``, ``PageRanker``, a causal LM's
+likelihood of each title: ``lm_title_scores``).
 """
 
 from __future__ import annotations
@@ -240,3 +241,59 @@ def evaluate_picks(policy: Any, pages: Sequence[PickPage], max_new_tokens: int =
             "examples": [{"task": p.context.task_id, "output": o, "target": p.target}
                          for o, p in list(zip(outs, pages))[:5]]}
 
+
+
+#: the text before a title in ``lm_title_scores`` (the instruction's line comes first when
+#: the score is conditional)
+TITLE_LEAD = "The product that fits best:"
+
+
+def lm_title_scores(model: Any, tokenizer: Any, pages: Sequence[tuple[str, Sequence[str]]],
+                    batch_size: int = 20) -> list[dict[str, list[float]]]:
+    """Per ``(instruction, titles)`` page, per title: how likely a causal LM finds the title
+    after the instruction.
+
+    ``cond``: log P(title | ``Instruction: <instruction>\n`` + ``TITLE_LEAD``), summed over
+    the title's tokens (its first 48); ``plain``: the same after ``TITLE_LEAD`` alone; ``pmi``:
+    cond - plain (the domain-conditional PMI of Holtzman et al., 2021: what the instruction
+    adds to the title's likelihood, so a short or common title does not win by being likely
+    anyway); ``mean``: cond per title token.  The model reads the titles only: no price, no
+    position."""
+    import torch
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    plain = tokenizer(TITLE_LEAD, add_special_tokens=False)["input_ids"]
+    rows: list[tuple[int, int, str, list[int], list[int]]] = []
+    for i, (instruction, titles) in enumerate(pages):
+        lead = tokenizer(f"Instruction: {instruction}\n{TITLE_LEAD}",
+                         add_special_tokens=False)["input_ids"]
+        for j, title in enumerate(titles):
+            cont = tokenizer(" " + title, add_special_tokens=False)["input_ids"][:48]
+            rows += [(i, j, "cond", lead, cont), (i, j, "plain", plain, cont)]
+    out: list[dict[str, list[float]]] = [
+        {k: [0.0] * len(titles) for k in ("cond", "plain", "pmi", "mean")} for _, titles in pages]
+    with torch.inference_mode():
+        for b in range(0, len(rows), batch_size):
+            chunk = rows[b:b + batch_size]
+            seqs = [r[3] + r[4] for r in chunk]
+            n = max(map(len, seqs))
+            ids = torch.tensor([q + [pad] * (n - len(q)) for q in seqs])
+            mask = torch.tensor([[1] * len(q) + [0] * (n - len(q)) for q in seqs])
+            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(),
+                                     -1)
+            for k, (i, j, kind, prompt, cont) in enumerate(chunk):
+                pos = torch.arange(len(prompt) - 1, len(prompt) + len(cont) - 1)
+                out[i][kind][j] = float(logp[k, pos, torch.tensor(cont)].sum())
+                if kind == "cond":
+                    out[i]["mean"][j] = out[i][kind][j] / max(1, len(cont))
+    for sc in out:
+        sc["pmi"] = [c - u for c, u in zip(sc["cond"], sc["plain"])]
+    return out
+
+
+def under_cap(instruction: str, prices: Sequence[str]) -> list[int]:
+    """Indices of the ``prices`` under the instruction's price cap (all when it has none, or
+    when none is under it), as ``rule_pick`` filters."""
+    cap = instruction_parts(instruction)[2]
+    vals = [parse_price(x) for x in prices]
+    return [i for i, v in enumerate(vals) if cap is None or (v is not None and v < cap)] \
+        or list(range(len(vals)))
