@@ -23,6 +23,16 @@ ceiling, and the rollouts' memory, measured in one run.
    Also the share of second turns that bf16 and float32 weights answer identically, greedy
    (``bf16_fp32_same_turn``).
 
+4. The kernels' bounds, measured now in bf16 at the model's shapes: the linear layers' matmuls
+   forward and backward (``kernel_linear_gflops``, the output head's ``kernel_head_gflops``),
+   causal attention forward and backward at 2 x 1,024 tokens (``kernel_attention_gflops``) and
+   the decoder's one-token attention over a 1,500-position cache of 16 rows, as ``eef.models.
+   decode`` runs it (``kernel_decode_attention_gb_per_s``).  ``train_mfu_kernel_bound``: the
+   MFU of the training run above if its linear layers, head and attention took their FLOPs at
+   those rates and nothing else took time; ``rollout_kernel_bound_steps_per_s``: the rollouts'
+   roofline with the keys/values read at the decode attention's rate instead of the memory's.
+   A target above its bound is beyond what these kernels do on this machine.
+
 Targets (issue: SmolLM2 at the speed of this CPU): ``train_mfu >= 0.5``, rollouts >= 50% of
 their ceiling, peak RSS <= 6 GB with 16 episodes in flight.
 """
@@ -85,13 +95,18 @@ def bench_train(out: Path, steps: int, batch: int, max_tokens: int, n_goals: int
     mcfg = AutoConfig.from_pretrained(base)
     examples, _ = build_examples(data, ChatFormat(tok), max_tokens)
     per_epoch = -(-len(examples) // batch)
-    flops = 0.0
+    flops, parts = 0.0, {"body": 0.0, "head": 0.0, "attention": 0.0}
     for s in range(steps):
         e, k = divmod(s, per_epoch)
         for i in epoch_batches(examples, batch, cfg.seed, e)[k]:
-            flops += flops_per_example(mcfg, len(examples[i].input_ids), examples[i].n_trained,
-                                       lora_r, cfg.lora_targets)
-    return {"train_steps": steps, "train_examples": len(examples),
+            n, n_tr = len(examples[i].input_ids), examples[i].n_trained
+            flops += flops_per_example(mcfg, n, n_tr, lora_r, cfg.lora_targets)
+            # full fine-tuning's parts (eef.models.train.flops_per_example's terms)
+            parts["attention"] += 3 * mcfg.num_hidden_layers * 2 * n * n * mcfg.hidden_size
+            parts["head"] += 6 * n_tr * mcfg.hidden_size * mcfg.vocab_size
+            parts["body"] += flops_per_example(mcfg, n, 0) - 3 * mcfg.num_hidden_layers * 2 \
+                * n * n * mcfg.hidden_size
+    return {"train_flops_parts": parts,"train_steps": steps, "train_examples": len(examples),
             "train_tokens": res["tokens"], "train_seconds": res["seconds"],
             "train_tokens_per_s": res["tokens"] / res["seconds"],
             "train_gflops_per_s": flops / res["seconds"] / 1e9}
@@ -125,7 +140,8 @@ def bench_rollout(model: str, episodes: int, num_envs: int, max_new: int) -> dic
     # memory traffic of the one-token decode steps (memory-bound): every attended key/value
     # and, per step, the weights
     weight_bytes = sum(p.numel() * p.element_size() for p in pol.model.parameters())
-    decode_gb = (st.decode_attended * pol.kv_bytes_per_token() + st.steps * weight_bytes) / 1e9
+    kv_gb = st.decode_attended * pol.kv_bytes_per_token() / 1e9
+    decode_gb = kv_gb + st.steps * weight_bytes / 1e9
     counts = {"prompt_tokens": st.prompt_tokens, "reused_tokens": st.reused_tokens,
               "new_tokens": st.new_tokens, "decode_steps": st.steps}
     # greedy agreement of these bf16 weights with float32 on the second turns of the episodes
@@ -138,7 +154,7 @@ def bench_rollout(model: str, episodes: int, num_envs: int, max_new: int) -> dic
             "rollout_dtype": str(next(pol.model.parameters()).dtype).replace("torch.", ""),
             **counts, "linear_gflop": gflop, "attention_gflop": attn_gflop,
             "score": 100 * sum(t.reward for t in res.trajectories) / len(res.trajectories),
-            "decode_read_gb": decode_gb,
+            "decode_read_gb": decode_gb, "decode_kv_read_gb": kv_gb,
             "bf16_fp32_same_turn": sum(x == y for x, y in zip(a, b)) / len(a),
             "peak_rss_mb": peak[0]}
 
@@ -190,6 +206,25 @@ def main() -> None:
     figs["read_gb_per_s"] = bw
     figs["rollout_roofline_steps_per_s"] = ro["rollout_env_steps"] / (
         ceiling_s + ro["decode_read_gb"] / bw)
+    from transformers import AutoConfig
+
+    from eef.models.named import resolve
+    k = kernel_rates(AutoConfig.from_pretrained(resolve(MODEL)))
+    figs.update(k)
+    parts = tr.pop("train_flops_parts")
+    bound_s = parts["body"] / (k["kernel_linear_gflops"] * 1e9) + parts["head"] / (
+        k["kernel_head_gflops"] * 1e9) + parts["attention"] / (k["kernel_attention_gflops"] * 1e9)
+    figs.pop("train_flops_parts", None)
+    figs["train_mfu_kernel_bound"] = sum(parts.values()) / bound_s / 1e9 / peak
+    figs["rollout_kernel_bound_steps_per_s"] = ro["rollout_env_steps"] / (
+        ceiling_s + (ro["decode_read_gb"] - ro["decode_kv_read_gb"]) / bw
+        + ro["decode_kv_read_gb"] / k["kernel_decode_attention_gb_per_s"])
+    table("The kernels' rates now (bf16) and the bounds they set",
+          ["linear GFLOP/s", "head GFLOP/s", "attention GFLOP/s", "decode attention GB/s",
+           "read GB/s", "train MFU bound", "rollout bound steps/s"],
+          [[k["kernel_linear_gflops"], k["kernel_head_gflops"], k["kernel_attention_gflops"],
+            k["kernel_decode_attention_gb_per_s"], bw, figs["train_mfu_kernel_bound"],
+            figs["rollout_kernel_bound_steps_per_s"]]])
     table("SmolLM2-135M-Instruct on this CPU (targets: MFU >= 0.5, rollouts >= 50% of their "
           "ceiling, peak RSS <= 6 GB with 16 in flight)",
           ["bf16 peak GFLOP/s", "train tok/s", "train MFU", "LoRA tok/s", "LoRA MFU",
@@ -201,6 +236,73 @@ def main() -> None:
             figs["rollout_roofline_steps_per_s"], ro["peak_rss_mb"],
             ro["bf16_fp32_same_turn"]]])
     emit(figs, a.json)
+
+
+def _median_s(fn, repeats: int = 5) -> float:
+    import statistics
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def kernel_rates(cfg, tokens: int = 2048, window: int = 1024, head_rows: int = 512,
+                 rows: int = 16, cached: int = 1500) -> dict:
+    """bf16 rates of the kernels the model runs, at its shapes (the medians of 5 runs).
+
+    Linear layers: forward ``x @ W.T``, input gradient ``g @ W`` and weight gradient
+    ``g.T @ x`` of each block projection over ``tokens`` rows (the head over ``head_rows``
+    trained positions); attention: causal ``scaled_dot_product_attention`` forward and backward
+    over ``tokens // window`` windows (FLOPs as ``flops_per_example`` counts them); decode
+    attention: one query per row over ``cached`` positions of a cache laid out as
+    ``eef.models.decode`` keeps it, all rows in one batched matmul as its decode step runs
+    them, bytes = the keys and values read."""
+    import torch
+    import torch.nn.functional as F
+    bf = torch.bfloat16
+    d, inter, heads = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads
+    kvh = cfg.num_key_value_heads
+    hd = d // heads
+    shapes = [(d, d), (d, kvh * hd), (d, kvh * hd), (d, d), (d, inter), (d, inter), (inter, d)]
+
+    def linear_rate(n: int, dims: list) -> float:
+        xs = {i: torch.randn(n, i, dtype=bf) for i, _ in dims}
+        ws = [torch.randn(o, i, dtype=bf) for i, o in dims]
+        gs = [torch.randn(n, o, dtype=bf) for _, o in dims]
+
+        def run() -> None:
+            for (i, _), w, g in zip(dims, ws, gs):
+                xs[i] @ w.T
+                g @ w
+                g.T @ xs[i]
+        return 6 * n * sum(i * o for i, o in dims) / _median_s(run) / 1e9
+
+    b = tokens // window
+    q = torch.randn(b, heads, window, hd, dtype=bf, requires_grad=True)
+    kk = torch.randn(b, heads, window, hd, dtype=bf, requires_grad=True)
+    v = torch.randn(b, heads, window, hd, dtype=bf, requires_grad=True)
+    go = torch.randn(b, heads, window, hd, dtype=bf)
+
+    def attention() -> None:
+        F.scaled_dot_product_attention(q, kk, v, is_causal=True).backward(go)
+    attn = 3 * 2 * b * window * window * d / _median_s(attention) / 1e9
+
+    kt = torch.randn(rows, kvh, hd, cached, dtype=bf)  # keys stored transposed
+    vv = torch.randn(rows, kvh, cached, hd, dtype=bf)
+    qs = torch.randn(rows, kvh, heads // kvh, hd, dtype=bf)
+    keep = torch.ones(rows, 1, 1, cached, dtype=torch.bool)
+
+    def decode() -> None:  # as _LlamaRunner._attend_one
+        sc = (torch.matmul(qs, kt) * hd ** -0.5).masked_fill(~keep, float("-inf"))
+        torch.matmul(torch.softmax(sc.float(), dim=-1).to(bf), vv)
+    dec = rows * 2 * kvh * cached * hd * 2 / _median_s(decode, 9) / 1e9
+    with torch.no_grad():
+        return {"kernel_linear_gflops": linear_rate(tokens, shapes),
+                "kernel_head_gflops": linear_rate(head_rows, [(d, cfg.vocab_size)]),
+                "kernel_attention_gflops": attn, "kernel_decode_attention_gb_per_s": dec}
 
 
 def read_bandwidth(repeats: int = 5) -> float:
