@@ -244,7 +244,8 @@ class _LlamaRunner:
                         masks[(T, n)] = torch.ones(T, n + T, dtype=torch.bool,
                                                    device=ids.device).tril(diagonal=n)
                     # the keys copied to [.., S, D] first: on the transposed view the CPU
-                    # kernel runs 2.6-8x slower (benchmarks/smollm2_agent.py, kernel rates)
+                    # kernel runs 2.6-8x slower (docs/models.md, "A slow path found by the
+                    # kernel rates")
                     o = F.scaled_dot_product_attention(
                         qj, kc[row:row + 1, :, :, lo:e].transpose(-1, -2).contiguous(),
                         vc[row:row + 1, :, lo:e], attn_mask=masks[(T, n)], scale=scaling,
