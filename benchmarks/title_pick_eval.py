@@ -97,7 +97,8 @@ def main() -> None:
                   a.out, EngineConfig(num_envs=16, backend="local", progress=True,
                                       ground_actions=True, ground_by="likelihood"))
     s = summarize(res.trajectories)
-    print(f"{a.model} with title picks{' + prior' if a.prior else ''}: {s['n']} goals, win rate {s['win_rate']:.1%}, "
+    rule = "title picks + prior" if a.prior else "title picks"
+    print(f"{a.model} with {rule}: {s['n']} goals, win rate {s['win_rate']:.1%}, "
           f"score {s['mean_score']:.1f}; {pol.picks} picks, {pol.changed} moved")
     emit({"n": s["n"], "win_rate": s["win_rate"], "mean_score": s["mean_score"],
           "picks": pol.picks, "picks_changed": pol.changed, "seconds": time.time() - t0}, a.json)

@@ -142,7 +142,8 @@ def test_lm_title_scores_match_unbatched_likelihoods():
     from probes.picks import TITLE_LEAD, lm_title_scores, under_cap
     from test_models_util import cached_dir, tiny_model_dir
     path = cached_dir("preset", tiny_model_dir)
-    model, tok = AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
     pages = [("i need red shoes, and price lower than 30.00 dollars",
               ["red running shoes for men", "a blue lamp", "shoes"]),
              ("a wooden desk", ["oak desk with two drawers and a long title of many words"])]
