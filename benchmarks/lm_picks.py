@@ -29,13 +29,13 @@ def main() -> None:
     a = p.parse_args()
     from eef.envs.webshop import WebShopEnv
     from eef.models.hf import load_model_and_tokenizer
-    from probes.picks import (PageRanker, _page_hits, lm_title_scores, rule_pick, under_cap,
-                              webshop_pick_pages)
+    from probes.picks import (PageRanker, _page_hits, best_index, lm_title_scores, rule_pick,
+                              under_cap, webshop_pick_pages)
 
     t0 = time.time()
     env = WebShopEnv()
     limit = a.limit if a.limit is not None else (30 if a.quick else None)
-    pages = [pg for pg in webshop_pick_pages(env, "test", limit=limit)]
+    pages = webshop_pick_pages(env, "test", limit=limit)
     listing = [pg for pg in pages if pg.target_listed]
     train = [pg for pg in webshop_pick_pages(env, "train", limit=400 if a.quick else None)
              if pg.target_listed]
@@ -46,18 +46,14 @@ def main() -> None:
     scores = lm_title_scores(model, tok, [(pg.context.instruction, [h[1] for h in _page_hits(pg)])
                                           for pg in listing])
 
-    def argmax(xs: list[float], ok: list[int] | None = None) -> int:
-        idx = ok or list(range(len(xs)))
-        return max(idx, key=lambda i: (xs[i], -i))
-
     picks = {
         "first_hit": [pg.listed[0] for pg in listing],
         "rule_pick": [rule_pick(pg) for pg in listing],
         "ranker_pick": [ranker.pick(pg) for pg in listing],
-        **{f"lm_{k}": [pg.listed[argmax(s[k])] for pg, s in zip(listing, scores)]
+        **{f"lm_{k}": [pg.listed[best_index(s[k])] for pg, s in zip(listing, scores)]
            for k in ("cond", "mean", "pmi")},
-        "lm_pmi_capped": [pg.listed[argmax(s["pmi"], under_cap(pg.context.instruction,
-                                                              [h[2] for h in _page_hits(pg)]))]
+        "lm_pmi_capped": [pg.listed[best_index(s["pmi"], under_cap(
+                              pg.context.instruction, [h[2] for h in _page_hits(pg)]))]
                           for pg, s in zip(listing, scores)],
     }
     acc = {k: sum(x == pg.target for x, pg in zip(v, listing)) / max(1, len(listing))

@@ -40,19 +40,14 @@ class TitlePick:
             seeds: Sequence[int] | None = None) -> list[str]:
         from eef.experts.webshop import parse_page
         from eef.react import parse_turn, render_turn
-        from probes.picks import lm_title_scores, under_cap
+        from probes.picks import best_index, clicked_label, lm_title_scores, under_cap
         outs = self.inner.act(contexts, sampling, seeds)
         todo = []
         for k, (ctx, out) in enumerate(zip(contexts, outs)):
-            obs = ctx.steps[-1].observation if ctx.steps else ctx.initial_observation
-            page = parse_page(obs)
-            thought, action = parse_turn(out)
-            m = re.fullmatch(r"\s*click\[(.*)\]\s*", action, re.I)
-            if page["kind"] != "results" or not page["hits"] or not m:
-                continue
-            listed = [h[0] for h in page["hits"]]
-            if m.group(1).strip().upper() in listed:
-                todo.append((k, ctx.instruction, page["hits"], thought, m.group(1).strip()))
+            page = parse_page(ctx.observation)
+            label = (clicked_label(out) or "").strip()
+            if page["kind"] == "results" and label.upper() in [h[0] for h in page["hits"]]:
+                todo.append((k, ctx.instruction, page["hits"], parse_turn(out)[0], label))
         if todo:
             scores = lm_title_scores(self.inner.model, self.inner.tokenizer,
                                      [(ins, [h[1] for h in hits]) for _, ins, hits, _, _ in todo])
@@ -62,7 +57,7 @@ class TitlePick:
                 if self.prior else [[0.0] * len(hits) for _, _, hits, _, _ in todo]
             for (k, ins, hits, thought, chosen), sc, pr in zip(todo, scores, prior):
                 ok = under_cap(ins, [h[2] for h in hits])
-                best = hits[max(ok, key=lambda i: (sc["pmi"][i] + pr[i], -i))][0]
+                best = hits[best_index([x + y for x, y in zip(sc["pmi"], pr)], ok)][0]
                 self.picks += 1
                 if best != chosen.upper():
                     self.changed += 1

@@ -290,6 +290,12 @@ def lm_title_scores(model: Any, tokenizer: Any, pages: Sequence[tuple[str, Seque
     return out
 
 
+def best_index(scores: Sequence[float], among: Sequence[int] | None = None) -> int:
+    """The index of the largest of ``scores`` (of those in ``among``, default all); ties to the
+    higher hit."""
+    return max(among or range(len(scores)), key=lambda i: (scores[i], -i))
+
+
 def under_cap(instruction: str, prices: Sequence[str]) -> list[int]:
     """Indices of the ``prices`` under the instruction's price cap (all when it has none, or
     when none is under it), as ``rule_pick`` filters."""
