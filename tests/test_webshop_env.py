@@ -167,6 +167,9 @@ def test_shuffle_hits_permutes_each_page_reproducibly(env):
     t = run_episode(shuf, heu, "webshop/B08ZRR3DZT/3")
     assert shuf.replay(t.task_id, t.actions, t.observations).match == "exact"
     shuf.close()
+    for bad in ("maybe", "false", 1):  # a typo in --env-opt must not shuffle silently
+        with pytest.raises(ValueError, match="shuffle_hits must be true or false"):
+            envs.make("webshop", shuffle_hits=bad)
 
 
 def test_errors(env):

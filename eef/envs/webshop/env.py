@@ -77,6 +77,11 @@ class WebShopEnv(TextEnv):
                  shuffle_hits: bool = False):
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        for name, value in (("search_anywhere", search_anywhere),
+                            ("instruction_on_every_page", instruction_on_every_page),
+                            ("shuffle_hits", shuffle_hits)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
         self.max_steps = max_steps
         self.tagger = tagger
         self.search_anywhere = search_anywhere
