@@ -11,7 +11,10 @@ on a results page the click goes to the hit with the largest title PMI under the
 thought names that hit instead.  ``--prior``: the hit with the largest PMI + the agent's own
 log-probability of clicking it (``Action: click[<hit>]`` without its thought, through
 ``rank_actions``): the title evidence added to the agent's learnt pick (mostly the rank) as a
-likelihood ratio, with no weight to tune.  Everything else is the agent's.  OUT is resumed like
+likelihood ratio, with no weight to tune.  ``--rank-weight W [--rank-form log|first]``: the
+hit with the largest PMI + ``probes.picks.rank_bonus`` (WebShop's rank weighed against the title,
+W fit by ``benchmarks/rank_pmi_fit.py`` on goals the model never trained on).  Everything else
+is the agent's.  OUT is resumed like
 ``eef eval --out``.  A research probe: the rule knows WebShop's results page.
 JSON keys: ``n``, ``win_rate``, ``mean_score``, ``picks``, ``picks_changed``.
 """
@@ -29,8 +32,10 @@ class TitlePick:
     """``inner`` (an HF policy) with its clicks on results pages moved to the hit whose title
     the same model finds most likely after the instruction (PMI, under the price cap)."""
 
-    def __init__(self, inner: Any, prior: bool = False):
+    def __init__(self, inner: Any, prior: bool = False, rank_weight: float = 0.0,
+                 rank_form: str = "log"):
         self.inner, self.prior = inner, prior
+        self.rank_weight, self.rank_form = rank_weight, rank_form
         self.picks = self.changed = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -40,7 +45,7 @@ class TitlePick:
             seeds: Sequence[int] | None = None) -> list[str]:
         from eef.experts.webshop import parse_page
         from eef.react import parse_turn, render_turn
-        from probes.picks import best_index, clicked_label, lm_title_scores, under_cap
+        from probes.picks import clicked_label, lm_title_scores, rank_pmi_index
         outs = self.inner.act(contexts, sampling, seeds)
         todo = []
         for k, (ctx, out) in enumerate(zip(contexts, outs)):
@@ -56,8 +61,9 @@ class TitlePick:
                 [[f"click[{h[0]}]" for h in hits] for _, _, hits, _, _ in todo], sampling) \
                 if self.prior else [[0.0] * len(hits) for _, _, hits, _, _ in todo]
             for (k, ins, hits, thought, chosen), sc, pr in zip(todo, scores, prior):
-                ok = under_cap(ins, [h[2] for h in hits])
-                best = hits[best_index([x + y for x, y in zip(sc["pmi"], pr)], ok)][0]
+                best = hits[rank_pmi_index([x + y for x, y in zip(sc["pmi"], pr)], ins,
+                                           [h[2] for h in hits], self.rank_weight,
+                                           self.rank_form)][0]
                 self.picks += 1
                 if best != chosen.upper():
                     self.changed += 1
@@ -72,6 +78,10 @@ def main() -> None:
     p.add_argument("out", help="episodes JSONL (resumed)")
     p.add_argument("--prior", action="store_true",
                    help="add the agent's own log-probability of each click to the PMI")
+    p.add_argument("--rank-weight", type=float, default=0.0,
+                   help="weight of the hit's rank against its title PMI (0: PMI alone)")
+    p.add_argument("--rank-form", choices=("log", "first"), default="log",
+                   help="rank bonus: -W log(1 + i) for hit i, or W for the first hit only")
     p.add_argument("--limit", type=int, default=None, help="first N test goals (quick: 8)")
     a = p.parse_args()
     from eef.policy import Sampling, load_policy
@@ -85,14 +95,16 @@ def main() -> None:
     env = open_env("webshop", opts)
     ids = task_ids(env, "test", None, a.limit if a.limit is not None else (8 if a.quick else None))
     pol = TitlePick(load_policy(a.model, env, dtype="auto", trim_block=4, prefix_cache_mb=512,
-                                max_context=1024), prior=a.prior)
+                                max_context=1024), prior=a.prior,
+                   rank_weight=a.rank_weight, rank_form=a.rank_form)
     env.close()
     res = rollout(EnvSpec("webshop", opts), pol,
                   [RolloutRequest(t, sampling=Sampling(0.0, 1.0, 96, 4), seed=0) for t in ids],
                   a.out, EngineConfig(num_envs=16, backend="local", progress=True,
                                       ground_actions=True, ground_by="likelihood"))
     s = summarize(res.trajectories)
-    rule = "title picks + prior" if a.prior else "title picks"
+    rule = "title picks" + (" + prior" if a.prior else "") + \
+        (f" + rank ({a.rank_form}, {a.rank_weight:g})" if a.rank_weight else "")
     print(f"{a.model} with {rule}: {s['n']} goals, win rate {s['win_rate']:.1%}, "
           f"score {s['mean_score']:.1f}; {pol.picks} picks, {pol.changed} moved")
     emit({"n": s["n"], "win_rate": s["win_rate"], "mean_score": s["mean_score"],

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from probes import ProbeError
-from probes.picks import (PageRanker, PickPage, evaluate_picks, rule_pick, shuffled_hits,
-                          webshop_pick_pages)
+from probes.picks import (PageRanker, PickPage, evaluate_picks, rank_bonus, rank_pmi_index,
+                          rule_pick, shuffled_hits, webshop_pick_pages)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,35 @@ def test_pick_pages_from_more_queries(env):
     again = webshop_pick_pages(env, "test", limit=8, queries=3, seed=1)
     assert [p.context.steps[-1].action for p in again] == [p.context.steps[-1].action
                                                             for p in more]
+
+
+@pytest.mark.needs_data
+def test_pick_pages_of_chosen_goals(env):
+    ids = [t.id for t in env.tasks("test")[:8]]
+    some = webshop_pick_pages(env, "test", only=[ids[5], ids[2]])
+    assert [p.context.task_id for p in some] == [ids[2], ids[5]]  # the split's order
+    assert [p.context.task_id for p in webshop_pick_pages(env, "test", limit=1,
+                                                          only=[ids[5], ids[2]])] == [ids[2]]
+    with pytest.raises(ProbeError, match="not in test"):
+        webshop_pick_pages(env, "test", only=[ids[0], "no-such-goal"])
+
+
+def test_rank_weighed_against_title_pmi():
+    import math
+    assert rank_bonus(3, 2.0, "log") == pytest.approx([0.0, -2 * math.log(2), -2 * math.log(3)])
+    assert rank_bonus(3, 2.0, "first") == [2.0, 0.0, 0.0]
+    with pytest.raises(ProbeError, match="'log' or 'first'"):
+        rank_bonus(3, 1.0, "last")
+    pmi, prices = [1.0, 2.5, 0.0], ["$10.00", "$12.00", "$5.00"]
+    ins = "i want a red mug, and price lower than 20.00 dollars"
+    assert rank_pmi_index(pmi, ins, prices, 0.0) == 1  # the title alone
+    assert rank_pmi_index(pmi, ins, prices, 1.0) == 1  # 2.5 - ln 2 > 1.0
+    assert rank_pmi_index(pmi, ins, prices, 3.0) == 0  # 2.5 - 3 ln 2 < 1.0
+    assert rank_pmi_index(pmi, ins, prices, 1.0, "first") == 1  # 2.5 > 1 + 1
+    assert rank_pmi_index(pmi, ins, prices, 2.0, "first") == 0  # 1 + 2 > 2.5
+    cheap = "i want a red mug, and price lower than 11.00 dollars"
+    assert rank_pmi_index(pmi, cheap, prices, 0.0) == 0  # hit 1 is over the cap
+    assert rank_pmi_index(pmi, cheap, prices, 1e6) == 0
 
 
 @pytest.mark.needs_data

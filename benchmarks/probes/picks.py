@@ -61,7 +61,8 @@ def shuffled_hits(example: Trajectory, rng: random.Random) -> Trajectory:
 
 
 def webshop_pick_pages(env: "WebShopEnv", split: str, limit: int | None = None, *,
-                       queries: int = 0, seed: int = 0) -> list[PickPage]:
+                       queries: int = 0, seed: int = 0,
+                       only: Sequence[str] | None = None) -> list[PickPage]:
     """Per goal of ``split``: the oracle's search page -> ``search[<instruction phrase>]`` ->
     first results page, with the listed ASINs and the goal's target.  ``pick`` is the oracle's
     turn on that page (``click[target]`` when listed, else its ``click[next >]``).
@@ -70,13 +71,21 @@ def webshop_pick_pages(env: "WebShopEnv", split: str, limit: int | None = None, 
     distinct first pages listing the target.  ``queries=K`` adds, per goal, the first pages of
     K searches with 2-8 random words of the instruction's product phrase (in their order,
     seeded by ``seed``), kept when they list the target and their (page, instruction) pair is
-    new: more distinct pages to train and to measure a pick on."""
+    new: more distinct pages to train and to measure a pick on.  ``only``: these goals of
+    ``split`` (in their order in the split), before ``limit``."""
     from eef.experts import make_expert
     oracle = make_expert(env, "oracle")
     rng = random.Random(f"pick-pages/{split}/{seed}")
     out: list[PickPage] = []
     seen: set[tuple[str, str]] = set()
-    for task in env.tasks(split)[:limit]:
+    tasks = env.tasks(split)
+    if only is not None:
+        keep = set(only)
+        unknown = keep - {t.id for t in tasks}
+        if unknown:
+            raise ProbeError(f"{len(unknown)} goal(s) not in {split}, e.g. {sorted(unknown)[0]}")
+        tasks = [t for t in tasks if t.id in keep]
+    for task in tasks[:limit]:
         words = [w for w in content_words(instruction_parts(task.instruction)[0])
                  if w not in ("find", "me")]
         extra = [" ".join(words[i] for i in sorted(rng.sample(
@@ -294,6 +303,25 @@ def best_index(scores: Sequence[float], among: Sequence[int] | None = None) -> i
     """The index of the largest of ``scores`` (of those in ``among``, default all); ties to the
     higher hit."""
     return max(among or range(len(scores)), key=lambda i: (scores[i], -i))
+
+
+def rank_bonus(n: int, weight: float, form: str = "log") -> list[float]:
+    """What a hit's position adds to its title score in ``rank_pmi_index``: ``log``,
+    ``-weight * log(1 + i)`` for hit ``i`` (0 = the first); ``first``, ``weight`` for the first
+    hit only."""
+    if form == "log":
+        return [-weight * math.log1p(i) for i in range(n)]
+    if form == "first":
+        return [weight if i == 0 else 0.0 for i in range(n)]
+    raise ProbeError(f"rank bonus form must be 'log' or 'first', not {form!r}")
+
+
+def rank_pmi_index(pmi: Sequence[float], instruction: str, prices: Sequence[str],
+                   weight: float, form: str = "log") -> int:
+    """The hit with the largest title PMI + ``rank_bonus`` among those under the instruction's
+    price cap: the title evidence weighed against WebShop's rank (``weight`` 0: PMI alone)."""
+    bonus = rank_bonus(len(pmi), weight, form)
+    return best_index([x + b for x, b in zip(pmi, bonus)], under_cap(instruction, prices))
 
 
 def under_cap(instruction: str, prices: Sequence[str]) -> list[int]:
