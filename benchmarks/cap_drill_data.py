@@ -5,7 +5,7 @@ train goal's results page that skips the hits over the instruction's price cap.
         [--over N] [--under N] [--say-prices] [--seed S] [--quick] [--json]
 
 Pages: the pick probe's (``probes.picks.webshop_pick_pages``, the oracle's first search) of
-every train goal with a price cap.  The trained turn clicks the first hit under the cap
+every train goal with a price cap and a hit under it.  The trained turn clicks the first hit under the cap
 (``probes.picks.under_cap``); when hits above it are over the cap its thought says so first
 (``#1, #2 cost more than 30.00 dollars; #3 looks closest to what I need.``), else it is the
 heuristic expert's pick thought (``#1 looks closest to what I need.``).  With ``--say-prices``
@@ -41,8 +41,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling and order")
     a = p.parse_args()
     from eef.envs.webshop import WebShopEnv
-    from eef.experts.webshop import instruction_parts
-    from eef.trajectory import Step, dumps_line
+    from eef.experts.webshop import instruction_parts, parse_price
+    from eef.trajectory import Step, Trajectory, dumps_line
     from probes.picks import _page_hits, under_cap, webshop_pick_pages
 
     t0 = time.time()
@@ -58,6 +58,9 @@ def main() -> None:
             continue
         hits = _page_hits(pg)
         first = under_cap(ins, [h[2] for h in hits])[0]
+        if any(parse_price(h[2]) is None for h in hits[:first + 1]) or \
+                parse_price(hits[first][2]) >= cap:  # no hit under the cap, or a price unread
+            continue
         skipped = [h[0] for h in hits[:first]]
         lead = (f"{', '.join(skipped)} cost{'s' if len(skipped) == 1 else ''} more than "
                 f"{cap:.2f} dollars; ") if skipped else ""
@@ -77,7 +80,13 @@ def main() -> None:
         src = Path(a.successes)
         if not src.is_file():
             p.error(f"--successes {src}: no such file")
-        rows = [json.loads(x) for x in src.read_text().splitlines() if x.strip()]
+        rows = []
+        for n, line in enumerate(src.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(Trajectory.from_dict(json.loads(line)).to_dict())
+                except ValueError as e:  # bad JSON or TrajectoryFormatError
+                    p.error(f"--successes {src}:{n}: not a trajectory ({e})")
         mixed = rng.sample(rows, min(a.mix, len(rows)))
     out = [t.to_dict() for t in picked] + mixed
     rng.shuffle(out)
