@@ -58,7 +58,7 @@ def main() -> None:
         if line.strip():
             try:
                 seen.add(env.goal(json.loads(line)["task_id"]).asin)
-            except (ValueError, KeyError) as e:
+            except (ValueError, KeyError, TypeError) as e:  # bad JSON, no task, unknown
                 p.error(f"{trained}:{n}: not a trajectory of a WebShop goal ({e})")
     per_product: dict[str, list[str]] = {}
     for t in env.tasks("train"):
