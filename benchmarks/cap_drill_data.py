@@ -62,11 +62,14 @@ def main() -> None:
                 parse_price(hits[first][2]) >= cap:  # no hit under the cap, or a price unread
             continue
         skipped = [h[0] for h in hits[:first]]
-        lead = (f"{', '.join(skipped)} cost{'s' if len(skipped) == 1 else ''} more than "
-                f"{cap:.2f} dollars; ") if skipped else ""
         if a.say_prices:
             lead = "".join(f"{h[0]} costs {h[2]}, {'less' if i == first else 'more'} than "
                            f"{cap:.2f} dollars; " for i, h in enumerate(hits[:first + 1]))
+        elif skipped:
+            lead = (f"{', '.join(skipped)} cost{'s' if len(skipped) == 1 else ''} more than "
+                    f"{cap:.2f} dollars; ")
+        else:
+            lead = ""
         ex = pg.context.prefix(len(pg.context.steps))
         for s in ex.steps:
             s.train = False

@@ -29,8 +29,8 @@ def main() -> None:
     a = p.parse_args()
     from eef.envs.webshop import WebShopEnv
     from eef.models.hf import load_model_and_tokenizer
-    from probes.picks import (PageRanker, _page_hits, best_index, lm_title_scores, rule_pick,
-                              under_cap, webshop_pick_pages)
+    from probes.picks import (PageRanker, _page_hits, best_index, lm_title_scores,
+                              rank_pmi_index, rule_pick, webshop_pick_pages)
 
     t0 = time.time()
     env = WebShopEnv()
@@ -52,8 +52,8 @@ def main() -> None:
         "ranker_pick": [ranker.pick(pg) for pg in listing],
         **{f"lm_{k}": [pg.listed[best_index(s[k])] for pg, s in zip(listing, scores)]
            for k in ("cond", "mean", "pmi")},
-        "lm_pmi_capped": [pg.listed[best_index(s["pmi"], under_cap(
-                              pg.context.instruction, [h[2] for h in _page_hits(pg)]))]
+        "lm_pmi_capped": [pg.listed[rank_pmi_index(s["pmi"], pg.context.instruction,
+                                                   [h[2] for h in _page_hits(pg)], 0.0)]
                           for pg, s in zip(listing, scores)],
     }
     acc = {k: sum(x == pg.target for x, pg in zip(v, listing)) / max(1, len(listing))

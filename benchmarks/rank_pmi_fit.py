@@ -45,8 +45,8 @@ def main() -> None:
     a = p.parse_args()
     from eef.envs.webshop import WebShopEnv
     from eef.models.hf import load_model_and_tokenizer
-    from probes.picks import (_page_hits, best_index, lm_title_scores, rank_pmi_index,
-                              rule_pick, under_cap, webshop_pick_pages)
+    from probes.picks import (_page_hits, lm_title_scores, rank_pmi_index, rule_pick,
+                              webshop_pick_pages)
 
     t0 = time.time()
     env = WebShopEnv()
@@ -95,18 +95,13 @@ def main() -> None:
     def first_hit(pages):
         return sum(pg.listed[0] == pg.target for pg in pages) / max(1, len(pages))
 
-    def pmi_capped(pages, scores):
-        return sum(pg.listed[best_index(s["pmi"], under_cap(
-            pg.context.instruction, [h[2] for h in _page_hits(pg)]))] == pg.target
-            for pg, s in zip(pages, scores)) / max(1, len(pages))
-
     def rule(pages):
         return sum(rule_pick(pg) == pg.target for pg in pages) / max(1, len(pages))
 
     rows = {"fit": [first_hit(fit), accuracy(fit, fs, GRID[-1], "log"), rule(fit),
-                    pmi_capped(fit, fs), best_acc],
+                    accuracy(fit, fs, 0.0, "log"), best_acc],
             "test": [first_hit(test), accuracy(test, ts, GRID[-1], "log"), rule(test),
-                     pmi_capped(test, ts), accuracy(test, ts, w, form)]}
+                     accuracy(test, ts, 0.0, "log"), accuracy(test, ts, w, form)]}
     table(f"{a.model}: picks, rank weighed against title PMI ({form}, weight {w:g})",
           ["pages", "n", "first hit", "first under cap", "word overlap", "PMI (capped)",
            "PMI + rank"],

@@ -14,8 +14,8 @@ log-probability of clicking it (``Action: click[<hit>]`` without its thought, th
 likelihood ratio, with no weight to tune.  ``--rank-weight W [--rank-form log|first]``: the
 hit with the largest PMI + ``probes.picks.rank_bonus`` (WebShop's rank weighed against the title,
 W fit by ``benchmarks/rank_pmi_fit.py`` on goals the model never trained on).  Everything else
-is the agent's.  OUT is resumed like
-``eef eval --out``.  A research probe: the rule knows WebShop's results page.
+is the agent's.  OUT is resumed like ``eef eval --out``.  A research probe: the rule knows
+WebShop's results page.
 JSON keys: ``n``, ``win_rate``, ``mean_score``, ``picks``, ``picks_changed``.
 """
 

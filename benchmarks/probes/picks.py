@@ -251,7 +251,6 @@ def evaluate_picks(policy: Any, pages: Sequence[PickPage], max_new_tokens: int =
                          for o, p in list(zip(outs, pages))[:5]]}
 
 
-
 #: the text before a title in ``lm_title_scores`` (the instruction's line comes first when
 #: the score is conditional)
 TITLE_LEAD = "The product that fits best:"
