@@ -102,6 +102,30 @@ def test_kill_9_then_resume_gives_the_same_results(clean_run, tmp_path):
     assert _evals(out) == _evals(clean_run[0])
 
 
+@pytest.mark.slow
+def test_a_given_sft_model_replaces_the_sft_stage(clean_run, tmp_path):
+    """method.sft_model: no SFT training; the given model is evaluated as SFT (the same
+    episodes as when this run trained it) and explores the iteration."""
+    first, args, _ = clean_run
+    out = tmp_path / "given"
+    given = first / "models" / "sft"
+    args = [a if not a.startswith(str(first)) else str(out) for a in args]
+    r = _eef(args + ["--set", f"method.sft_model={given}"], timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    stages = {p.name for p in (out / "stages").iterdir()}
+    assert "train__sft.json" not in stages and "rollout__eef__it1__s0.json" in stages
+    rows = {r["stage"]: r for r in _metrics(out)}
+    assert rows["train/sft"]["same_as"] == "given" and rows["train/sft"]["init"] == str(given)
+    assert _evals(out)["eval/sft"] == _evals(first)["eval/sft"]
+    # the given model explored: the same start-state episodes as the model it is
+    def episodes(run):
+        rows = [json.loads(x) for x in (run / "rollouts/eef/it1/s0.jsonl").read_text().splitlines()]
+        for t in rows:
+            t["meta"].pop("wall_s")
+        return rows
+    assert episodes(out) == episodes(first)
+
+
 def test_round_robin_by_type():
     from eef.envs.base import round_robin_by_type
     ids = ["sw/boil/1", "sw/boil/2", "sw/boil/3", "sw/melt/7", "sw/find-animal/4", "sw/find-animal/5"]
@@ -131,7 +155,9 @@ def test_config_errors(tmp_path):
                            "method.sim_steps: 'all' is not one of remaining, full"),
                           ("model.dtype=half", "model.dtype: 'half'"),
                           ("train.mixed_precision=bf17", "train.mixed_precision"),
-                          ("sampling.max_new_tokens=0", "sampling.max_new_tokens must be >= 1")):
+                          ("sampling.max_new_tokens=0", "sampling.max_new_tokens must be >= 1"),
+                          (f"method.sft_model={tmp_path / 'none'}", "no such directory"),
+                          (f"method.sft_model={tmp_path}", "neither config.json")):
         with pytest.raises(ConfigError, match=msg):
             load_config(TINY, [override])
     r = _eef(["run", str(bad)])

@@ -180,6 +180,13 @@ class MethodConfig:
                                     "new trajectories a lower one keeps the SFT model: a fresh "
                                     "AdamW's first step moves every trained weight by ~lr.",
                                     None)
+    sft_model: str | None = _h("pi_0 given: a model already fine-tuned on the expert's successes "
+                               "(a directory `eef model train` wrote) that replaces the SFT "
+                               "stage; it is evaluated as the SFT row and explores in the first "
+                               "iteration, and every seed of a comparison starts from it.  The "
+                               "iterations still retrain as train_from says (from 'base': on the "
+                               "expert's successes + what was found).  None: SFT trains pi_0.",
+                               None)
     explore_tasks: int | None = _h("RFT / RFT×N / EEF roll out (from s_0) and simulate (the "
                                    "expert's trajectories) on a seeded subset of this many "
                                    "training tasks (None: all); SFT and every fine-tuning still "
@@ -325,6 +332,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+def sft_model_dir(path: str) -> Path:
+    """The directory ``method.sft_model`` names, checked: a model or LoRA adapter that ``eef
+    model train`` wrote (config.json or adapter_config.json there)."""
+    p = Path(path).expanduser().resolve()
+    if not p.is_dir():
+        raise ConfigError(f"method.sft_model: {path}: no such directory")
+    if not ((p / "config.json").exists() or (p / "adapter_config.json").exists()):
+        raise ConfigError(f"method.sft_model: {path}: neither config.json nor "
+                          "adapter_config.json there; give the directory `eef model train` wrote")
+    return p
+
+
 def validate(cfg: ExperimentConfig) -> None:
     m = cfg.method
     e = cfg.expert
@@ -367,6 +386,8 @@ def validate(cfg: ExperimentConfig) -> None:
         cfg.dpo.check()
     except ValueError as e:
         raise ConfigError(str(e)) from e
+    if m.sft_model is not None:
+        sft_model_dir(m.sft_model)
     if m.iterations < 0 or m.M < 0 or m.samples_per_state < 1 or m.rft_n < 0:
         raise ConfigError("method: iterations, M, rft_n must be >= 0 and samples_per_state >= 1")
     if m.rft_n and m.rft_n < 1:

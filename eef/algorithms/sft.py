@@ -6,14 +6,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from eef.algorithms.config import sft_model_dir
 from eef.algorithms.context import Context
+from eef.algorithms.rundir import model_key
 from eef.algorithms.stages import eval_stage, train_stage
 
 
 def run_sft(ctx: Context) -> Path:
     if not ctx.expert_successes:
         raise ValueError("the expert solved none of the training tasks: nothing to clone")
-    model = train_stage(ctx, "sft", ctx.base, ctx.expert_successes)
+    if ctx.cfg.method.sft_model:
+        model = sft_model_dir(ctx.cfg.method.sft_model)
+        ctx.run.log_metrics({"stage": "train/sft", "key": model_key(model), "examples": 0,
+                             "steps": 0, "same_as": "given", "init": str(model)})
+    else:
+        model = train_stage(ctx, "sft", ctx.base, ctx.expert_successes)
     eval_stage(ctx, "sft", 0, "sft", model)
     return model
 

@@ -266,6 +266,8 @@ def _training_section(runs: list[Run]) -> str:
 def _same_note(same: Any) -> str:
     if same == "init":
         return "nothing to train on: its init model as is"
+    if same == "given":
+        return "not trained here: the given model (method.sft_model)"
     return f"same training as {same}: its model" if isinstance(same, str) and same else ""
 
 
