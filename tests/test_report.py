@@ -487,6 +487,18 @@ def test_training_table_without_or_with_a_damaged_probe(tmp_path):
     assert "same training as train/sft" in rows["rft/it1"]["note"]
 
 
+def test_training_table_names_a_given_sft_model(tmp_path):
+    train, test = _ids()
+    run = write_fake_run(tmp_path / "run", train, test, seed=0, iterations=1)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"stage": "train/sft", "key": "k", "examples": 0, "steps": 0,
+                            "same_as": "given", "init": "/models/pi0"}) + "\n")
+    html = build_report([run], tmp_path / "r.html", QUIET).read_text()
+    rows = {r["model"]: r for r in find_table(html, "run", "model", "trajectories")}
+    assert "the given model (method.sft_model)" in rows["sft"]["note"]
+    assert rows["sft"]["minutes"] == "–"
+
+
 @pytest.mark.slow
 def test_sciworld_run_and_a_run_without_results(tmp_path):
     train = [f"sciworld/{t}/{v}" for t in ("boil", "melt", "find-plant") for v in range(4)]

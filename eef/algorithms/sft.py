@@ -1,5 +1,6 @@
 """SFT (behaviour cloning): fine-tune the base model on the expert's successful trajectories
 with the action-masked loss of Eq. 1.  This is also iteration 0 of RFT, RFT×N, EEF and ETO.
+A model brought by the user (``method.sft_model``) can stand in for the training.
 SFT-all: the same on every expert trajectory, failures included."""
 
 from __future__ import annotations
