@@ -21,7 +21,6 @@ JSON keys: ``pages``, ``over``, ``under``, ``mixed``, ``examples``.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ def main() -> None:
     a = p.parse_args()
     from eef.envs.webshop import WebShopEnv
     from eef.experts.webshop import instruction_parts, parse_price
-    from eef.trajectory import Step, Trajectory, dumps_line
+    from eef.trajectory import Step, TrajectoryFormatError, dumps_line, iter_jsonl
     from probes.picks import _page_hits, under_cap, webshop_pick_pages
 
     t0 = time.time()
@@ -80,16 +79,10 @@ def main() -> None:
     picked = rng.sample(over, min(a.over, len(over))) + rng.sample(under, min(a.under, len(under)))
     mixed: list[dict] = []
     if a.mix:
-        src = Path(a.successes)
-        if not src.is_file():
-            p.error(f"--successes {src}: no such file")
-        rows = []
-        for n, line in enumerate(src.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(Trajectory.from_dict(json.loads(line)).to_dict())
-                except ValueError as e:  # bad JSON or TrajectoryFormatError
-                    p.error(f"--successes {src}:{n}: not a trajectory ({e})")
+        try:
+            rows = [t.to_dict() for t in iter_jsonl(a.successes, skip_partial_last_line=False)]
+        except TrajectoryFormatError as e:  # no such file, bad JSON, not a trajectory
+            p.error(f"--successes {e}")
         mixed = rng.sample(rows, min(a.mix, len(rows)))
     out = [t.to_dict() for t in picked] + mixed
     rng.shuffle(out)
