@@ -28,6 +28,9 @@ app.add_typer(model_app, name="model")
 
 DataDir = typer.Option(None, "--data-dir", help="Data dir (default: $EEF_DATA_DIR or "
                        "~/.cache/eef/data).", envvar="EEF_DATA_DIR")
+Resample = typer.Option("family", help="What the paired differences' bootstrap resamples: "
+                        "family (a task family's goals, e.g. one WebShop product's, together) "
+                        "or goal.")
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -316,6 +319,7 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="Run directories (or 
            pairs: Optional[str] = typer.Option(None, help="Paired differences A-B to show, "
                                                "comma-separated (default: every method vs sft "
                                                "and vs rft_xn, eef vs the expert)."),
+           resample: str = Resample,
            data_dir: Optional[Path] = DataDir):
     """One self-contained HTML report (plots, paired differences, Figure 1 and Figure 2 views)
     of run dirs."""
@@ -325,7 +329,8 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="Run directories (or 
     from eef.report.rundata import ReportError
     try:
         report_command(run_dirs, out, ReportConfig(
-            title=title, obs_chars=obs_chars, pairs=parse_pairs(pairs) if pairs else None))
+            title=title, obs_chars=obs_chars, pairs=parse_pairs(pairs) if pairs else None,
+            resample=resample))
     except ReportError as e:
         _fail(str(e))
 
@@ -497,6 +502,7 @@ def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML 
                                                 "comma-separated (e.g. eef-rft_xn,eef-expert; "
                                                 "default: every method vs sft and vs rft_xn, "
                                                 "eef vs the expert)."),
+            resample: str = Resample,
             data_dir: Optional[Path] = DataDir):
     """Run several methods at equal counted budget over seeds; a mean ± std table, the expert
     on the same goals, paired per-goal differences with bootstrap intervals."""
@@ -508,6 +514,9 @@ def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML 
     bad = [m for m in ms if m not in METHODS]
     if bad or not ms:
         _fail(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
+    from eef.report.comparison import UNITS
+    if resample not in UNITS:
+        _fail(f"--resample {resample!r}: one of {', '.join(UNITS)}")
     if seeds < 1 or train_seeds < 1:
         _fail("--seeds and --train-seeds must be >= 1")
     try:
@@ -522,7 +531,7 @@ def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML 
     def paired(_table):  # after every finished run
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a half-written line was already resumed past
-            written[:] = [write_comparison([out], out, wanted)]
+            written[:] = [write_comparison([out], out, wanted, resample)]
 
     try:
         table = do_compare(cfg, ms, list(range(seeds)), out, train_seeds, after_run=paired)
@@ -534,7 +543,8 @@ def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML 
     c = written[0]  # --seeds and --train-seeds >= 1: at least one run finished
     if c.pairs:
         rows = c.pair_rows()
-        _print_rows(f"paired per-goal differences A - B, 95% bootstrap intervals — "
+        _print_rows(f"paired per-goal differences A - B, 95% bootstrap intervals over "
+                    f"{'task families' if resample == 'family' else 'goals'} — "
                     f"{out / 'paired.md'}", rows, list(rows[0]))
     if c.solvable:
         rows = c.solvable_rows()

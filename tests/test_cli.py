@@ -70,6 +70,8 @@ def test_collect_writes_and_resumes(tmp_path):
      "leave out --num-envs"),
     (("expert", "collect", "webshop", "--expert", "oracle", "--out", "x.jsonl", "--workers",
       "-2"), "--workers must"),
+    (("compare", "--resample", "product", "--out", "x"), "--resample 'product': one of family"),
+    (("report", "x", "--resample", "seed"), "resample 'seed': one of family"),
 ])
 def test_bad_input_gets_one_clear_error(args, msg):
     r = runner.invoke(app, list(args))

@@ -167,7 +167,12 @@ def test_write_comparison_files(cmp_dir):
     assert data["pairs"][1]["score_diff"] == pytest.approx(15.0)
     assert data["solvable_failures"][0]["share"] == 0.5
     md = (cmp_dir / "paired.md").read_text()
-    assert "| eef - sft | 6 | 2/2 |" in md and "+15.0 [+15.0, +15.0]" in md
+    assert "| eef - sft | 6 (6) | 2/2 |" in md and "+15.0 [+15.0, +15.0]" in md
+    assert "interval over task families" in md and data["unit"] == "family"
+    write_comparison([cmp_dir], cmp_dir / "g", unit="goal")
+    assert "| eef - sft | 6 | 2/2 |" in (cmp_dir / "g" / "paired.md").read_text()
+    with pytest.raises(ReportError, match="unit 'product'"):
+        write_comparison([cmp_dir], cmp_dir / "x", unit="product")
     assert "| eef | all | 2 | 4 | 3 (75.0%) | 2 (50.0%) |" in md
 
 
@@ -175,12 +180,12 @@ def test_report_shows_the_expert_row_and_the_paired_section(cmp_dir, tmp_path):
     html = build_report([cmp_dir], tmp_path / "r.html", QUIET).read_text(encoding="utf-8")
     summary = {r["method"]: r for r in find_table(html, "method", "split", "runs", "episodes")}
     assert summary["expert"]["split"] == "test" and summary["expert"]["win rate (%)"] == "66.7 ± 0.0"
-    pairs = {r["A - B"]: r for r in find_table(html, "A - B", "goals")}
+    pairs = {r["A - B"]: r for r in find_table(html, "A - B", "goals (families)")}
     assert pairs["eef - sft"]["score diff"] == "+15.0 [+15.0, +15.0]"
     assert pairs["eef - expert"]["win rate diff (pp)"].startswith("-58.3 [")
     solv = find_table(html, "method", "iteration", "runs", "failed expert trajectories")
     assert [r["with a solvable state"] for r in solv] == ["2 (50.0%)", "1 (33.3%)", "3 (75.0%)"]
     only = build_report([cmp_dir], tmp_path / "o.html",
                         ReportConfig(progress=False, pairs=[("rft_xn", "eef")]))
-    assert [r["A - B"] for r in find_table(only.read_text(encoding="utf-8"), "A - B", "goals")] \
-        == ["rft_xn - eef"]
+    shown = find_table(only.read_text(encoding="utf-8"), "A - B", "goals (families)")
+    assert [r["A - B"] for r in shown] == ["rft_xn - eef"]

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from eef.envs.base import task_family
 from eef.report.paired import (PairedError, bootstrap_means, compare_runs, goal_means,
                                paired_difference, sign_test_p)
 
@@ -123,3 +124,43 @@ def test_sign_test():
     assert sign_test_p(1, 9) == pytest.approx(2 * 11 / 1024)
     assert sign_test_p(8, 2) == sign_test_p(2, 8)
     assert math.isclose(sign_test_p(60, 40), 0.0569, abs_tol=1e-3)
+
+
+def test_cluster_bootstrap_resamples_whole_groups():
+    # two groups: a (3 goals, difference 1 each) and b (1 goal, 0): every resample draws two
+    # groups, so its mean over their goals is 1 (a, a), 3/4 (a, b) or 0 (b, b)
+    d = np.array([1.0, 1.0, 1.0, 0.0])
+    means = bootstrap_means(d, 4000, seed=2, groups=["a", "a", "a", "b"])
+    assert set(np.round(means[:, 0], 9)) == {0.0, 0.75, 1.0}
+    assert np.mean(means[:, 0] == 0.75) == pytest.approx(0.5, abs=0.05)
+    # one group per goal: the plain bootstrap, draw for draw
+    x = np.arange(12, dtype=float) ** 2
+    assert np.allclose(bootstrap_means(x, 500, seed=5, groups=list(range(12))),
+                       bootstrap_means(x, 500, seed=5))
+    with pytest.raises(PairedError, match="3 group labels for 4 goals"):
+        bootstrap_means(d, 10, groups=["a", "a", "b"])
+
+
+def test_grouped_goals_widen_the_interval():
+    """Goals that go together (one product's goals won or lost as one) carry less evidence
+    than as many independent goals: the family interval is wider, the mean the same."""
+    rng = np.random.default_rng(3)
+    a, b = {}, {}
+    for p in range(20):                       # 20 products, 5 goals each
+        won = rng.random() < 0.5
+        for k in range(5):
+            g = f"webshop/P{p}/{k}"
+            a[g], b[g] = (1.0, 100.0) if won else (0.0, 0.0), (0.0, 0.0)
+    by_goal = paired_difference(a, b)
+    by_family = paired_difference(a, b, groups=task_family)
+    assert by_goal.clusters == 100 and by_family.clusters == 20 and by_family.goals == 100
+    assert by_family.win_rate_diff == by_goal.win_rate_diff
+    assert (by_family.win_rate_hi - by_family.win_rate_lo
+            > 1.8 * (by_goal.win_rate_hi - by_goal.win_rate_lo))
+
+
+def test_task_family():
+    assert task_family("webshop/B09XYZ/3") == "webshop/B09XYZ"
+    assert task_family("sciworld/boil/17") == "sciworld/boil"
+    # ids without a family part are their own family (never one family for everything)
+    assert task_family("webshop/3") == "webshop/3" and task_family("t1") == "t1"

@@ -9,7 +9,7 @@ import importlib
 from typing import Any, Callable
 
 from eef.envs.base import (EnvDiedError, EnvError, ReplayResult, StepResult, Task, TextEnv,
-                           UnknownTaskError)
+                           UnknownTaskError, task_family)
 
 _REGISTRY: dict[str, str | Callable[..., TextEnv]] = {
     "webshop": "eef.envs.webshop:WebShopEnv",
@@ -43,4 +43,4 @@ def make(name: str, **kwargs: Any) -> TextEnv:
 
 
 __all__ = ["make", "register", "names", "env_class", "TextEnv", "Task", "StepResult",
-           "ReplayResult", "EnvError", "EnvDiedError", "UnknownTaskError"]
+           "ReplayResult", "EnvError", "EnvDiedError", "UnknownTaskError", "task_family"]

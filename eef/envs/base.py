@@ -194,9 +194,20 @@ class TextEnv(abc.ABC):
         self.close()
 
 
+def task_family(task_id: str) -> str:
+    """The family of a task: the tasks that share one world and differ in their instance.  The
+    built-in envs' ids read ``ENV/FAMILY/INDEX`` (WebShop ``webshop/ASIN/k``: the goals of one
+    target product; ScienceWorld ``sciworld/TASK/VARIATION``: the variations of one task
+    type), whose family is the id up to its last '/'; any other id is its own family.  Tasks
+    of one family are not independent draws (the paired comparison resamples whole families)."""
+    head, sep, _ = task_id.rpartition("/")
+    return head if sep and "/" in head else task_id
+
+
 def round_robin_by_type(ids: list[str]) -> list[str]:
-    """Interleave task ids over their types (the id up to its last '/'), types in order of first
-    appearance, each type's ids in their given order: a prefix of the result covers every type."""
+    """Interleave task ids over their types (the id up to its last '/': ``task_family`` of the
+    built-in envs' ids), types in order of first appearance, each type's ids in their given
+    order: a prefix of the result covers every type."""
     groups: dict[str, list[str]] = {}
     for i in ids:
         groups.setdefault(i.rsplit("/", 1)[0], []).append(i)

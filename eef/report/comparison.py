@@ -5,7 +5,9 @@ trajectories EEF found a solvable state in.
 * **Paired differences** (``eef.report.paired``): each method's final-iteration evaluation
   episodes (``rollouts/eval/...``) and the expert's (``rollouts/eval/expert.jsonl``, the
   ``expert/eval`` stage of ``eef compare``), per goal averaged over the runs (seeds), A - B
-  with 95% bootstrap intervals over goals.  Default pairs (``default_pairs``): every method
+  with 95% bootstrap intervals over task families (``eef.envs.task_family``: WebShop's goals
+  of one product, ScienceWorld's variations of one task are resampled together; ``unit=
+  "goal"`` resamples goals one by one).  Default pairs (``default_pairs``): every method
   against SFT, every method against RFT×N, EEF against the expert.
 * **Solvable states in failed expert trajectories**: from EEF's ``labels/METHOD-itI.jsonl``
   (``LabelRecord``), per method and iteration and over all its iterations, the failed expert
@@ -25,11 +27,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from eef.envs.base import task_family
 from eef.report.paired import (LEVEL, RESAMPLES, SEED, Episode, PairedDiff, PairedError,
                                compare_runs)
 from eef.report.rundata import ReportError, Run, load_runs, method_order
 
 EXPERT = "expert"
+#: what the bootstrap resamples: whole task families (default) or single goals
+UNITS = ("family", "goal")
 NO_EXPERT_NOTE = ("no expert evaluation on the eval goals: the expert trajectories were "
                   "imported (no policy to run), or the runs predate the expert/eval stage "
                   "(rerun `eef compare` to add it)")
@@ -159,14 +164,19 @@ class Comparison:
     pairs: list[PairedDiff] = field(default_factory=list)
     solvable: list[SolvableRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    unit: str = "family"   # what the bootstrap resampled (UNITS)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pairs": [p.to_dict() for p in self.pairs],
+        return {"pairs": [p.to_dict() for p in self.pairs], "unit": self.unit,
                 "solvable_failures": [r.to_dict() for r in self.solvable], "notes": self.notes}
 
     def pair_rows(self) -> list[dict[str, str]]:
         """The paired differences as display strings (win rate in percentage points)."""
-        return [{"A - B": f"{p.a} - {p.b}", "goals": str(p.goals), "runs": f"{p.runs_a}/{p.runs_b}",
+        fam = self.unit == "family"
+        return [{"A - B": f"{p.a} - {p.b}",
+                 **({"goals (families)": f"{p.goals} ({p.clusters})"} if fam
+                    else {"goals": str(p.goals)}),
+                 "runs": f"{p.runs_a}/{p.runs_b}",
                  "win rate A / B (%)": f"{100 * p.win_rate_a:.1f} / {100 * p.win_rate_b:.1f}",
                  "win rate diff (pp)": _ci(100 * p.win_rate_diff, 100 * p.win_rate_lo,
                                            100 * p.win_rate_hi),
@@ -183,11 +193,13 @@ class Comparison:
                 for r in self.solvable]
 
     def markdown(self) -> str:
+        over = ("task families (the goals of one family, e.g. one WebShop product, "
+                "resampled together)" if self.unit == "family" else "goals")
         out = ["## Paired per-goal differences (final iteration, eval goals)", "",
                "A - B per goal, averaged over each side's runs; 95% percentile bootstrap "
-               f"interval over goals ({self.pairs[0].resamples if self.pairs else RESAMPLES:,} "
+               f"interval over {over} ({self.pairs[0].resamples if self.pairs else RESAMPLES:,} "
                "resamples, fixed seed); goals where A scored more / less / the same; two-sided "
-               "sign test.", ""]
+               "sign test over goals.", ""]
         out += _md_table(self.pair_rows()) if self.pairs else ["(no pair to compare)"]
         out += ["", "## Failed expert trajectories with a solvable state (EEF labels)", ""]
         out += _md_table(self.solvable_rows()) if self.solvable else ["(no EEF labels)"]
@@ -211,11 +223,15 @@ def _md_table(rows: list[dict[str, str]]) -> list[str]:
 
 
 def comparison(runs: Sequence[Run], pairs: Sequence[tuple[str, str]] | None = None, *,
-               resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL
-               ) -> Comparison:
+               resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL,
+               unit: str = "family") -> Comparison:
     """The paired differences (``pairs``, default ``default_pairs``) and the solvable-state
-    shares of the runs.  A pair naming a policy the runs did not evaluate is left out with a
-    note (so is the expert when no run evaluated it)."""
+    shares of the runs; ``unit``: what the bootstrap resamples (``UNITS``).  A pair naming a
+    policy the runs did not evaluate is left out with a note (so is the expert when no run
+    evaluated it)."""
+    if unit not in UNITS:
+        raise ReportError(f"unit {unit!r}: one of {', '.join(UNITS)}")
+    groups = task_family if unit == "family" else None
     eps = method_episodes(runs)
     notes: list[str] = []
     if not any(m.startswith(EXPERT) for m in eps):
@@ -229,21 +245,23 @@ def comparison(runs: Sequence[Run], pairs: Sequence[tuple[str, str]] | None = No
                 notes.append(f"{a} - {b}: no evaluation of {', '.join(missing)} in these runs")
             continue
         try:
-            p = compare_runs(eps[a], eps[b], (a, b), resamples=resamples, seed=seed, level=level)
+            p = compare_runs(eps[a], eps[b], (a, b), resamples=resamples, seed=seed, level=level,
+                             groups=groups)
         except PairedError as e:
             notes.append(f"{a} - {b}: {e}")
             continue
         if p.note:
             notes.append(p.note)
         out.append(p)
-    return Comparison(out, solvable_failures(runs), notes)
+    return Comparison(out, solvable_failures(runs), notes, unit)
 
 
 def write_comparison(paths: Sequence[str | os.PathLike], out: str | os.PathLike,
-                     pairs: Sequence[tuple[str, str]] | None = None) -> Comparison:
+                     pairs: Sequence[tuple[str, str]] | None = None, unit: str = "family"
+                     ) -> Comparison:
     """``comparison`` of the run directories ``paths`` (a compare output directory expands to
     its runs) written to ``OUT/paired.json`` and ``OUT/paired.md``."""
-    c = comparison(load_runs(paths), pairs)
+    c = comparison(load_runs(paths), pairs, unit=unit)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "paired.json").write_text(json.dumps(c.to_dict(), indent=1))

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Sequence
 from eef.report import analysis as A
 from eef.report import plots
 from eef.report.assets import CSS, JS
-from eef.report.comparison import Comparison, comparison
+from eef.report.comparison import UNITS, Comparison, comparison
 from eef.report.figure1 import figure1_entries
 from eef.report.rundata import ReportError, Run, TaskCategories, load_runs
 
@@ -53,10 +53,16 @@ class ReportConfig:
     pairs: list[tuple[str, str]] | None = field(default=None, metadata={
         "help": "Paired differences A - B to show (default: every method vs sft and vs rft_xn, "
                 "eef vs the expert; eef.report.comparison.default_pairs)."})
+    resample: str = field(default="family", metadata={
+        "help": "What the paired differences' bootstrap resamples: 'family' (the goals of one "
+                "task family, e.g. one WebShop product, together; eef.envs.task_family) or "
+                "'goal' (goals one by one, narrower when a family's goals go together)."})
 
     def __post_init__(self) -> None:
         if self.obs_chars < 0 or self.max_sims_per_state < 0 or self.page_size < 1:
             raise ReportError("obs_chars and max_sims_per_state must be >= 0, page_size >= 1")
+        if self.resample not in UNITS:
+            raise ReportError(f"resample {self.resample!r}: one of {', '.join(UNITS)}")
 
 
 # -- formatting helpers -----------------------------------------------------------------------
@@ -137,12 +143,16 @@ def _summary(runs: list[Run], curves: dict[str, list[A.CurvePoint]],
             + table(head, rows))
 
 
+_RESAMPLED = {"family": "whole task families resampled: the goals of one WebShop product or "
+                        "one ScienceWorld task together", "goal": "goals resampled"}
+
+
 def _paired_section(c: Comparison) -> str:
     out = ["<h2 id='paired'>Paired per-goal differences</h2>",
            "<p class='small muted'>A − B on the evaluation goals both were evaluated on: each "
            "method's final iteration and the expert's evaluation, per goal averaged over the "
            "runs (seeds), then the mean over goals with a 95% percentile bootstrap interval "
-           "(goals resampled, fixed seed); win rate in percentage points, score in points "
+           f"({_RESAMPLED[c.unit]}, fixed seed); win rate in percentage points, score in points "
            "(0-100); goals where A scored more / less / the same, and the two-sided sign test "
            "over the untied goals.</p>"]
     if c.pairs:
@@ -421,7 +431,7 @@ def render_report(runs: list[Run], cfg: ReportConfig | None = None, progress=Non
              _expert_section(runs, expert, curves, A.train_task_comparison(runs))]
     parts.append(_training_section(runs))
     tick("paired differences")
-    parts.append(_paired_section(comparison(runs, cfg.pairs)))
+    parts.append(_paired_section(comparison(runs, cfg.pairs, unit=cfg.resample)))
     tick("task categories")
     parts.append(_category_section(runs, TaskCategories(data_dir)))
     tick("figure 2")

@@ -17,7 +17,13 @@ gives the same interval), and a sign count: goals where A scored more than B, le
 same, with the two-sided exact sign-test p-value over the untied goals.
 
 The interval is over goals: it says how much the difference could move with another draw of
-goals from the same distribution, with the runs held as they are.  It does not resample seeds,
+goals from the same distribution, with the runs held as they are.  Goals that share a world
+are not independent draws: WebShop-1k's 116 test goals are instructions for 40 products (17 of
+them with 5 goals each), and one product's goals tend to be won or lost together.  With
+``groups`` (goal -> group, e.g. ``eef.envs.task_family``) the bootstrap resamples whole
+groups (a cluster bootstrap: each resample is the mean over all goals of the drawn groups),
+which widens the interval to what another draw of *products* could do; ``clusters`` says how
+many groups were resampled (the goals' count when ungrouped).  It does not resample seeds,
 so retraining noise enters only through the per-goal averages (average several seeds per
 method, ``eef compare --seeds`` / ``--train-seeds``, to shrink it).
 """
@@ -26,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -67,24 +73,41 @@ def sign_test_p(wins: int, losses: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def bootstrap_means(values: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED
-                    ) -> np.ndarray:
+def bootstrap_means(values: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED,
+                    groups: Sequence[Hashable] | None = None) -> np.ndarray:
     """Means of ``resamples`` resamples (with replacement) of the rows of ``values`` (goals x
-    columns): an array (resamples x columns).  Deterministic for a seed; drawn in chunks so
-    that memory stays bounded for many goals."""
+    columns): an array (resamples x columns).  With ``groups`` (one label per row) whole
+    groups are resampled, as many as there are, and each resample's mean is over all the
+    rows of the drawn groups (a cluster bootstrap); one group per row is the plain
+    bootstrap.  Deterministic for a seed; drawn in chunks so that memory stays bounded."""
     values = np.asarray(values, dtype=float)
     if values.ndim == 1:
         values = values[:, None]
     n = len(values)
     if n == 0 or resamples < 1:
         raise PairedError("bootstrap needs at least one goal and one resample")
+    if groups is not None and len(groups) != n:
+        raise PairedError(f"{len(groups)} group labels for {n} goals")
     rng = np.random.default_rng(seed)
     out = np.empty((resamples, values.shape[1]))
-    chunk = max(1, 2_000_000 // n)
+    if groups is None:
+        chunk = max(1, 2_000_000 // n)
+        for lo in range(0, resamples, chunk):
+            hi = min(resamples, lo + chunk)
+            idx = rng.integers(0, n, size=(hi - lo, n))
+            out[lo:hi] = values[idx].mean(axis=1)
+        return out
+    index: dict[Hashable, int] = {}
+    codes = np.array([index.setdefault(g, len(index)) for g in groups])
+    k = len(index)
+    sums = np.zeros((k, values.shape[1]))
+    np.add.at(sums, codes, values)
+    sizes = np.bincount(codes, minlength=k).astype(float)
+    chunk = max(1, 2_000_000 // k)
     for lo in range(0, resamples, chunk):
         hi = min(resamples, lo + chunk)
-        idx = rng.integers(0, n, size=(hi - lo, n))
-        out[lo:hi] = values[idx].mean(axis=1)
+        idx = rng.integers(0, k, size=(hi - lo, k))
+        out[lo:hi] = sums[idx].sum(axis=1) / sizes[idx].sum(axis=1)[:, None]
     return out
 
 
@@ -98,6 +121,7 @@ class PairedDiff:
     goals: int                 # goals in common (the ones compared)
     only_a: int                # goals only A evaluated (left out)
     only_b: int                # goals only B evaluated (left out)
+    clusters: int              # groups the bootstrap resampled (= goals when ungrouped)
     runs_a: int
     runs_b: int
     win_rate_a: float
@@ -132,11 +156,13 @@ class PairedDiff:
 
 def paired_difference(a: GoalMeans, b: GoalMeans, *, names: tuple[str, str] = ("A", "B"),
                       runs: tuple[int, int] = (0, 0), resamples: int = RESAMPLES,
-                      seed: int = SEED, level: float = LEVEL) -> PairedDiff:
+                      seed: int = SEED, level: float = LEVEL,
+                      groups: Callable[[str], Hashable] | None = None) -> PairedDiff:
     """A - B over the goals both have (``goal_means`` of each): mean differences of win rate
-    and score, their percentile bootstrap intervals (goals resampled; both differences from
-    the same resamples) and the sign count.  Raises ``PairedError`` when either side is empty
-    or they share no goal."""
+    and score, their percentile bootstrap intervals (goals resampled, or with ``groups``, a
+    function goal -> group, whole groups; both differences from the same resamples) and the
+    sign count over goals.  Raises ``PairedError`` when either side is empty or they share
+    no goal."""
     if not 0 < level < 1:
         raise PairedError(f"level must be in (0, 1), not {level}")
     for name, side in zip(names, (a, b)):
@@ -149,7 +175,8 @@ def paired_difference(a: GoalMeans, b: GoalMeans, *, names: tuple[str, str] = ("
     vb = np.array([b[g] for g in common], dtype=float)
     d = va - vb
     mean = d.mean(axis=0)
-    boot = bootstrap_means(d, resamples, seed)
+    labels = [groups(g) for g in common] if groups is not None else None
+    boot = bootstrap_means(d, resamples, seed, labels)
     q = 100 * (1 - level) / 2
     lo, hi = np.percentile(boot, q, axis=0), np.percentile(boot, 100 - q, axis=0)
     # zero variance (up to rounding): every resample's mean is the mean itself
@@ -159,7 +186,8 @@ def paired_difference(a: GoalMeans, b: GoalMeans, *, names: tuple[str, str] = ("
     better_b = int(np.sum(d[:, 1] < 0))
     return PairedDiff(
         names[0], names[1], len(common), sum(g not in b for g in a),
-        sum(g not in a for g in b), runs[0], runs[1],
+        sum(g not in a for g in b), len(set(labels)) if labels is not None else len(common),
+        runs[0], runs[1],
         float(va[:, 0].mean()), float(vb[:, 0].mean()), float(mean[0]), float(lo[0]),
         float(hi[0]), float(va[:, 1].mean()), float(vb[:, 1].mean()), float(mean[1]),
         float(lo[1]), float(hi[1]), better_a, better_b, len(common) - better_a - better_b,
