@@ -90,19 +90,15 @@ def bootstrap_means(values: np.ndarray, resamples: int = RESAMPLES, seed: int = 
         raise PairedError(f"{len(groups)} group labels for {n} goals")
     rng = np.random.default_rng(seed)
     out = np.empty((resamples, values.shape[1]))
-    if groups is None:
-        chunk = max(1, 2_000_000 // n)
-        for lo in range(0, resamples, chunk):
-            hi = min(resamples, lo + chunk)
-            idx = rng.integers(0, n, size=(hi - lo, n))
-            out[lo:hi] = values[idx].mean(axis=1)
-        return out
-    index: dict[Hashable, int] = {}
-    codes = np.array([index.setdefault(g, len(index)) for g in groups])
-    k = len(index)
-    sums = np.zeros((k, values.shape[1]))
-    np.add.at(sums, codes, values)
-    sizes = np.bincount(codes, minlength=k).astype(float)
+    if groups is None:                       # every goal its own group
+        sums, sizes = values, np.ones(n)
+    else:
+        index: dict[Hashable, int] = {}
+        codes = np.array([index.setdefault(g, len(index)) for g in groups])
+        sums = np.zeros((len(index), values.shape[1]))
+        np.add.at(sums, codes, values)
+        sizes = np.bincount(codes, minlength=len(index)).astype(float)
+    k = len(sums)
     chunk = max(1, 2_000_000 // k)
     for lo in range(0, resamples, chunk):
         hi = min(resamples, lo + chunk)
