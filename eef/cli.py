@@ -514,9 +514,12 @@ def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML 
     bad = [m for m in ms if m not in METHODS]
     if bad or not ms:
         _fail(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
-    from eef.report.comparison import UNITS
-    if resample not in UNITS:
-        _fail(f"--resample {resample!r}: one of {', '.join(UNITS)}")
+    from eef.report.comparison import UNITS, check_unit
+    from eef.report.rundata import ReportError
+    try:  # before the runs: a typo fails now, not after hours of work
+        check_unit(resample, "--resample")
+    except ReportError as e:
+        _fail(str(e))
     if seeds < 1 or train_seeds < 1:
         _fail("--seeds and --train-seeds must be >= 1")
     try:
@@ -544,7 +547,7 @@ def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML 
     if c.pairs:
         rows = c.pair_rows()
         _print_rows(f"paired per-goal differences A - B, 95% bootstrap intervals over "
-                    f"{'task families' if resample == 'family' else 'goals'} — "
+                    f"{UNITS[resample]} — "
                     f"{out / 'paired.md'}", rows, list(rows[0]))
     if c.solvable:
         rows = c.solvable_rows()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_report import QUIET, find_table  # noqa: E402
 
 from eef.algorithms.labels import LabelRecord  # noqa: E402
-from eef.report.comparison import (NO_EXPERT_NOTE, comparison, default_pairs,  # noqa: E402
+from eef.report.comparison import (NO_EXPERT_NOTE, UNITS, comparison, default_pairs,  # noqa: E402
                                    parse_pairs, solvable_failures, write_comparison)
 from eef.report.html import ReportConfig, build_report  # noqa: E402
 from eef.report.rundata import ReportError, load_runs  # noqa: E402
@@ -169,8 +170,10 @@ def test_write_comparison_files(cmp_dir):
     md = (cmp_dir / "paired.md").read_text()
     assert "| eef - sft | 6 (6) | 2/2 |" in md and "+15.0 [+15.0, +15.0]" in md
     assert "interval over task families" in md and data["unit"] == "family"
+    assert UNITS["family"] in md and c.resampled == UNITS["family"]
     write_comparison([cmp_dir], cmp_dir / "g", unit="goal")
-    assert "| eef - sft | 6 | 2/2 |" in (cmp_dir / "g" / "paired.md").read_text()
+    md_goal = (cmp_dir / "g" / "paired.md").read_text()
+    assert "| eef - sft | 6 | 2/2 |" in md_goal and UNITS["goal"] in md_goal
     with pytest.raises(ReportError, match="unit 'product'"):
         write_comparison([cmp_dir], cmp_dir / "x", unit="product")
     assert "| eef | all | 2 | 4 | 3 (75.0%) | 2 (50.0%) |" in md
@@ -180,6 +183,7 @@ def test_report_shows_the_expert_row_and_the_paired_section(cmp_dir, tmp_path):
     html = build_report([cmp_dir], tmp_path / "r.html", QUIET).read_text(encoding="utf-8")
     summary = {r["method"]: r for r in find_table(html, "method", "split", "runs", "episodes")}
     assert summary["expert"]["split"] == "test" and summary["expert"]["win rate (%)"] == "66.7 ± 0.0"
+    assert html_escape(UNITS["family"]) in html  # the markdown's words, one source
     pairs = {r["A - B"]: r for r in find_table(html, "A - B", "goals (families)")}
     assert pairs["eef - sft"]["score diff"] == "+15.0 [+15.0, +15.0]"
     assert pairs["eef - expert"]["win rate diff (pp)"].startswith("-58.3 [")

@@ -33,8 +33,20 @@ from eef.report.paired import (LEVEL, RESAMPLES, SEED, Episode, PairedDiff, Pair
 from eef.report.rundata import ReportError, Run, load_runs, method_order
 
 EXPERT = "expert"
-#: what the bootstrap resamples: whole task families (default) or single goals
-UNITS = ("family", "goal")
+#: what the bootstrap resamples (whole task families, the default, or single goals) and the
+#: words every view of a comparison says it with
+UNITS = {"family": "task families (the goals of one family, e.g. one WebShop product or one "
+                   "ScienceWorld task, resampled together)",
+         "goal": "goals (one by one)"}
+
+
+def check_unit(unit: str, what: str = "unit") -> str:
+    """``unit`` if it is one of ``UNITS``, else a ``ReportError`` naming ``what`` was given."""
+    if unit not in UNITS:
+        raise ReportError(f"{what} {unit!r}: one of {', '.join(UNITS)}")
+    return unit
+
+
 NO_EXPERT_NOTE = ("no expert evaluation on the eval goals: the expert trajectories were "
                   "imported (no policy to run), or the runs predate the expert/eval stage "
                   "(rerun `eef compare` to add it)")
@@ -166,6 +178,11 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     unit: str = "family"   # what the bootstrap resampled (UNITS)
 
+    @property
+    def resampled(self) -> str:
+        """What the bootstrap resampled, in words (``UNITS``)."""
+        return UNITS[self.unit]
+
     def to_dict(self) -> dict[str, Any]:
         return {"pairs": [p.to_dict() for p in self.pairs], "unit": self.unit,
                 "solvable_failures": [r.to_dict() for r in self.solvable], "notes": self.notes}
@@ -193,11 +210,10 @@ class Comparison:
                 for r in self.solvable]
 
     def markdown(self) -> str:
-        over = ("task families (the goals of one family, e.g. one WebShop product, "
-                "resampled together)" if self.unit == "family" else "goals")
+        n = self.pairs[0].resamples if self.pairs else RESAMPLES
         out = ["## Paired per-goal differences (final iteration, eval goals)", "",
                "A - B per goal, averaged over each side's runs; 95% percentile bootstrap "
-               f"interval over {over} ({self.pairs[0].resamples if self.pairs else RESAMPLES:,} "
+               f"interval over {self.resampled} ({n:,} "
                "resamples, fixed seed); goals where A scored more / less / the same; two-sided "
                "sign test over goals.", ""]
         out += _md_table(self.pair_rows()) if self.pairs else ["(no pair to compare)"]
@@ -229,8 +245,7 @@ def comparison(runs: Sequence[Run], pairs: Sequence[tuple[str, str]] | None = No
     shares of the runs; ``unit``: what the bootstrap resamples (``UNITS``).  A pair naming a
     policy the runs did not evaluate is left out with a note (so is the expert when no run
     evaluated it)."""
-    if unit not in UNITS:
-        raise ReportError(f"unit {unit!r}: one of {', '.join(UNITS)}")
+    check_unit(unit)
     groups = task_family if unit == "family" else None
     eps = method_episodes(runs)
     notes: list[str] = []

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Sequence
 from eef.report import analysis as A
 from eef.report import plots
 from eef.report.assets import CSS, JS
-from eef.report.comparison import UNITS, Comparison, comparison
+from eef.report.comparison import Comparison, check_unit, comparison
 from eef.report.figure1 import figure1_entries
 from eef.report.rundata import ReportError, Run, TaskCategories, load_runs
 
@@ -61,8 +61,7 @@ class ReportConfig:
     def __post_init__(self) -> None:
         if self.obs_chars < 0 or self.max_sims_per_state < 0 or self.page_size < 1:
             raise ReportError("obs_chars and max_sims_per_state must be >= 0, page_size >= 1")
-        if self.resample not in UNITS:
-            raise ReportError(f"resample {self.resample!r}: one of {', '.join(UNITS)}")
+        check_unit(self.resample, "resample")
 
 
 # -- formatting helpers -----------------------------------------------------------------------
@@ -143,16 +142,12 @@ def _summary(runs: list[Run], curves: dict[str, list[A.CurvePoint]],
             + table(head, rows))
 
 
-_RESAMPLED = {"family": "whole task families resampled: the goals of one WebShop product or "
-                        "one ScienceWorld task together", "goal": "goals resampled"}
-
-
 def _paired_section(c: Comparison) -> str:
     out = ["<h2 id='paired'>Paired per-goal differences</h2>",
            "<p class='small muted'>A − B on the evaluation goals both were evaluated on: each "
            "method's final iteration and the expert's evaluation, per goal averaged over the "
            "runs (seeds), then the mean over goals with a 95% percentile bootstrap interval "
-           f"({_RESAMPLED[c.unit]}, fixed seed); win rate in percentage points, score in points "
+           f"(over {esc(c.resampled)}, fixed seed); win rate in percentage points, score in points "
            "(0-100); goals where A scored more / less / the same, and the two-sided sign test "
            "over the untied goals.</p>"]
     if c.pairs:
