@@ -18,7 +18,10 @@ the samples at the steps the child logs (``train_log.jsonl``).  Variants:
   thread calling ``malloc_trim(0)`` once per logged step);
 - ``trim10``: ``train.trim_every: 10``, the training's default; every other variant runs with
   ``trim_every: 0``;
-- ``jemalloc``: ``LD_PRELOAD`` of the jemalloc that ships with ray (skipped when absent).
+- ``jemalloc``: ``LD_PRELOAD`` of the jemalloc that ships with ray (skipped when absent), its
+  default settings;
+- ``jemalloc_keep``: the same with ``MALLOC_CONF`` set to keep freed pages for a few steps
+  (``JEMALLOC_KEEP``).
 
 Figures per variant: RSS after the first step (``first_mb``: model, optimizer, the first
 batch's activations), the peak (``peak_mb``), the growth from step 1 to the last step
@@ -43,7 +46,12 @@ from pathlib import Path
 
 from _util import emit, median, parser, table
 
-from eef.memory import rss_mb
+from eef.memory import jemalloc_library, rss_mb
+
+#: jemalloc keeping freed pages for reuse: no separate arena for allocations of 8 MB and more
+#: (by default jemalloc purges that arena at once, so a step's activations fault in anew each
+#: step) and freed pages kept 30 s (a few steps) before they go back to the system
+JEMALLOC_KEEP = "oversize_threshold:0,dirty_decay_ms:30000,muzzy_decay_ms:0"
 
 VARIANTS = {
     "glibc": {},
@@ -52,16 +60,8 @@ VARIANTS = {
     "trim": {"EEF_BENCH_TRIM_EVERY": "1"},
     "trim10": {"EEF_BENCH_TRIM_EVERY": "10"},
     "jemalloc": {"LD_PRELOAD": "<jemalloc>"},
+    "jemalloc_keep": {"LD_PRELOAD": "<jemalloc>", "MALLOC_CONF": JEMALLOC_KEEP},
 }
-
-
-def jemalloc_path() -> str | None:
-    try:
-        import ray
-    except ImportError:
-        return None
-    lib = Path(ray.__file__).parent / "core" / "libjemalloc.so"
-    return str(lib) if lib.exists() else None
 
 
 def mem_total_mb() -> int:
@@ -106,11 +106,13 @@ def run_variant(name: str, args, model: str | None, tmp: Path) -> dict | None:
     env = dict(os.environ)
     for k, v in VARIANTS[name].items():
         if v == "<jemalloc>":
-            v = jemalloc_path()
+            v = jemalloc_library()
             if v is None:
                 return None
         env[k] = v
     out = tmp / name
+    while out.exists():  # a variant named twice (e.g. a,b,a: the machine's drift between runs)
+        out = out.with_name(out.name + "+")
     cmd = [sys.executable, __file__, "--child", "--out", str(out), "--steps", str(args.steps),
            "--goals", str(args.goals)] + (["--model", model] if model else [])
     out.mkdir(parents=True)
@@ -159,7 +161,8 @@ def main() -> None:
     p.add_argument("--goals", type=int, default=None, help="WebShop train goals the expert "
                    "plays for the data (default 400; --quick 40)")
     p.add_argument("--variants", default=",".join(VARIANTS),
-                   help=f"comma-separated subset of {', '.join(VARIANTS)}")
+                   help=f"comma-separated subset of {', '.join(VARIANTS)}; a variant may come "
+                   "twice (a,b,a), which shows how much the machine drifted between runs")
     p.add_argument("--child", action="store_true", help=argparse_hidden())
     p.add_argument("--out", help=argparse_hidden())
     p.add_argument("--model", help=argparse_hidden())

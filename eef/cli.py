@@ -558,6 +558,12 @@ def compare(config: Optional[Path] = typer.Argument(None, help="Experiment YAML 
 
 
 def main() -> None:
+    from eef.memory import use_allocator
+    try:  # jemalloc bounds a training's memory (eef.memory; EEF_ALLOCATOR=system: glibc's)
+        use_allocator()
+    except ValueError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise SystemExit(2)
     app()
 
 

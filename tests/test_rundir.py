@@ -131,7 +131,7 @@ def test_a_rerun_stage_s_newest_metrics_row_is_the_current_one(tmp_path):
 
 def test_a_stage_that_ran_gives_memory_back_and_records_its_rss(tmp_path, monkeypatch):
     """After a stage's work the run dir releases freed memory (``eef.memory.release``) and
-    records the resident set before and after; a copied stage did no work and releases none."""
+    records the resident set before and after and the allocator; a copied stage did no work and releases none."""
     import eef.algorithms.rundir as rundir
     released = []
     monkeypatch.setattr(rundir, "release", lambda: released.append(1) or
@@ -140,6 +140,7 @@ def test_a_stage_that_ran_gives_memory_back_and_records_its_rss(tmp_path, monkey
     run.stage("rollout/a", {"k": 1}, ["a.jsonl"], _writer(run, "a.jsonl", "a\n", calls))
     rec = run.done("rollout/a", digest({"k": 1}))
     assert rec["rss_mb"] == {"before_mb": 900, "after_mb": 300} and released == [1]
+    assert rec["allocator"] == "system"  # pytest's process: not re-executed on jemalloc
     run.stage("rollout/b", {"k": 1}, ["b.jsonl"], _writer(run, "b.jsonl", "b\n", calls),
               share="rollout/")
     assert calls == ["a.jsonl"] and released == [1]

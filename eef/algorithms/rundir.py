@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-from eef.memory import release
+from eef.memory import allocator, release
 
 
 class RunDirError(RuntimeError):
@@ -193,6 +193,7 @@ class RunDir:
                "result": result}
         if mem is not None:
             rec["rss_mb"] = mem
+            rec["allocator"] = allocator()
         tmp = self._record(name).with_suffix(".tmp")
         tmp.write_text(json.dumps(rec, indent=1, default=str))
         os.replace(tmp, self._record(name))
