@@ -10,8 +10,8 @@ every ``train.trim_every`` steps.  On a C library
 without ``malloc_trim`` (musl, macOS) it only collects.
 
 Trimming does not bound a training's peak: glibc keeps the high-water mark of tensors of
-ever-changing shapes.  jemalloc does (docs/models.md, "Training memory"), so the ``eef``
-command runs under it: ``use_allocator`` re-executes the process with jemalloc preloaded
+ever-changing shapes.  Under jemalloc the peak follows each step's own tensors
+(docs/models.md, "Training memory"), so the ``eef`` command runs on it: ``use_allocator`` re-executes the process with jemalloc preloaded
 (``LD_PRELOAD``) before any work starts.  ``EEF_ALLOCATOR`` chooses: ``jemalloc`` (the default;
 the library ray ships, or ``EEF_JEMALLOC``'s path) or ``system``; without a jemalloc library
 the process stays on the system's allocator.  ``allocator()`` says which one a process runs on.

@@ -131,7 +131,8 @@ def test_a_rerun_stage_s_newest_metrics_row_is_the_current_one(tmp_path):
 
 def test_a_stage_that_ran_gives_memory_back_and_records_its_rss(tmp_path, monkeypatch):
     """After a stage's work the run dir releases freed memory (``eef.memory.release``) and
-    records the resident set before and after and the allocator; a copied stage did no work and releases none."""
+    records the resident set before and after and the allocator; a copied stage did no work
+    and releases none."""
     import eef.algorithms.rundir as rundir
     released = []
     monkeypatch.setattr(rundir, "release", lambda: released.append(1) or
