@@ -11,8 +11,8 @@ without ``malloc_trim`` (musl, macOS) it only collects.
 
 Trimming does not bound a training's peak: glibc keeps the high-water mark of tensors of
 ever-changing shapes.  Under jemalloc the peak follows each step's own tensors
-(docs/models.md, "Training memory"), so the ``eef`` command runs on it: ``use_allocator`` re-executes the process with jemalloc preloaded
-(``LD_PRELOAD``) before any work starts.  ``EEF_ALLOCATOR`` chooses: ``jemalloc`` (the default;
+(docs/models.md, "Training memory"), so the ``eef`` command runs on it: ``use_allocator``
+re-executes the process with jemalloc preloaded (``LD_PRELOAD``) before any work starts.  ``EEF_ALLOCATOR`` chooses: ``jemalloc`` (the default;
 the library ray ships, or ``EEF_JEMALLOC``'s path) or ``system``; without a jemalloc library
 the process stays on the system's allocator.  ``allocator()`` says which one a process runs on.
 """
